@@ -1,0 +1,29 @@
+# Two commands do everything on a fresh machine (see README.md):
+#   make check   the main job: the reference's self-check, printed as a table
+#   make test    the whole test suite (reference, Keras goldens, real-Keras cross-check)
+# Both create .venv and install the pinned versions from constraints.txt first.
+
+PYTHON_BOOTSTRAP ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup check test clean
+
+setup: $(STAMP)
+
+# torch goes first and alone: pinned to the CPU build (a bare `torch` may pull CUDA).
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
+	$(PY) -m pip install -q -c constraints.txt torch
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,frameworks]'
+	touch $(STAMP)
+
+check: $(STAMP)
+	$(PY) -m reference.selfcheck
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

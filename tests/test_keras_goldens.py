@@ -1,0 +1,103 @@
+"""Every golden value in Keras's own test file, keras/src/optimizers/adafactor_test.py
+(keras 3.15.1, unchanged since 3.0.2), reproduced by the reference at Keras's own
+tolerances. Keras's tests run in float32; the reference is float64, so these are loose
+by construction. The tight checks are in test_keras_tf_crosscheck.py."""
+
+import numpy as np
+import pytest
+
+from reference import Adafactor
+
+
+def f64(values):
+    return np.array(values, dtype=np.float64)
+
+
+def test_single_step_1d():  # adafactor_test.py:23-30
+    opt = Adafactor(learning_rate=0.5)
+    x = f64([1.0, 2.0, 3.0, 4.0])
+    opt.apply_gradients(zip([f64([1.0, 6.0, 7.0, 2.0])], [x]))
+    np.testing.assert_allclose(x, [-0.3693, 0.6307, 1.6307, 2.6307], rtol=1e-4, atol=1e-4)
+
+
+def test_single_step_2d():  # adafactor_test.py:32-39
+    opt = Adafactor(learning_rate=0.5)
+    x = f64([[1.0, 2.0], [3.0, 4.0]])
+    opt.apply_gradients(zip([f64([[1.0, 6.0], [7.0, 2.0]])], [x]))
+    np.testing.assert_allclose(x, [[0.7007, -0.0081], [1.2492, 3.4407]], rtol=1e-4, atol=1e-4)
+
+
+def test_weight_decay_with_exclusion():  # adafactor_test.py:41-61
+    g = np.zeros(())
+    var1, var2, var3 = f64(2.0), f64(2.0), f64(2.0)
+
+    opt1 = Adafactor(learning_rate=1.0, weight_decay=0.004)
+    opt1.apply_gradients(zip([g], [var1]))
+
+    opt2 = Adafactor(learning_rate=1.0, weight_decay=0.004)
+    opt2.exclude_from_weight_decay(var_names=["exclude"])
+    opt2.build([var1, var2], names=["variable", "exclude"])
+    opt2.apply_gradients(zip([g, g], [var1, var2]))
+
+    opt3 = Adafactor(learning_rate=1.0, weight_decay=0.004)
+    opt3.exclude_from_weight_decay(var_list=[var3])
+    opt3.apply_gradients(zip([g, g], [var1, var3]))
+
+    assert var1 == pytest.approx(1.9760959, abs=1.5e-6)  # decimal=6 in Keras
+    assert var1 == pytest.approx(2 * 0.996**3, rel=1e-15)  # what it is exactly
+    assert var2 == 2.0
+    assert var3 == 2.0
+
+
+def test_correctness_with_golden():  # adafactor_test.py:63-90
+    opt = Adafactor(
+        learning_rate=0.5,
+        beta_2_decay=-0.65,
+        epsilon_1=1e-15,
+        epsilon_2=1e-4,
+        clip_threshold=0.9,
+        relative_step=False,
+    )
+    x = np.ones(10)
+    grads = np.arange(0.1, 1.1, 0.1)
+    first_grads = np.full((10,), 0.01)
+    golden = f64(
+        [
+            [0.55] * 10,
+            [0.3031, 0.3026, 0.3025, 0.3024, 0.3024, 0.3024, 0.3024, 0.3024, 0.3024, 0.3024],
+            [0.1671, 0.1665, 0.1663, 0.1663, 0.1663, 0.1663, 0.1663, 0.1663, 0.1663, 0.1663],
+            [0.0923, 0.0916, 0.0915, 0.0914, 0.0914, 0.0914, 0.0914, 0.0914, 0.0914, 0.0914],
+            [0.0554, 0.0548, 0.0546, 0.0546, 0.0546, 0.0546, 0.0546, 0.0545, 0.0545, 0.0545],
+        ]
+    )
+    opt.apply_gradients(zip([first_grads], [x]))
+    for row in golden:
+        np.testing.assert_allclose(x, row, rtol=5e-4, atol=5e-4)
+        opt.apply_gradients(zip([grads], [x]))
+
+
+def test_clip_norm():  # adafactor_test.py:92-96
+    opt = Adafactor(clipnorm=1)
+    (clipped,) = opt._clip_gradients([f64([100.0, 100.0])])
+    np.testing.assert_allclose(clipped, [2**0.5 / 2, 2**0.5 / 2], rtol=1e-15)
+
+
+def test_clip_value():  # adafactor_test.py:98-102
+    opt = Adafactor(clipvalue=1)
+    (clipped,) = opt._clip_gradients([f64([100.0, 100.0])])
+    np.testing.assert_array_equal(clipped, [1.0, 1.0])
+
+
+def test_config_round_trip():  # adafactor_test.py:12-21
+    opt = Adafactor(
+        learning_rate=0.5,
+        beta_2_decay=-0.65,
+        epsilon_1=1e-15,
+        epsilon_2=1e-4,
+        clip_threshold=0.9,
+        relative_step=False,
+    )
+    config = opt.get_config()
+    again = Adafactor.from_config(config)
+    assert again.get_config() == config
+    assert config["beta_2_decay"] == -0.65 and config["relative_step"] is False
