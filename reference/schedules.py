@@ -523,7 +523,7 @@ class CosineDecay(LearningRateSchedule):
         # warmup_steps == 0 (the default) the warmup branch is never taken
         # and initial_learning_rate does not influence the result at all:
         # the decay starts from warmup_target.
-        if global_step < warmup_steps:
+        if global_step <= warmup_steps:
             return self._warmup(
                 global_step, warmup_steps, warmup_target, initial_learning_rate
             )
