@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup check test clean
+.PHONY: setup check test clean vectors
 
 setup: $(STAMP)
 
@@ -27,3 +27,7 @@ test: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
+
+# Regenerate vectors/ from tools/vector_cases.py (never edit vectors by hand).
+vectors: $(STAMP)
+	$(PY) -m tools.generate_vectors

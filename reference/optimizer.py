@@ -222,6 +222,8 @@ class Adafactor:
         variables = list(variables)
         for i, x in enumerate(variables):
             self._check_array(x, f"variables[{i}]")
+            if not x.flags.writeable:
+                raise ValueError(f"variables[{i}] is read-only; apply() updates variables in place")
         if names is None:
             names = [f"variable_{i}" for i in range(len(variables))]
         names = list(names)
@@ -313,11 +315,15 @@ class Adafactor:
                     "it was originally built with, in the same order"
                 )
         self._check_grads(grads)
-        new_values, self.state, self.last_step = self._apply_pure(
-            self.state, grads, self._variables
-        )
+        for i, x in enumerate(self._variables):
+            if not x.flags.writeable:
+                raise ValueError(f"variables[{i}] ({self._names[i]!r}) is read-only; "
+                                 "apply() updates variables in place")
+        new_values, new_state, record = self._apply_pure(self.state, grads, self._variables)
+        # Only now, with nothing left that can fail, is anything written.
         for x, new in zip(self._variables, new_values):
             x[...] = new
+        self.state, self.last_step = new_state, record
 
     def apply_gradients(self, grads_and_vars):
         grads, variables = zip(*grads_and_vars)
@@ -335,16 +341,19 @@ class Adafactor:
             self._check_array(x, f"variables[{i}]")
         grads = list(grads)
         self._check_grads(grads)
+        return self._apply_pure(state, grads, variables)
+
+    def _apply_pure(self, state: OptimizerState, grads: list, variables: list):
+        """The body of ``apply`` on explicit state; inputs and ``self.state`` are never
+        modified, also when the step raises (e.g. under ``np.errstate(all="raise")``)."""
         saved = self.state
+        self.state = state.copy()  # `iterations` and `learning_rate` read self.state
         try:
-            return self._apply_pure(state, grads, variables)
+            return self._step(self.state, grads, variables)
         finally:
             self.state = saved
 
-    def _apply_pure(self, state: OptimizerState, grads: list, variables: list):
-        """The body of ``apply`` on explicit state; inputs are never modified."""
-        state = state.copy()
-        self.state = state  # so that `iterations` and `learning_rate` read this state
+    def _step(self, state: OptimizerState, grads: list, variables: list):
         values = [np.array(x, copy=True) for x in variables]
 
         # base_optimizer.py:843-868: drop None gradients; all None is an error.

@@ -30,9 +30,21 @@ TensorFlow backend a Python float becomes a ``float32`` tensor
 ``tf.convert_to_tensor`` without a dtype), and that stays true even after
 ``keras.config.set_floatx("float64")``.  So in ordinary use Keras evaluates
 schedules in float32.  When ``initial_learning_rate`` is given as a float64
-value (for example ``np.float64(0.01)``) the whole computation runs in
-float64; in that mode the functions here follow Keras operation for
-operation and give the same doubles.
+value (for example ``np.float64(0.01)``) the computation runs in float64,
+and when every other float argument is float64 as well (next paragraph) the
+functions here follow Keras operation for operation and give the same
+doubles (checked bit for bit by tests/test_schedules.py).
+
+Quirk: wrapping only ``initial_learning_rate`` in float64 is not enough.
+The other float hyper-parameters reach the computation through
+``ops.cast(python_float, dtype)``, which on TensorFlow is ``tf.cast`` of a
+Python float, i.e. ``tf.convert_to_tensor`` (float32) followed by the cast
+(``keras/src/backend/tensorflow/core.py:210-218``).  So ``decay_rate``,
+``end_learning_rate``, ``power``, ``warmup_target``, ``t_mul``, ``m_mul`` and
+CosineDecayRestarts's ``alpha`` are rounded to float32 unless they too are
+float64 values (``np.float64``).  CosineDecay's ``alpha`` is the exception:
+it is used as a raw Python number (line 702).  This module does not round
+anything to float32; it matches Keras when every float argument is float64.
 
 Domain errors
 -------------
@@ -523,7 +535,7 @@ class CosineDecay(LearningRateSchedule):
         # warmup_steps == 0 (the default) the warmup branch is never taken
         # and initial_learning_rate does not influence the result at all:
         # the decay starts from warmup_target.
-        if global_step <= warmup_steps:
+        if global_step < warmup_steps:
             return self._warmup(
                 global_step, warmup_steps, warmup_target, initial_learning_rate
             )
@@ -598,7 +610,12 @@ class CosineDecayRestarts(LearningRateSchedule):
             # period, whose completed fraction is ~1.0, so the rate is
             # ~alpha (the end of the previous period) instead of the restart
             # peak.  Which restarts are affected depends on the precision
-            # (float32 Keras and this float64 code disagree on some).  For
+            # (float32 Keras and this float64 code disagree on some).
+            # Examples, all exact restarts: t_mul=3, first_decay_steps=1,
+            # step 121 and t_mul=1.25, first_decay_steps=16, step 61 stay at
+            # the end of the previous period in float64 (Keras included) but
+            # restart in float32; t_mul=1.1, first_decay_steps=10, step 21
+            # restarts in float64 but not in float32.  For
             # t_mul < 1 the periods sum to a finite horizon of
             # first_decay_steps / (1 - t_mul) steps; at or beyond it the log
             # argument is <= 0 and the result is nan (kept via _ieee_log).

@@ -201,6 +201,16 @@ class TestCosineDecayRestartsByHand:
         assert close(s(16), 0.1)
         assert close(s(10), 0.1 * 0.5 * (1 + math.cos(PI * 6 / 12)))
 
+    def test_exact_restart_missed_in_float64(self):
+        # Periods 1, 3, 9, 27, 81: the fifth restart is at step 121, where
+        # log(1 + 2*121) / log(3) = log(243) / log(3) should be exactly 5.
+        # In doubles it comes out just below 5, floor gives 4, and the rate
+        # is the one at the end of the 81-step period: alpha * rate.
+        s = R.CosineDecayRestarts(1.0, 1, t_mul=3.0, alpha=0.1)
+        assert math.log(243.0) / math.log(3.0) < 5.0
+        assert math.isclose(s(121), 0.1, rel_tol=1e-9)
+        assert close(s(122), 0.9 * 0.5 * (1 + math.cos(PI / 243)) + 0.1)
+
     def test_shrinking_periods_end_in_nan(self):
         # t_mul=0.5: periods 10, 5, 2.5, ... sum to 20 steps; at step 20
         # the log argument is 0 and Keras produces nan.
@@ -466,9 +476,28 @@ CONFIGS = [
     ("PiecewiseConstantDecay", dict(boundaries=list(range(2, 60, 6)), values=[0.1 / (i + 1) for i in range(11)]), True),
 ]
 
-# A restart where the precision decides the period index (see
-# test_restart_boundary_depends_on_precision).
-RESTART_EDGE = ("CosineDecayRestarts", dict(initial_learning_rate=0.1, first_decay_steps=10, t_mul=1.1), 21)
+# Exact restart steps of CosineDecayRestarts where the period index found by
+# floor(log(1 - f*(1 - t_mul)) / log(t_mul)) depends on the precision
+# (see test_restart_boundary_depends_on_precision).  Entries:
+# (kwargs, step, float64 restarts?, float32 restarts?).  alpha=0.1 makes "end
+# of the previous period" (rate ~ 0.1) easy to tell from a restart (1.0).
+RESTART_EDGES = [
+    # 10 + 11 = 21 for the decimal 1.1.  The double 1.1 is a little larger
+    # (so, strictly, step 21 is a hair before its restart) and the float32
+    # one larger still.  float64 restarts anyway, float32 does not.
+    (dict(initial_learning_rate=1.0, first_decay_steps=10, t_mul=1.1, alpha=0.1), 21, True, False),
+    # Exactly representable t_mul, integer restart step: mathematically a
+    # restart, but in float64 log(x)/log(t_mul) rounds to just below the
+    # integer and the rate stays at the end of the previous period, while
+    # float32 Keras restarts.
+    (dict(initial_learning_rate=1.0, first_decay_steps=1, t_mul=3.0, alpha=0.1), 121, False, True),
+    (dict(initial_learning_rate=1.0, first_decay_steps=16, t_mul=1.25, alpha=0.1), 61, False, True),
+    (dict(initial_learning_rate=1.0, first_decay_steps=16, t_mul=1.5, alpha=0.1), 211, False, True),
+    (dict(initial_learning_rate=1.0, first_decay_steps=4, t_mul=3.0, alpha=0.1), 484, False, True),
+    # Restarts both precisions get right.
+    (dict(initial_learning_rate=1.0, first_decay_steps=4, t_mul=3.0, alpha=0.1), 52, True, True),
+    (dict(initial_learning_rate=1.0, first_decay_steps=10, t_mul=2.0, alpha=0.1), 70, True, True),
+]
 
 # Runs in a child process: builds every schedule with Keras on the
 # TensorFlow backend and prints JSON.  Each schedule is built twice:
@@ -496,7 +525,7 @@ except Exception as e:  # report, the parent skips
 
 req = json.load(sys.stdin)
 out = {"keras_version": keras.__version__, "backend": keras.backend.backend(),
-       "floatx": keras.config.floatx(), "cases": [], "bad": [], "edge": None}
+       "floatx": keras.config.floatx(), "cases": [], "bad": []}
 step_var = keras.Variable(0, dtype="int64", trainable=False)
 
 def run(schedule, steps):
@@ -546,11 +575,11 @@ for name, kwargs in req["bad"]:
     except Exception as e:
         out["bad"].append({"exc": type(e).__name__, "msg": str(e)})
 
-name, kwargs, step = req["edge"]
-cls = getattr(S, name)
-v32, _ = run(cls(**kwargs), [step])
-v64, _ = run(cls(**{k: as_f64(v) for k, v in kwargs.items()}), [step])
-out["edge"] = {"f32": v32[0], "f64": v64[0]}
+out["edges"] = []
+for kwargs, step in req["edges"]:
+    v32, _ = run(S.CosineDecayRestarts(**kwargs), [step])
+    v64, _ = run(S.CosineDecayRestarts(**{k: as_f64(v) for k, v in kwargs.items()}), [step])
+    out["edges"].append({"f32": v32[0], "f64": v64[0]})
 print(json.dumps(out))
 """
 
@@ -566,7 +595,7 @@ def keras_results():
         "steps": STEPS,
         "cases": [[name, kwargs] for name, kwargs, _ in CONFIGS],
         "bad": [[name, kwargs] for name, kwargs, _ in BAD_ARGUMENTS],
-        "edge": list(RESTART_EDGE),
+        "edges": [[kwargs, step] for kwargs, step, _, _ in RESTART_EDGES],
     }
     env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.run(
@@ -705,16 +734,24 @@ def test_bad_arguments_match_keras(keras_results, index):
         assert str(info.value) == keras_side["msg"]
 
 
-def test_restart_boundary_depends_on_precision(keras_results):
-    """CosineDecayRestarts finds the period with floor(log(.)/log(t_mul)).
-    With t_mul=1.1 and 10 first steps the second restart is at step
-    10 + 11 = 21 for the decimal 1.1, but only barely: float64 (reference and
-    Keras-in-float64) lands in the new period and restarts at the full rate,
-    float32 Keras (t_mul rounds to 1.10000002) is still at the very end of
-    the previous one, at ~alpha * rate = 0."""
-    name, kwargs, step = RESTART_EDGE
-    ref = R.ALL_SCHEDULES[name](**kwargs)(step)
-    edge = keras_results["edge"]
-    assert ref == edge["f64"]
-    assert close(ref, 0.1)
-    assert abs(edge["f32"]) < 1e-6
+@pytest.mark.parametrize(
+    "index", range(len(RESTART_EDGES)),
+    ids=[f"t_mul={e[0]['t_mul']}-first={e[0]['first_decay_steps']}-step={e[1]}" for e in RESTART_EDGES],
+)
+def test_restart_boundary_depends_on_precision(keras_results, index):
+    """At an exact restart the log/floor period search of CosineDecayRestarts
+    (learning_rate_schedule.py:864-871) can round either way.  The reference
+    must make the same choice as Keras in float64, bit for bit; float32
+    Keras (the default) may choose the other period, giving a rate off by
+    the whole amplitude of the cosine (about 1.0 against 0.1 here)."""
+    kwargs, step, f64_restarts, f32_restarts = RESTART_EDGES[index]
+    ref = R.CosineDecayRestarts(**kwargs)(step)
+    keras_side = keras_results["edges"][index]
+    assert ref == keras_side["f64"]
+    restart_value = 1.0  # m_mul = 1: every period starts at the initial rate
+    end_of_period_value = 0.1  # alpha * rate: cos(pi * ~1) = -1
+    expected64 = restart_value if f64_restarts else end_of_period_value
+    assert math.isclose(ref, expected64, rel_tol=1e-9)
+    # What float32 Keras does, as observed with TensorFlow 2.21 on CPU.
+    expected32 = restart_value if f32_restarts else end_of_period_value
+    assert math.isclose(keras_side["f32"], expected32, rel_tol=1e-6)

@@ -1,0 +1,1 @@
+"""The conformance gate: golden-vector files, adapters and the runner."""

@@ -1,0 +1,213 @@
+"""Drive the reference from a golden vector: build the optimizer its config describes,
+feed its gradients, and snapshot the complete state after every step.
+
+The generator (tools/generate_vectors.py) records vectors with ``run_steps``; replaying a
+vector uses the same function with the vector's recorded inputs, so what is checked is
+exactly what was recorded.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Callable, Iterable, Optional
+
+import numpy as np
+
+from conformance import vectorfile as vf
+from reference import Adafactor, schedules
+
+
+class RecordedCallable:
+    """A zero-argument learning rate that returns recorded values in call order (how a
+    vector stores a Python callable: Keras may call it several times per step)."""
+
+    def __init__(self, values: Iterable[float], vector_id: str = "?"):
+        self.values = list(values)
+        self.position = 0
+        self.vector_id = vector_id
+
+    def __call__(self) -> float:
+        if self.position >= len(self.values):
+            raise RuntimeError(
+                f"vector {self.vector_id!r}: the learning-rate callable was called "
+                f"{self.position + 1} times, but only {len(self.values)} calls were recorded")
+        value = self.values[self.position]
+        self.position += 1
+        return value
+
+
+def decode_learning_rate(vector: dict):
+    """The ``learning_rate`` argument a vector's config describes."""
+    lr = vector["config"].get("learning_rate", 0.001)
+    if isinstance(lr, dict) and lr.get("callable") == "recorded":
+        calls = [vf.bits_to_float(b) for step in vector["steps"]
+                 for b in step.get("learning_rate_calls", [])]
+        return RecordedCallable(calls, vector["id"])
+    if isinstance(lr, dict):
+        return schedules.deserialize(lr)
+    return lr
+
+
+def make_optimizer(vector: dict, learning_rate=None) -> Adafactor:
+    """Construct (not build) the reference optimizer of ``vector``. Raises what the
+    reference raises for an invalid configuration."""
+    config = dict(vector["config"])
+    config["learning_rate"] = decode_learning_rate(vector) if learning_rate is None else learning_rate
+    return Adafactor(**config)
+
+
+def initial_variables(vector: dict, path="<memory>") -> list:
+    return [vf.decode_array(v["initial"], path, vector["id"]).copy() for v in vector["variables"]]
+
+
+def decode_grads(vector: dict, step: dict, path="<memory>") -> list:
+    return [vf.decode_optional(g, path, vector["id"]) for g in step["grads"]]
+
+
+def build(opt: Adafactor, variables: list, names: list, exclude: Optional[dict]) -> None:
+    opt.build(variables, names=names)
+    if exclude:
+        opt.exclude_from_weight_decay(
+            var_list=[variables[i] for i in exclude.get("var_index", [])] or None,
+            var_names=exclude.get("var_names") or None,
+        )
+
+
+def snapshot(opt: Adafactor, variables: list) -> dict:
+    """The complete state after a step, as plain arrays (the ``expected`` of a step)."""
+    state = opt.get_state()
+    record = opt.last_step
+    return {
+        "iterations": state.iterations,
+        "is_update_step": record.is_update_step,
+        "learning_rate": record.learning_rate,
+        "ema_overwritten": record.ema_overwritten,
+        "variables": [x.copy() for x in variables],
+        "r": [s.r for s in state.slots],
+        "c": [s.c for s in state.slots],
+        "v": [s.v for s in state.slots],
+        "average": state.average,
+        "accumulator": state.accumulator,
+    }
+
+
+def run_steps(opt: Adafactor, variables: list, grads_per_step: Iterable[list],
+              on_step: Callable[[int, dict], None]) -> None:
+    """Apply each step's gradients; call ``on_step(index, snapshot)`` after each."""
+    for index, grads in enumerate(grads_per_step):
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Keras's "Gradients do not exist" warning
+            opt.apply(grads, variables)
+        on_step(index, snapshot(opt, variables))
+
+
+def encode_expected(expected: dict) -> dict:
+    lr = expected["learning_rate"]
+    return {
+        "iterations": expected["iterations"],
+        "is_update_step": expected["is_update_step"],
+        "learning_rate": None if lr is None else vf.float_to_bits(lr),
+        "ema_overwritten": expected["ema_overwritten"],
+        "variables": [vf.encode_array(x) for x in expected["variables"]],
+        "r": [vf.encode_optional(a) for a in expected["r"]],
+        "c": [vf.encode_optional(a) for a in expected["c"]],
+        "v": [vf.encode_array(a) for a in expected["v"]],
+        "average": None if expected["average"] is None else [vf.encode_array(a) for a in expected["average"]],
+        "accumulator": (None if expected["accumulator"] is None
+                        else [vf.encode_array(a) for a in expected["accumulator"]]),
+    }
+
+
+def decode_expected(vector: dict, expected: dict, path="<memory>") -> dict:
+    def arrays(items):
+        return None if items is None else [vf.decode_optional(a, path, vector["id"]) for a in items]
+
+    lr = expected["learning_rate"]
+    return {
+        "iterations": expected["iterations"],
+        "is_update_step": expected["is_update_step"],
+        "learning_rate": None if lr is None else vf.bits_to_float(lr),
+        "ema_overwritten": expected["ema_overwritten"],
+        "variables": arrays(expected["variables"]),
+        "r": arrays(expected["r"]),
+        "c": arrays(expected["c"]),
+        "v": arrays(expected["v"]),
+        "average": arrays(expected["average"]),
+        "accumulator": arrays(expected["accumulator"]),
+    }
+
+
+STATE_KEYS = ("variables", "r", "c", "v", "average", "accumulator")
+
+
+def bitwise_differences(expected: dict, actual: dict) -> list[str]:
+    """Every place where two snapshots differ in bits (any NaN equals any NaN)."""
+    problems = []
+    for key in ("iterations", "is_update_step", "ema_overwritten"):
+        if expected[key] != actual[key]:
+            problems.append(f"{key}: expected {expected[key]!r}, got {actual[key]!r}")
+    if expected["learning_rate"] != actual["learning_rate"]:
+        problems.append(f"learning_rate: expected {expected['learning_rate']!r}, got {actual['learning_rate']!r}")
+    for key in STATE_KEYS:
+        e_list, a_list = expected[key], actual[key]
+        if (e_list is None) != (a_list is None):
+            problems.append(f"{key}: expected {'none' if e_list is None else 'present'}")
+            continue
+        for i, (e, a) in enumerate(zip(e_list or [], a_list or [])):
+            if (e is None) != (a is None):
+                problems.append(f"{key}[{i}]: presence differs")
+            elif e is not None and not _same_bits(e, a):
+                problems.append(f"{key}[{i}]: differs")
+    return problems
+
+
+def _same_bits(e: np.ndarray, a: np.ndarray) -> bool:
+    if e.shape != a.shape:
+        return False
+    both_nan = np.isnan(e) & np.isnan(a)
+    return bool(np.all(both_nan | (e.view(np.int64) == a.view(np.int64))))
+
+
+def check_reference(vector: dict, path="<memory>") -> list[str]:
+    """Replay ``vector`` through the reference; return the problems (empty: it conforms
+    at 0 ulp, or raises the recorded error for an invalid vector)."""
+    error = vector["error"]
+    try:
+        opt = make_optimizer(vector)
+    except Exception as exc:  # noqa: BLE001 - any exception is graded against `error`
+        return _graded_error(vector, exc, "construction")
+    if error and error["at"] == "construction":
+        return [f"expected {error['class']} at construction, nothing raised"]
+    variables = initial_variables(vector, path)
+    build(opt, variables, [v["name"] for v in vector["variables"]], vector["exclude_from_weight_decay"])
+    grads = [decode_grads(vector, step, path) for step in vector["steps"]]
+    problems: list[str] = []
+    done = []
+
+    def on_step(index, actual):
+        expected = decode_expected(vector, vector["steps"][index]["expected"], path)
+        problems.extend(f"step {index + 1}: {p}" for p in bitwise_differences(expected, actual))
+        done.append(index)
+
+    try:
+        run_steps(opt, variables, grads, on_step)
+    except Exception as exc:  # noqa: BLE001
+        problems.extend(_graded_error(vector, exc, "step"))
+        if error and error.get("step") != len(done):
+            problems.append(f"raised at step {len(done)}, expected at step {error.get('step')}")
+        return problems
+    if error:
+        problems.append(f"expected {error['class']} during the steps, nothing raised")
+    return problems
+
+
+def _graded_error(vector: dict, exc: Exception, at: str) -> list[str]:
+    error = vector["error"]
+    if not error or error["at"] != at:
+        return [f"unexpected {type(exc).__name__} at {at}: {exc}"]
+    problems = []
+    if type(exc).__name__ != error["class"]:
+        problems.append(f"raised {type(exc).__name__}, expected {error['class']}: {exc}")
+    if error["message_contains"] not in str(exc):
+        problems.append(f"message {str(exc)!r} lacks {error['message_contains']!r}")
+    return problems

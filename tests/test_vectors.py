@@ -1,0 +1,211 @@
+"""The golden-vector corpus: fresh (regenerates to the same bytes), well-formed (JSON
+Schema via the jsonschema library, flags defined, manifest sha256 and counts), loadable
+with clear errors, and replayed by the reference at 0 ulp."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conformance import replay
+from conformance import vectorfile as vf
+from tools import generate_vectors as gen
+
+VECTORS = Path(__file__).resolve().parent.parent / "vectors"
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return vf.load_corpus(VECTORS)
+
+
+# ----------------------------------------------------------------------------- freshness
+def test_corpus_is_fresh():
+    """Regenerating gives the committed bytes. On failure the message lists the changed
+    vector ids. (Bit-exact for this NumPy and libm; see vectors/README.md.)"""
+    problems = gen.compare_with(gen.build_outputs(VECTORS / "README.md"), VECTORS)
+    assert not problems, "vectors/ is stale; run `make vectors`:\n" + "\n".join(problems)
+
+
+def test_regeneration_is_byte_identical(tmp_path):
+    shutil.copy(VECTORS / "README.md", tmp_path / "README.md")
+    gen.main(["--out", str(tmp_path)])
+    first = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    gen.main(["--out", str(tmp_path)])
+    second = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert first == second
+    assert not [p for p in tmp_path.rglob("*.tmp")], "temporary files left behind"
+
+
+def test_freshness_check_names_changed_ids(tmp_path):
+    shutil.copytree(VECTORS, tmp_path / "v")
+    path = tmp_path / "v" / "keras" / "arguments.json"
+    doc = json.loads(path.read_text())
+    doc["vectors"][3]["steps"][0]["expected"]["variables"][0]["bits"][0] = "0000000000000000"
+    path.write_text(vf.dumps(doc))
+    problems = gen.compare_with(gen.build_outputs(VECTORS / "README.md"), tmp_path / "v")
+    assert any(doc["vectors"][3]["id"] in p for p in problems), problems
+    assert gen.main(["--check", "--out", str(tmp_path / "v")]) == 1
+
+
+def test_generator_rejects_duplicate_ids():
+    from tools.vector_cases import CASES
+
+    with pytest.raises(ValueError, match="duplicate case ids"):
+        gen.generate_corpus([CASES[0], CASES[0]])
+
+
+# ----------------------------------------------------------------------------- lint
+def test_schema_is_valid_json_schema():
+    import jsonschema
+
+    schema = json.loads(vf.SCHEMA_PATH.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+
+
+def test_every_file_validates_and_matches_manifest(corpus):
+    manifest = vf.load_manifest(VECTORS)
+    assert set(corpus) == set(manifest["files"])
+    assert manifest["total_vectors"] == sum(len(d["vectors"]) for d in corpus.values())
+    ids = [v["id"] for _, v in vf.iter_vectors(corpus)]
+    assert len(ids) == len(set(ids)), "vector ids must be unique across the corpus"
+    for relative, doc in corpus.items():
+        for vector in doc["vectors"]:
+            assert set(vector["flags"]) <= set(doc["notes"]), vector["id"]
+            assert vector["id"].split("/")[0] == Path(relative).stem
+
+
+def test_corpus_is_small():
+    total = sum(p.stat().st_size for p in VECTORS.rglob("*.json"))
+    assert total < 8 * 1024 * 1024, f"corpus is {total} bytes"
+
+
+def test_every_argument_is_exercised():
+    table = (VECTORS / "README.md").read_text()
+    documents = vf.load_corpus(VECTORS)
+    vectors = [v for _, v in vf.iter_vectors(documents)]
+    for name, default in gen.DEFAULTS.items():
+        assert any(v["config"].get(name, default) != default for v in vectors if v["result"] != "invalid"), name
+        assert f"| {name}" in table
+
+
+# ----------------------------------------------------------------------------- loader errors
+def _write(tmp_path, text, name="bad.json"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _good_text():
+    return (VECTORS / "keras" / "invalid.json").read_text()
+
+
+def test_loader_truncated_file(tmp_path):
+    path = _write(tmp_path, _good_text()[:500])
+    with pytest.raises(vf.VectorFormatError, match=r"bad\.json: invalid JSON.*truncated"):
+        vf.load_file(path)
+
+
+def test_loader_invalid_json(tmp_path):
+    path = _write(tmp_path, "{not json")
+    with pytest.raises(vf.VectorFormatError, match=r"bad\.json: invalid JSON at line 1"):
+        vf.load_file(path)
+
+
+def test_loader_unknown_schema_version(tmp_path):
+    doc = json.loads(_good_text())
+    doc["schema_version"] = 2
+    path = _write(tmp_path, json.dumps(doc))
+    with pytest.raises(vf.VectorFormatError, match=r"bad\.json: unknown schema_version 2"):
+        vf.load_file(path)
+
+
+def test_loader_missing_field_names_vector(tmp_path):
+    doc = json.loads(_good_text())
+    victim = doc["vectors"][2]
+    del victim["description"]
+    path = _write(tmp_path, json.dumps(doc))
+    with pytest.raises(vf.VectorFormatError) as info:
+        vf.load_file(path)
+    assert "bad.json" in str(info.value) and victim["id"] in str(info.value)
+    assert "description" in str(info.value)
+
+
+def test_loader_shape_disagrees_with_data(tmp_path):
+    doc = json.loads((VECTORS / "keras" / "shapes.json").read_text())
+    victim = doc["vectors"][1]
+    victim["variables"][0]["initial"]["shape"] = [99]
+    path = _write(tmp_path, json.dumps(doc))
+    with pytest.raises(vf.VectorFormatError) as info:
+        vf.load_file(path)
+    assert victim["id"] in str(info.value) and "shape [99]" in str(info.value)
+
+
+def test_loader_undefined_flag(tmp_path):
+    doc = json.loads(_good_text())
+    doc["vectors"][0]["flags"].append("NOT_A_FLAG")
+    path = _write(tmp_path, json.dumps(doc))
+    with pytest.raises(vf.VectorFormatError, match="NOT_A_FLAG"):
+        vf.load_file(path)
+
+
+def test_loader_sha256_mismatch(tmp_path):
+    shutil.copytree(VECTORS, tmp_path / "v")
+    target = tmp_path / "v" / "keras" / "invalid.json"
+    target.write_text(target.read_text().replace("rejected at construction", "rejected at build", 1))
+    with pytest.raises(vf.VectorFormatError, match=r"invalid\.json: sha256 .* does not match MANIFEST"):
+        vf.load_corpus(tmp_path / "v")
+
+
+def test_loader_count_mismatch(tmp_path):
+    shutil.copytree(VECTORS, tmp_path / "v")
+    manifest = json.loads((tmp_path / "v" / "MANIFEST.json").read_text())
+    manifest["files"]["keras/invalid.json"]["vectors"] += 1
+    (tmp_path / "v" / "MANIFEST.json").write_text(json.dumps(manifest))
+    with pytest.raises(vf.VectorFormatError, match="MANIFEST.json says"):
+        vf.load_corpus(tmp_path / "v")
+
+
+def test_loader_missing_file(tmp_path):
+    with pytest.raises(vf.VectorFormatError, match="cannot read"):
+        vf.load_file(tmp_path / "absent.json")
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
+    path = tmp_path / "f.json"
+    path.write_text("old")
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(vf.os, "replace", boom)
+    with pytest.raises(OSError):
+        vf.write_atomic(path, "new")
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
+
+
+def test_float_encoding_is_exact_for_specials():
+    values = np.array([0.0, -0.0, np.inf, -np.inf, 5e-324, 1.7976931348623157e308, 0.1])
+    decoded = vf.decode_array(vf.encode_array(values))
+    assert decoded.view(np.int64).tolist() == values.view(np.int64).tolist()
+    assert np.isnan(vf.decode_array(vf.encode_array([np.nan]))[0])
+    assert vf.float_to_bits(1.0) == "3ff0000000000000"
+
+
+# ----------------------------------------------------------------------------- replay
+def _all_vectors():
+    documents = vf.load_corpus(VECTORS)
+    return [(rel, v) for rel, v in vf.iter_vectors(documents)]
+
+
+ALL = _all_vectors()
+
+
+@pytest.mark.parametrize("relative,vector", ALL, ids=[v["id"] for _, v in ALL])
+def test_reference_replays_vector_bit_exactly(relative, vector):
+    """valid and acceptable vectors at 0 ulp; invalid ones raise the recorded error."""
+    problems = replay.check_reference(vector, VECTORS / relative)
+    assert not problems, f"{vector['id']}: " + "; ".join(problems[:10])

@@ -1,0 +1,296 @@
+"""Every golden vector, declared in one place.
+
+Each ``Case`` is one vector: a Keras configuration, named variables, how their initial
+values and each step's gradients are drawn, and (for invalid vectors) the error Keras
+raises. The generator (tools/generate_vectors.py) runs the reference on each case and
+records everything. Randomness is seeded per case from its id, so adding or reordering
+cases never changes another vector.
+
+Ids are ``<file>/<topic>/<variant>``; the first part names the vector file.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+
+from reference import schedules
+
+# ----------------------------------------------------------------------------- building blocks
+GradFn = Callable[[np.random.Generator, int, tuple], np.ndarray]
+
+
+def normal(scale: float = 1.0) -> GradFn:
+    """N(0, scale^2) gradients, with a gentle step-to-step change of scale."""
+    def draw(rng, step, shape):
+        return np.asarray(rng.normal(size=shape) * scale * (1.0 + 0.5 * math.sin(step)))
+    return draw
+
+
+def bursts(scale: float = 1.0, every: int = 4, factor: float = 30.0) -> GradFn:
+    """Normal gradients, 'factor' times larger every 'every' steps: RMS(U) jumps above the
+    clip threshold on those steps and falls back after (clipping switches on and off)."""
+    def draw(rng, step, shape):
+        g = rng.normal(size=shape) * scale
+        return np.asarray(g * (factor if step % every == every - 1 else 1.0))
+    return draw
+
+
+def constant(value: float) -> GradFn:
+    def draw(rng, step, shape):
+        return np.full(shape, value, dtype=np.float64)
+    return draw
+
+
+def with_values(base: GradFn, values: dict) -> GradFn:
+    """``base`` gradients with element 0 of variable ``var`` set at ``step``:
+    values = {(step, var): value}. The variable index is passed in by the generator."""
+    def draw(rng, step, shape, var=None):
+        g = np.array(base(rng, step, shape), dtype=np.float64)
+        if (step, var) in values:
+            g.reshape(-1)[0] = values[(step, var)]
+        return g
+    draw.needs_var = True
+    return draw
+
+
+class PowerOfTwoCounter:
+    """A stateful zero-argument learning rate, 2**-(5 + calls % 3): its value depends on
+    how many times the optimizer calls it (Keras calls it once per weight-decayed variable
+    and once for the step). Exact in float32, like every callable value here, because
+    Keras's TensorFlow backend casts a callable's Python float through float32."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self):
+        value = 2.0 ** -(5 + self.calls % 3)
+        self.calls += 1
+        return value
+
+
+def constant_callable():
+    return lambda: 0.125
+
+
+# ----------------------------------------------------------------------------- case type
+KERNEL_BIAS = (("dense/kernel", (5, 3)), ("dense/bias", (3,)))
+
+SHAPES = {
+    "scalar": (),
+    "vector": (7,),
+    "square": (3, 3),
+    "tall": (5, 3),
+    "wide": (3, 5),
+    "row": (1, 5),
+    "column": (5, 1),
+    "3d": (2, 3, 5),
+    "4d": (2, 1, 3, 5),
+}
+
+ALL_SHAPES = tuple((name, shape) for name, shape in SHAPES.items())
+
+
+@dataclass
+class Case:
+    id: str
+    description: str
+    config: dict = field(default_factory=dict)
+    variables: tuple = KERNEL_BIAS  # (name, shape) pairs
+    steps: int = 10
+    init: str = "normal"  # normal | small (N(0, 0.01^2)) | zeros | ones
+    grads: GradFn = field(default_factory=normal)
+    none_at: frozenset = frozenset()  # {(step, variable index)}: gradient None
+    exclude: Optional[dict] = None  # {"var_names": [...], "var_index": [...]}
+    flags: tuple = ()  # flags the generator cannot derive
+    error: Optional[dict] = None  # invalid vectors: {"class", "message_contains", "at", "step"?}
+    make_learning_rate: Optional[Callable] = None  # a fresh callable learning rate per run
+
+    @property
+    def file(self) -> str:
+        return self.id.split("/")[0]
+
+
+# ----------------------------------------------------------------------------- the cases
+CASES: list[Case] = []
+
+
+def case(*args, **kwargs) -> None:
+    CASES.append(Case(*args, **kwargs))
+
+
+# --- shapes: every shape class under the defaults and under a relative-step-bound lr
+for shape_name, shape in SHAPES.items():
+    case(f"shapes/defaults/{shape_name}", f"Keras defaults on one variable of shape {shape}",
+         variables=(("w", shape),), steps=8)
+    case(f"shapes/lr_0.5/{shape_name}", f"learning_rate=0.5 on shape {shape}: 1/sqrt(t) caps the "
+         "step from t=5", {"learning_rate": 0.5}, variables=(("w", shape),), steps=8)
+
+# --- each argument alone at non-default values (on a kernel and a bias)
+for lr in (0.01, 0.5, 2.0, 1e-5):
+    case(f"arguments/learning_rate/{lr:g}", f"learning_rate={lr!r}", {"learning_rate": lr})
+for d in (-0.5, -1.0, -0.2):
+    case(f"arguments/beta_2_decay/{d:g}", f"beta_2_decay={d!r}", {"learning_rate": 0.1, "beta_2_decay": d})
+for e1 in (1e-10, 1e-3):
+    case(f"arguments/epsilon_1/{e1:g}", f"epsilon_1={e1!r} with small gradients",
+         {"learning_rate": 0.1, "epsilon_1": e1}, grads=normal(0.03))
+for e2 in (0.1, 0.0):
+    case(f"arguments/epsilon_2/{e2:g}", f"epsilon_2={e2!r} with small variables",
+         {"learning_rate": 0.1, "epsilon_2": e2}, init="small")
+for d in (0.5, 2.0, 0.1):
+    case(f"arguments/clip_threshold/{d:g}", f"clip_threshold={d!r}",
+         {"learning_rate": 0.1, "clip_threshold": d}, grads=bursts())
+case("arguments/relative_step/false", "relative_step=False: identical to True (Keras quirk)",
+     {"learning_rate": 0.5, "relative_step": False})
+case("arguments/relative_step/false_schedule", "relative_step=False with a schedule",
+     {"learning_rate": schedules.ExponentialDecay(0.5, 4, 0.5), "relative_step": False})
+for wd in (0.01, 0.1):
+    case(f"arguments/weight_decay/{wd:g}", f"weight_decay={wd!r} (raw lr, before the step)",
+         {"learning_rate": 0.5, "weight_decay": wd})
+case("arguments/weight_decay/exclude_by_name", "weight decay, the bias excluded by name (regex search)",
+     {"learning_rate": 0.5, "weight_decay": 0.05}, exclude={"var_names": ["bias"]})
+case("arguments/weight_decay/exclude_by_variable", "weight decay, the kernel excluded by identity",
+     {"learning_rate": 0.5, "weight_decay": 0.05}, exclude={"var_index": [0]})
+for cn in (0.5, 100.0, 0.0):
+    case(f"arguments/clipnorm/{cn:g}", f"clipnorm={cn!r}" + (" (0 disables it)" if cn == 0 else ""),
+         {"learning_rate": 0.1, "clipnorm": cn}, grads=normal(2.0))
+for cv in (0.1, 0.0):
+    case(f"arguments/clipvalue/{cv:g}", f"clipvalue={cv!r}" + (" (0 disables it)" if cv == 0 else ""),
+         {"learning_rate": 0.1, "clipvalue": cv})
+for gn in (1.0, 49.0, 0.0):
+    note = {49.0: " (never clips; scale 49*(1/49) = 1 - 2**-53 moves gradients by an ulp)",
+            0.0: " (0 disables it)"}.get(gn, "")
+    case(f"arguments/global_clipnorm/{gn:g}", f"global_clipnorm={gn!r}{note}",
+         {"learning_rate": 0.1, "global_clipnorm": gn})
+for m in (0.99, 0.5):
+    case(f"arguments/use_ema/momentum_{m:g}", f"use_ema=True, ema_momentum={m!r}: the first EMA step copies",
+         {"learning_rate": 0.1, "use_ema": True, "ema_momentum": m})
+for f in (1, 3):
+    case(f"arguments/ema_overwrite_frequency/{f}", f"use_ema with ema_overwrite_frequency={f}",
+         {"learning_rate": 0.1, "use_ema": True, "ema_momentum": 0.9, "ema_overwrite_frequency": f})
+for s in (128.0, 0.5):
+    case(f"arguments/loss_scale_factor/{s:g}", f"loss_scale_factor={s!r}, gradients of the scaled loss",
+         {"learning_rate": 0.1, "loss_scale_factor": s}, grads=normal(s))
+for n in (2, 3):
+    case(f"arguments/gradient_accumulation_steps/{n}", f"gradient_accumulation_steps={n}: updates on "
+         f"micro-steps {n}, {2 * n}, ...", {"learning_rate": 0.5, "gradient_accumulation_steps": n}, steps=12)
+case("arguments/gradient_accumulation_steps/0", "gradient_accumulation_steps=0 disables accumulation",
+     {"learning_rate": 0.5, "gradient_accumulation_steps": 0})
+case("arguments/name/custom", "name='my_adafactor' changes nothing numerically", {"name": "my_adafactor"})
+
+# --- learning-rate schedules and callables
+SCHEDULES = {
+    "exponential": schedules.ExponentialDecay(0.5, decay_steps=3, decay_rate=0.5),
+    "exponential_staircase": schedules.ExponentialDecay(0.3, decay_steps=4, decay_rate=0.7, staircase=True),
+    "piecewise_constant": schedules.PiecewiseConstantDecay([3, 7], [0.5, 0.1, 0.01]),
+    "polynomial": schedules.PolynomialDecay(0.5, 8, end_learning_rate=0.01, power=2.0),
+    "polynomial_cycle": schedules.PolynomialDecay(0.5, 5, end_learning_rate=0.01, power=1.5, cycle=True),
+    "inverse_time": schedules.InverseTimeDecay(0.4, decay_steps=2, decay_rate=0.5),
+    "inverse_time_staircase": schedules.InverseTimeDecay(0.4, decay_steps=3, decay_rate=1.0, staircase=True),
+    "cosine": schedules.CosineDecay(0.5, decay_steps=8, alpha=0.1),
+    "cosine_warmup": schedules.CosineDecay(0.1, decay_steps=8, alpha=0.1, warmup_target=0.5, warmup_steps=3),
+    "cosine_restarts": schedules.CosineDecayRestarts(0.5, first_decay_steps=3, t_mul=2.0, m_mul=0.5, alpha=0.05),
+}
+for sched_name, sched in SCHEDULES.items():
+    case(f"schedules/{sched_name}", f"learning_rate={type(sched).__name__} ({sched_name})",
+         {"learning_rate": sched}, steps=12)
+case("schedules/callable_counter", "a stateful callable learning rate with weight decay on both "
+     "variables: it is called three times per step", {"weight_decay": 0.125},
+     make_learning_rate=PowerOfTwoCounter, steps=8)
+case("schedules/callable_constant", "a constant zero-argument callable learning rate",
+     make_learning_rate=constant_callable, steps=6)
+
+# --- realistic combinations
+case("combinations/schedule_wd_global_clip_ema", "cosine warmup schedule, weight decay, global "
+     "clipnorm and EMA with overwrite",
+     {"learning_rate": SCHEDULES["cosine_warmup"], "weight_decay": 0.01, "global_clipnorm": 2.0,
+      "use_ema": True, "ema_momentum": 0.9, "ema_overwrite_frequency": 4}, steps=12)
+case("combinations/accumulation_ema_overwrite_wd", "accumulation N=3 with EMA overwrite every 2 "
+     "(fires on three consecutive micro-steps) and weight decay",
+     {"learning_rate": 0.5, "gradient_accumulation_steps": 3, "use_ema": True, "ema_momentum": 0.5,
+      "ema_overwrite_frequency": 2, "weight_decay": 0.02}, steps=12)
+case("combinations/accumulation_schedule", "accumulation N=2 with a schedule: the schedule sees "
+     "micro-steps, Adafactor's t counts updates",
+     {"learning_rate": SCHEDULES["exponential"], "gradient_accumulation_steps": 2}, steps=12)
+case("combinations/loss_scale_clipnorm_accumulation", "loss scale 1024, clipnorm and accumulation",
+     {"learning_rate": 0.2, "loss_scale_factor": 1024.0, "clipnorm": 1.0,
+      "gradient_accumulation_steps": 2}, grads=normal(1024.0 * 3), steps=10)
+case("combinations/none_gradients", "some gradients None: those variables neither decay nor "
+     "update, their state is unchanged, the EMA still moves them",
+     {"learning_rate": 0.2, "weight_decay": 0.05, "use_ema": True},
+     none_at=frozenset({(1, 0), (2, 1), (5, 0)}), steps=8)
+case("combinations/accumulation_none_gradients", "accumulation with a None gradient on an update "
+     "micro-step: every accumulator is reset anyway",
+     {"learning_rate": 0.2, "gradient_accumulation_steps": 2}, none_at=frozenset({(1, 1), (2, 0)}), steps=8)
+
+# --- several variables in one optimizer
+case("multi_variable/all_shapes", "one variable of every shape class in one optimizer",
+     {"learning_rate": 0.3}, variables=ALL_SHAPES, steps=6)
+case("multi_variable/global_clipnorm", "global clipnorm across every shape class",
+     {"learning_rate": 0.3, "global_clipnorm": 3.0}, variables=ALL_SHAPES, steps=6)
+case("multi_variable/weight_decay_exclusion", "weight decay with two names excluded",
+     {"learning_rate": 0.3, "weight_decay": 0.05}, variables=ALL_SHAPES,
+     exclude={"var_names": ["scalar", "col"]}, steps=6)
+
+# --- long runs across regime changes
+case("long_runs/relative_step_crossing", "lr=0.3 for 40 steps: 1/sqrt(t) falls below lr at t=12",
+     {"learning_rate": 0.3}, steps=40)
+case("long_runs/clipping_on_and_off", "gradient bursts every 4th step switch update clipping on and off",
+     {"learning_rate": 0.05}, grads=bursts(every=4, factor=30.0), steps=40)
+case("long_runs/ema_accumulation", "accumulation N=4, EMA, schedule, 40 micro-steps",
+     {"learning_rate": SCHEDULES["cosine_restarts"], "gradient_accumulation_steps": 4, "use_ema": True,
+      "ema_momentum": 0.8}, steps=40)
+
+# --- special values
+case("special_values/zero_gradients", "all-zero gradients: v = epsilon_1, u = 0",
+     grads=constant(0.0), steps=4)
+case("special_values/zero_variables", "zero variables: RMS(x) = 0 < epsilon_2 decides the step size",
+     {"learning_rate": 0.5}, init="zeros", steps=6)
+case("special_values/ones_variables_constant_gradient", "ones and a constant gradient",
+     {"learning_rate": 0.5}, init="ones", grads=constant(0.25), steps=6)
+case("special_values/tiny_gradients", "gradients of 1e-20: epsilon_1 = 1e-30 is comparable to g*g",
+     grads=normal(1e-15), steps=6)
+case("special_values/tiny_gradients_default_eps1_dominates", "gradients of 1e-17: g*g < epsilon_1",
+     grads=normal(1e-17), steps=4)
+case("special_values/huge_gradients", "gradients of 1e160: g*g overflows to inf",
+     grads=normal(1e160), steps=4)
+case("special_values/nan_gradient", "a NaN in one gradient element at step 3",
+     grads=with_values(normal(), {(2, 0): float("nan")}), steps=5)
+case("special_values/inf_gradient", "+inf and -inf gradient elements",
+     grads=with_values(normal(), {(1, 1): float("inf"), (3, 0): float("-inf")}), steps=5)
+case("special_values/nan_gradient_clipnorm", "a NaN gradient under clipnorm",
+     {"clipnorm": 1.0}, grads=with_values(normal(), {(2, 1): float("nan")}), steps=4)
+case("special_values/inf_gradient_global_clipnorm", "an inf gradient under global_clipnorm: every "
+     "gradient becomes NaN", {"global_clipnorm": 1.0},
+     grads=with_values(normal(), {(1, 0): float("inf")}), steps=3)
+case("special_values/negative_zero_gradients", "gradients of -0.0",
+     grads=constant(-0.0), steps=3)
+case("special_values/subnormal_gradients", "subnormal gradients (flushed to zero on some accelerators)",
+     grads=normal(1e-310), steps=3)
+
+# --- invalid configurations
+INVALID = {
+    "clipnorm_and_clipvalue": ({"clipnorm": 1.0, "clipvalue": 1.0}, "ValueError", "Only one of"),
+    "clipnorm_and_global_clipnorm": ({"clipnorm": 1.0, "global_clipnorm": 1.0}, "ValueError", "Only one of"),
+    "clipvalue_and_global_clipnorm": ({"clipvalue": 1.0, "global_clipnorm": 1.0}, "ValueError", "Only one of"),
+    "gradient_accumulation_steps_1": ({"gradient_accumulation_steps": 1}, "ValueError",
+                                      "gradient_accumulation_steps"),
+    "learning_rate_int": ({"learning_rate": 1}, "ValueError", "learning_rate"),
+    "learning_rate_string": ({"learning_rate": "0.01"}, "ValueError", "learning_rate"),
+    "ema_momentum_above_1": ({"use_ema": True, "ema_momentum": 1.5}, "ValueError", "ema_momentum"),
+    "ema_momentum_negative": ({"use_ema": True, "ema_momentum": -0.1}, "ValueError", "ema_momentum"),
+    "ema_overwrite_frequency_float": ({"use_ema": True, "ema_overwrite_frequency": 2.5}, "ValueError",
+                                      "ema_overwrite_frequency"),
+    "ema_overwrite_frequency_negative": ({"use_ema": True, "ema_overwrite_frequency": -1}, "ValueError",
+                                         "ema_overwrite_frequency"),
+    "unknown_argument": ({"beta_1": 0.9}, "ValueError", "not recognized"),
+}
+for name, (config, cls, text) in INVALID.items():
+    case(f"invalid/{name}", f"rejected at construction: {config}", config, steps=0,
+         error={"class": cls, "message_contains": text, "at": "construction"})
+case("invalid/all_gradients_none", "every gradient None at step 2 is an error",
+     none_at=frozenset({(1, 0), (1, 1)}), steps=2,
+     error={"class": "ValueError", "message_contains": "No gradients provided", "at": "step", "step": 1})
