@@ -48,12 +48,13 @@ def decode_learning_rate(vector: dict):
     return lr
 
 
-def make_optimizer(vector: dict, learning_rate=None) -> Adafactor:
+def make_optimizer(vector: dict, learning_rate=None, cls=Adafactor) -> Adafactor:
     """Construct (not build) the reference optimizer of ``vector``. Raises what the
     reference raises for an invalid configuration."""
     config = dict(vector["config"])
-    config["learning_rate"] = decode_learning_rate(vector) if learning_rate is None else learning_rate
-    return Adafactor(**config)
+    if "learning_rate" in config or learning_rate is not None:
+        config["learning_rate"] = decode_learning_rate(vector) if learning_rate is None else learning_rate
+    return cls(**config)
 
 
 def initial_variables(vector: dict, path="<memory>") -> list:

@@ -29,6 +29,8 @@ from typing import Optional
 
 import numpy as np
 
+from reference import reductions
+
 
 @dataclass(frozen=True)
 class Hyperparameters:
@@ -92,10 +94,8 @@ def init_slots(x: np.ndarray) -> Slots:
 
 def rms(x: np.ndarray):
     """Root mean square over *all* elements: sqrt(mean(x**2)) (adafactor.py:140-141).
-
-    ``np.mean`` is a sum (NumPy's pairwise summation) followed by one division by the
-    element count; a port that sums in another order differs in the last bits only."""
-    return np.sqrt(np.mean(np.square(x)))
+    The mean is a sum and one division (reference/reductions.py)."""
+    return np.sqrt(reductions.mean(np.square(x)))
 
 
 def update_step(
@@ -147,11 +147,11 @@ def update_step(
 
     if is_factored(x.shape):
         # Algorithm 4 (adafactor.py:163-197), with means where the paper has sums.
-        r = beta_2_t * slots.r + one_minus_beta_2_t * np.mean(regulated_grad_square, axis=-1)
-        c = beta_2_t * slots.c + one_minus_beta_2_t * np.mean(regulated_grad_square, axis=-2)
+        r = beta_2_t * slots.r + one_minus_beta_2_t * reductions.mean(regulated_grad_square, axis=-1)
+        c = beta_2_t * slots.c + one_minus_beta_2_t * reductions.mean(regulated_grad_square, axis=-2)
         # V = (R / mean(R)) (outer) C: Keras divides R by the mean of R over the rows
         # first, then takes the outer product with C (torch multiplies first).
-        v = np.expand_dims(r / np.mean(r, axis=-1, keepdims=True), -1) * np.expand_dims(c, -2)
+        v = np.expand_dims(r / reductions.mean(r, axis=-1, keepdims=True), -1) * np.expand_dims(c, -2)
         new_slots = Slots(r=r, c=c, v=v)
     else:
         # Algorithm 5 (adafactor.py:198-207): 0-D and 1-D variables keep a full V.

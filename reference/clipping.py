@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from reference import reductions
+
 
 def clip_by_norm(g: np.ndarray, clipnorm: float) -> np.ndarray:
     """Per-tensor norm clipping: g * clipnorm / max(||g||_2, clipnorm).
@@ -23,7 +25,7 @@ def clip_by_norm(g: np.ndarray, clipnorm: float) -> np.ndarray:
     every finite element 0 and the inf element NaN.
     """
     dtype = g.dtype.type
-    l2sum = np.sum(np.square(g), keepdims=True)
+    l2sum = reductions.total(np.square(g), keepdims=True)
     l2norm = np.where(l2sum > 0, np.sqrt(np.where(l2sum > 0, l2sum, 1)), l2sum)
     return (g * dtype(clipnorm)) / np.maximum(l2norm, dtype(clipnorm))
 
@@ -31,8 +33,8 @@ def clip_by_norm(g: np.ndarray, clipnorm: float) -> np.ndarray:
 def global_norm(grads: list) -> float:
     """sqrt of the sum of every tensor's sum of squares (base_optimizer.py:1181-1187).
     The per-tensor sums are stacked and summed again: two levels of summation."""
-    squared_norms = [np.sum(np.square(g)) for g in grads if g is not None]
-    return np.sqrt(np.sum(np.stack(squared_norms)))
+    squared_norms = [reductions.total(np.square(g)) for g in grads if g is not None]
+    return np.sqrt(reductions.total(np.stack(squared_norms)))
 
 
 def clip_by_global_norm(grads: list, clipnorm: float) -> list:

@@ -367,7 +367,7 @@ class Adafactor:
 
         # base_optimizer.py:519-523: unscale before accumulation and clipping.
         if self.loss_scale_factor is not None:
-            g = {i: g[i] / self.loss_scale_factor for i in active}
+            g = {i: g[i] / g[i].dtype.type(self.loss_scale_factor) for i in active}
 
         record = StepRecord(is_update_step=True, learning_rate=None, traces=[None] * len(values))
         n = self.gradient_accumulation_steps
@@ -375,7 +375,7 @@ class Adafactor:
             # base_optimizer.py:551-585. The Nth micro-step is an update step.
             record.is_update_step = (state.iterations + 1) % n == 0
             if record.is_update_step:
-                g = {i: (g[i] + state.accumulator[i]) / n for i in active}
+                g = {i: (g[i] + state.accumulator[i]) / g[i].dtype.type(n) for i in active}
                 self._update(state, g, values, record)
                 # QUIRK: *every* accumulator is reset, also those of variables that
                 # had no gradient this micro-step (base_optimizer.py:623-626).

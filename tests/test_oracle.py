@@ -168,9 +168,9 @@ MUTANTS = [
     # rounding count, so an accuracy oracle must NOT flag it (bit-exactness against
     # Keras is the cross-check's job, not this test's).
     ("control_v_multiply_first",
-     "v = np.expand_dims(r / np.mean(r, axis=-1, keepdims=True), -1) * np.expand_dims(c, -2)",
+     "v = np.expand_dims(r / reductions.mean(r, axis=-1, keepdims=True), -1) * np.expand_dims(c, -2)",
      "v = (np.expand_dims(r, -1) * np.expand_dims(c, -2)) / np.expand_dims("
-     "np.mean(r, axis=-1, keepdims=True), -1)", set(), {"E", "R"}),
+     "reductions.mean(r, axis=-1, keepdims=True), -1)", set(), {"E", "R"}),
 ]
 
 

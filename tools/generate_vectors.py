@@ -91,6 +91,8 @@ def draw_inputs(case: Case, rng: np.random.Generator):
             initial.append(np.ones(shape))
         elif case.init == "small":
             initial.append(np.asarray(rng.normal(size=shape) * 0.01))
+        elif case.init == "tiny":
+            initial.append(np.asarray(rng.normal(size=shape) * 1e-5))
         else:
             initial.append(np.asarray(rng.normal(size=shape), dtype=np.float64))
     grads = []

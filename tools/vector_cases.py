@@ -101,7 +101,7 @@ class Case:
     config: dict = field(default_factory=dict)
     variables: tuple = KERNEL_BIAS  # (name, shape) pairs
     steps: int = 10
-    init: str = "normal"  # normal | small (N(0, 0.01^2)) | zeros | ones
+    init: str = "normal"  # normal | small (N(0, 0.01^2)) | tiny (N(0, 1e-10)) | zeros | ones
     grads: GradFn = field(default_factory=normal)
     none_at: frozenset = frozenset()  # {(step, variable index)}: gradient None
     exclude: Optional[dict] = None  # {"var_names": [...], "var_index": [...]}
@@ -150,6 +150,9 @@ case("arguments/relative_step/false_schedule", "relative_step=False with a sched
 for wd in (0.01, 0.1):
     case(f"arguments/weight_decay/{wd:g}", f"weight_decay={wd!r} (raw lr, before the step)",
          {"learning_rate": 0.5, "weight_decay": wd})
+case("arguments/weight_decay/epsilon_2_binds", "weight decay on variables with RMS(x) < epsilon_2: "
+     "the one regime where decaying before or after the step differs (alpha_t scales with RMS(x) "
+     "otherwise, so the two orders agree)", {"learning_rate": 0.5, "weight_decay": 0.1}, init="tiny")
 case("arguments/weight_decay/exclude_by_name", "weight decay, the bias excluded by name (regex search)",
      {"learning_rate": 0.5, "weight_decay": 0.05}, exclude={"var_names": ["bias"]})
 case("arguments/weight_decay/exclude_by_variable", "weight decay, the kernel excluded by identity",

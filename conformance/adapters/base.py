@@ -1,0 +1,135 @@
+"""The adapter protocol: what the gate needs from an implementation under test.
+
+An adapter is thin. It translates a golden vector's Keras configuration into the
+implementation's own optimizer, moves state in and out, and says what it cannot run.
+It never compares anything: the runner (conformance/runner.py) does.
+
+    class MyAdapter(Adapter):
+        name = "my-port"
+        dtypes = ("float32",)
+        def environment(self, device): return {"my-port": my_port.__version__}
+        def create(self, vector, dtype, device): return MySession(...)
+
+    class MySession(Session):
+        def load(self, state): ...      # set variables and the whole optimizer state
+        def step(self, grads): ...      # one optimizer.apply(grads)
+        def read(self): ...             # -> LaneState, arrays in the dtype really used
+
+Load a third-party adapter with ``--adapter mypkg.port:MyAdapter``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+#: Lane dtypes the gate knows. bfloat16 arrays use ml_dtypes.bfloat16.
+DTYPES = ("float64", "float32", "float16", "bfloat16")
+DEVICES = ("cpu", "gpu")
+
+
+def numpy_dtype(name: str):
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
+@dataclass
+class LaneState:
+    """Variables and complete optimizer state, per variable in build order.
+
+    ``iterations`` is the raw apply counter (Keras's ``_iterations``). ``r``/``c`` are
+    ``None`` for 0-D and 1-D variables; ``average``/``accumulator`` are ``None`` when
+    the configuration has no EMA / no accumulation. ``learning_rate_calls`` is how many
+    times a recorded callable learning rate has been called so far (the adapter resumes
+    the callable there on ``load``).
+    """
+
+    iterations: int
+    variables: list
+    r: list
+    c: list
+    v: list
+    average: Optional[list] = None
+    accumulator: Optional[list] = None
+    learning_rate_calls: int = 0
+
+    def arrays(self):
+        """(kind, index, array) for every array present."""
+        for kind in ("variables", "r", "c", "v", "average", "accumulator"):
+            for i, a in enumerate(getattr(self, kind) or []):
+                if a is not None:
+                    yield kind, i, a
+
+    def cast(self, dtype_name: str) -> "LaneState":
+        """A copy with every array rounded to the lane dtype (round to nearest even)."""
+        dtype = numpy_dtype(dtype_name)
+
+        def conv(items):
+            if items is None:
+                return None
+            return [None if a is None else np.asarray(a, dtype=np.float64).astype(dtype) for a in items]
+
+        return LaneState(self.iterations, conv(self.variables), conv(self.r), conv(self.c),
+                         conv(self.v), conv(self.average), conv(self.accumulator),
+                         self.learning_rate_calls)
+
+
+class Session:
+    """One optimizer with its variables, created for one vector, lane dtype and device."""
+
+    def load(self, state: LaneState) -> None:
+        raise NotImplementedError
+
+    def step(self, grads: list) -> None:
+        """Apply one step. ``grads`` holds arrays in the lane dtype, or None."""
+        raise NotImplementedError
+
+    def read(self) -> LaneState:
+        """The current state, arrays in the dtype the implementation really holds."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class Adapter:
+    """Base class of every adapter. Subclasses set ``name``, ``dtypes``, ``devices`` and
+    implement ``environment`` and ``create``."""
+
+    name: str = "adapter"
+    dtypes: tuple = ("float64",)
+    devices: tuple = ("cpu",)
+    #: Constructor arguments the implementation cannot take; vectors that use them
+    #: at a non-default value are skipped with a reason.
+    unsupported_arguments: tuple = field(default_factory=tuple)
+
+    def environment(self, device: str) -> dict:
+        """Versions and settings to print in the report header."""
+        return {}
+
+    def device_available(self, device: str) -> Optional[str]:
+        """None when ``device`` can be used, else the reason it cannot."""
+        return None if device == "cpu" else f"{self.name} has no {device} support"
+
+    def unsupported(self, vector: dict, dtype: str, device: str) -> Optional[str]:
+        """None when this adapter can run ``vector``, else the reason it cannot."""
+        if dtype not in self.dtypes:
+            return f"{self.name} does not run {dtype}"
+        if device not in self.devices:
+            return f"{self.name} does not run on {device}"
+        for argument in self.unsupported_arguments:
+            value = vector["config"].get(argument)
+            if value not in (None, False):
+                return f"{self.name} does not support {argument}={value!r}"
+        return None
+
+    def create(self, vector: dict, dtype: str, device: str) -> Session:
+        """Construct the optimizer and variables (initial values) for ``vector``.
+        Must raise the implementation's own error for an invalid configuration."""
+        raise NotImplementedError

@@ -1,0 +1,153 @@
+"""Deliberately broken Adafactors, for the gate's meta tests: each is the reference with
+one plausible porting mistake, and the gate must fail every one of them.
+
+    python -m conformance run --adapter conformance.adapters.broken:ClipThresholdIgnored
+
+Step mistakes are one-line mutations of reference/adafactor_step.py compiled into a
+private module (the file itself is only read); a mutation that no longer applies raises,
+so the list cannot silently go stale.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import types
+from pathlib import Path
+
+import reference.adafactor_step as step_module
+import reference.optimizer as optimizer_module
+from conformance.adapters.reference import ReferenceAdapter, ReferenceSession
+
+STEP_SOURCE = Path(step_module.__file__)
+
+#: name -> (what the port got wrong, original line, mutated line)
+STEP_MUTATIONS = {
+    "EpsilonOneAfterMean": (
+        "epsilon_1 added to the second-moment estimate after the statistics, not to g*g",
+        "regulated_grad_square = np.square(g) + dtype(hyper.epsilon_1)",
+        "regulated_grad_square = np.square(g) + dtype(0.0)"
+        "  # then V += epsilon_1 below",
+    ),
+    "BetaFromPreviousStep": (
+        "beta_2 computed from step t-1",
+        "beta_2_t = one - dtype(float(local_step) ** hyper.beta_2_decay)",
+        "beta_2_t = one - dtype(max(float(local_step) - 1, 1.0) ** hyper.beta_2_decay)",
+    ),
+    "RmsOverWrongAxis": (
+        "RMS(x) taken per row (over the last axis) instead of over all elements",
+        "rms_x = rms(x)",
+        "rms_x = np.sqrt(reductions.mean(np.square(x), axis=-1, keepdims=True)) if x.ndim else rms(x)",
+    ),
+    "ClipThresholdIgnored": (
+        "update clipping with d = 1 whatever clip_threshold says",
+        "clip_denominator = np.maximum(one, rms_u / dtype(hyper.clip_threshold))",
+        "clip_denominator = np.maximum(one, rms_u)",
+    ),
+    "NoRelativeStep": (
+        "rho = lr: the 1/sqrt(t) cap dropped",
+        "rho_t = np.minimum(lr, inv_sqrt_step)",
+        "rho_t = lr",
+    ),
+    "MeansInFloat32": (
+        "float64 claimed, statistics computed in float32 (what Keras >= 3.12 does on jax/torch)",
+        "def rms(x: np.ndarray):",
+        "def rms(x: np.ndarray):\n    return np.sqrt(np.float32(reductions.mean(np.square(x).astype(np.float32))))\n\n\n"
+        "def _unused(x):",
+    ),
+}
+#: Lines added after a mutation (same module), keyed like STEP_MUTATIONS.
+EXTRA = {
+    "EpsilonOneAfterMean": (
+        "    u_t = g / np.sqrt(v)  # adafactor.py:209",
+        "    v = v + dtype(hyper.epsilon_1)\n    new_slots = Slots(r=new_slots.r, c=new_slots.c, v=v)\n"
+        "    u_t = g / np.sqrt(v)  # adafactor.py:209",
+    ),
+}
+
+
+def mutated_update_step(name: str):
+    _, old, new = STEP_MUTATIONS[name]
+    source = STEP_SOURCE.read_text(encoding="utf-8")
+    edits = [(old, new)] + ([EXTRA[name]] if name in EXTRA else [])
+    for before, after in edits:
+        if source.count(before) != 1:
+            raise RuntimeError(f"mutation {name}: {before!r} no longer occurs exactly once in {STEP_SOURCE}")
+        source = source.replace(before, after)
+    module = types.ModuleType(f"adafactor_step_{name}")
+    sys.modules[module.__name__] = module  # dataclasses look their module up
+    try:
+        exec(compile(source, f"<mutant {name}>", "exec"), module.__dict__)
+    finally:
+        del sys.modules[module.__name__]
+    return module.update_step
+
+
+@contextlib.contextmanager
+def _patched(obj, attribute, value):
+    saved = getattr(obj, attribute)
+    setattr(obj, attribute, value)
+    try:
+        yield
+    finally:
+        setattr(obj, attribute, saved)
+
+
+class _MutantSession(ReferenceSession):
+    def __init__(self, vector, dtype, step_function):
+        super().__init__(vector, dtype)
+        self.step_function = step_function
+
+    def step(self, grads):
+        with _patched(optimizer_module, "update_step", self.step_function):
+            super().step(grads)
+
+
+class _StepMutant(ReferenceAdapter):
+    mutation = ""
+
+    def __init__(self):
+        super().__init__()
+        self.name = f"broken:{self.mutation}"
+        self._step = mutated_update_step(self.mutation)
+
+    def create(self, vector, dtype, device):
+        return _MutantSession(vector, dtype, self._step)
+
+
+def _make(name):
+    return type(name, (_StepMutant,), {"mutation": name, "__doc__": STEP_MUTATIONS[name][0]})
+
+
+EpsilonOneAfterMean = _make("EpsilonOneAfterMean")
+BetaFromPreviousStep = _make("BetaFromPreviousStep")
+RmsOverWrongAxis = _make("RmsOverWrongAxis")
+ClipThresholdIgnored = _make("ClipThresholdIgnored")
+NoRelativeStep = _make("NoRelativeStep")
+MeansInFloat32 = _make("MeansInFloat32")
+
+
+class _DecayAfterUpdate(optimizer_module.Adafactor):
+    def _apply_weight_decay(self, active, values):
+        pass
+
+    def _update(self, state, g, values, record):
+        super()._update(state, g, values, record)
+        optimizer_module.Adafactor._apply_weight_decay(self, sorted(g), values)
+
+
+class WeightDecayAfterUpdate(ReferenceAdapter):
+    """weight decay applied after the Adafactor step instead of before it"""
+
+    def __init__(self):
+        super().__init__()
+        self.name = "broken:WeightDecayAfterUpdate"
+
+    def create(self, vector, dtype, device):
+        session = ReferenceSession(vector, dtype)
+        session.opt.__class__ = type("Adafactor_decay_after", (_DecayAfterUpdate, session.opt.__class__), {})
+        return session
+
+
+ALL = [EpsilonOneAfterMean, BetaFromPreviousStep, RmsOverWrongAxis, ClipThresholdIgnored, NoRelativeStep,
+       MeansInFloat32, WeightDecayAfterUpdate]

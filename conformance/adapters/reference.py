@@ -1,0 +1,79 @@
+"""The reference as an adapter, run through the same runner as every framework (as ONNX
+runs its reference evaluator through the backend test runner).
+
+In float64 it *is* the spec and must conform at 0 ulp. In float32, float16 and bfloat16 it
+is the honest lower-precision implementation: the same arithmetic with every operation
+rounded to the lane dtype (NumPy float16 ufuncs, ml_dtypes bfloat16). The tolerance policy
+(conformance/tolerance.py) is derived from how far those lanes land from float64.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+import reference
+from conformance import replay
+from conformance.adapters.base import Adapter, LaneState, Session, numpy_dtype
+from reference.adafactor_step import Slots
+from reference.optimizer import OptimizerState
+
+
+def reference_class(dtype_name: str):
+    """``reference.Adafactor`` computing in ``dtype_name``."""
+    return type(f"Adafactor_{dtype_name}", (reference.Adafactor,), {"dtype": numpy_dtype(dtype_name)})
+
+
+class ReferenceSession(Session):
+    def __init__(self, vector: dict, dtype: str):
+        self.dtype = numpy_dtype(dtype)
+        self.callable = None
+        lr = replay.decode_learning_rate(vector) if "learning_rate" in vector["config"] else None
+        if isinstance(lr, replay.RecordedCallable):
+            self.callable = lr
+        self.opt = replay.make_optimizer(vector, learning_rate=lr, cls=reference_class(dtype))
+        self.variables = [x.astype(self.dtype) for x in replay.initial_variables(vector)]
+        replay.build(self.opt, self.variables, [v["name"] for v in vector["variables"]],
+                     vector["exclude_from_weight_decay"])
+
+    def load(self, state: LaneState) -> None:
+        for x, value in zip(self.variables, state.variables):
+            x[...] = value
+        self.opt.set_state(OptimizerState(
+            iterations=state.iterations,
+            slots=[Slots(r=r, c=c, v=v) for r, c, v in zip(state.r, state.c, state.v)],
+            average=None if state.average is None else list(state.average),
+            accumulator=None if state.accumulator is None else list(state.accumulator),
+        ))
+        if self.callable is not None:
+            self.callable.position = state.learning_rate_calls
+
+    def step(self, grads: list) -> None:
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.opt.apply(grads, self.variables)
+
+    def read(self) -> LaneState:
+        s = self.opt.state
+        return LaneState(
+            iterations=s.iterations,
+            variables=[x.copy() for x in self.variables],
+            r=[slot.r for slot in s.slots], c=[slot.c for slot in s.slots], v=[slot.v for slot in s.slots],
+            average=None if s.average is None else list(s.average),
+            accumulator=None if s.accumulator is None else list(s.accumulator),
+            learning_rate_calls=0 if self.callable is None else self.callable.position,
+        )
+
+
+class ReferenceAdapter(Adapter):
+    def __init__(self):
+        super().__init__(name="reference", dtypes=("float64", "float32", "float16", "bfloat16"),
+                         devices=("cpu",))
+
+    def environment(self, device: str) -> dict:
+        return {"reference": reference.__version__, "spec": f"keras {reference.KERAS_VERSION}",
+                "numpy": np.__version__}
+
+    def create(self, vector: dict, dtype: str, device: str) -> Session:
+        return ReferenceSession(vector, dtype)

@@ -1,0 +1,109 @@
+"""Known deviations as data: skip/xfail files, one entry per line, each with a reason.
+
+    # comment
+    <verdict> <selector> [<selector> ...]  # reason, with a link
+
+``verdict`` is ``skip`` (not run) or ``xfail`` (run; a failure is expected and reported as
+XFAIL, a pass is reported as XPASS). Every selector must match for the entry to apply:
+
+    id=<pattern>      vector id: a prefix, or an fnmatch pattern when it holds * ? [
+    flag=<FLAG>       the vector carries this flag
+    dtype=<name>      lane dtype (float64, float32, float16, bfloat16)
+    mode=<name>       teacher or trajectory
+    device=<name>     cpu or gpu
+
+An entry that matches no vector of the run is reported as unused (a stale entry hides
+nothing but should be removed). Files live in conformance/expectations/<adapter>.txt and are
+picked up automatically for registered adapters; ``--xfail-file`` adds more.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+DIRECTORY = Path(__file__).resolve().parent / "expectations"
+VERDICTS = ("skip", "xfail")
+KEYS = ("id", "flag", "dtype", "mode", "device")
+
+
+class ExpectationError(ValueError):
+    """A malformed expectation file (exit code 2)."""
+
+
+@dataclass
+class Entry:
+    verdict: str
+    selectors: dict
+    reason: str
+    source: str  # file:line
+    used: int = field(default=0)
+
+    def matches(self, vector: dict, dtype: str, mode: str, device: str) -> bool:
+        for key, value in self.selectors.items():
+            if key == "id":
+                vid = vector["id"]
+                if any(ch in value for ch in "*?["):
+                    if not fnmatch.fnmatchcase(vid, value):
+                        return False
+                elif not vid.startswith(value):
+                    return False
+            elif key == "flag":
+                if value not in vector["flags"]:
+                    return False
+            elif {"dtype": dtype, "mode": mode, "device": device}[key] != value:
+                return False
+        return True
+
+
+def parse(path) -> list[Entry]:
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ExpectationError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    entries = []
+    for number, line in enumerate(lines, 1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        where = f"{path}:{number}"
+        body, sep, reason = text.partition("#")
+        if not sep or not reason.strip():
+            raise ExpectationError(f"{where}: every entry needs a reason after '#': {text!r}")
+        words = body.split()
+        if not words or words[0] not in VERDICTS:
+            raise ExpectationError(f"{where}: entry must start with one of {VERDICTS}: {text!r}")
+        if len(words) < 2:
+            raise ExpectationError(f"{where}: entry has no selector: {text!r}")
+        selectors = {}
+        for word in words[1:]:
+            key, eq, value = word.partition("=")
+            if not eq or key not in KEYS or not value:
+                raise ExpectationError(f"{where}: bad selector {word!r}; use {', '.join(k + '=' for k in KEYS)}")
+            if key in selectors:
+                raise ExpectationError(f"{where}: selector {key}= given twice")
+            selectors[key] = value
+        entries.append(Entry(words[0], selectors, reason.strip(), where))
+    return entries
+
+
+def for_adapter(adapter_name: str, extra_files=()) -> list[Entry]:
+    entries = []
+    default = DIRECTORY / f"{adapter_name}.txt"
+    if default.exists():
+        entries.extend(parse(default))
+    for path in extra_files:
+        entries.extend(parse(path))
+    return entries
+
+
+def lookup(entries: list[Entry], vector: dict, dtype: str, mode: str, device: str) -> Optional[Entry]:
+    """The first matching entry (file order), counting its use."""
+    for entry in entries:
+        if entry.matches(vector, dtype, mode, device):
+            entry.used += 1
+            return entry
+    return None

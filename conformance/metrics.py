@@ -1,0 +1,93 @@
+"""Error metrics between an implementation's tensor and the float64 golden tensor.
+
+For one tensor at one step the gate computes:
+
+* ``normwise``: max|actual - golden| / max|golden|, in units of the lane's machine epsilon
+  (2**-52 for float64, 2**-23 float32, 2**-10 float16, 2**-7 bfloat16). This is what the
+  tolerance policy budgets: it is scale-free and robust to elements near zero.
+* ``ulp``: the largest distance, in units in the last place of the lane dtype, between
+  an actual element and the golden element rounded to the lane dtype (0 means the
+  implementation produced the correctly rounded golden value). Reported, not gated:
+  an element near zero can be many ulps off while the tensor is fine.
+* ``abs``: the largest elementwise absolute error, and where it is.
+
+NaN must meet NaN and an infinity the same infinity; any mismatch there is an infinite
+error.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from conformance.adapters.base import numpy_dtype
+
+EPSILON = {"float64": 2.0**-52, "float32": 2.0**-23, "float16": 2.0**-10, "bfloat16": 2.0**-7}
+_INT = {8: np.int64, 4: np.int32, 2: np.int16}
+
+
+@dataclass
+class TensorError:
+    normwise: float  # in units of the lane epsilon
+    ulp: float  # max ulp distance in the lane dtype (inf on NaN/inf mismatch)
+    abs: float
+    index: Optional[tuple]  # element with the largest absolute error (or first mismatch)
+    expected: Optional[float]
+    actual: Optional[float]
+
+
+def _ordered(a: np.ndarray) -> np.ndarray:
+    """Map floats to integers whose difference counts representable values between."""
+    size = a.dtype.itemsize
+    bits = a.view(_INT[size]).astype(np.int64)
+    magnitude = bits & np.int64(2 ** (8 * size - 1) - 1)
+    return np.where(bits < 0, -magnitude, magnitude)
+
+
+def ulp_distance(actual: np.ndarray, golden: np.ndarray, dtype_name: str) -> np.ndarray:
+    dtype = numpy_dtype(dtype_name)
+    a = np.asarray(actual).astype(dtype)
+    g = np.asarray(golden, dtype=np.float64).astype(dtype)
+    return np.abs(_ordered(a) - _ordered(g)).astype(np.float64)
+
+
+def compare(actual, golden, dtype_name: str) -> TensorError:
+    """Metrics of ``actual`` (any float dtype) against float64 ``golden``."""
+    with np.errstate(all="ignore"):
+        return _compare(actual, golden, dtype_name)
+
+
+def _compare(actual, golden, dtype_name: str) -> TensorError:
+    golden = np.asarray(golden, dtype=np.float64)
+    actual64 = np.asarray(actual).astype(np.float64)
+    if actual64.shape != golden.shape:
+        return TensorError(math.inf, math.inf, math.inf, None, None, None)
+    a_special, g_special = ~np.isfinite(actual64), ~np.isfinite(golden)
+    if a_special.any() or g_special.any():
+        both_nan = np.isnan(actual64) & np.isnan(golden)
+        same_inf = np.isinf(actual64) & np.isinf(golden) & (actual64 == golden)
+        mismatch = (a_special | g_special) & ~(both_nan | same_inf)
+        if mismatch.any():
+            index = tuple(int(i) for i in np.argwhere(mismatch)[0])
+            return TensorError(math.inf, math.inf, math.inf, index,
+                               float(golden[index]), float(actual64[index]))
+    finite = ~(a_special | g_special)
+    if not finite.any():
+        return TensorError(0.0, 0.0, 0.0, None, None, None)
+    diff = np.where(finite, np.abs(actual64 - golden), 0.0)
+    worst = np.unravel_index(int(np.argmax(diff)), diff.shape) if diff.ndim else ()
+    max_abs = float(diff[worst])
+    scale = float(np.max(np.abs(np.where(finite, golden, 0.0))))
+    eps = EPSILON[dtype_name]
+    if max_abs == 0:
+        normwise = 0.0
+    elif scale == 0:
+        normwise = math.inf
+    else:
+        normwise = max_abs / scale / eps
+    ulps = ulp_distance(np.where(finite, actual64, 0.0), np.where(finite, golden, 0.0), dtype_name)
+    return TensorError(normwise, float(np.max(ulps)), max_abs, tuple(int(i) for i in worst),
+                       float(golden[worst]), float(actual64[worst]))

@@ -1,0 +1,163 @@
+"""Reports of a gate run: the console (header, summary tables, failures with a
+reproduction command), JSON, JUnit XML, and an error-versus-step plot."""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+from collections import defaultdict
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+from tabulate import tabulate
+
+from conformance import vectorfile as vf
+from conformance.runner import LaneReport
+
+STATUSES = ("pass", "fail", "acceptable", "xfail", "xpass", "skip")
+
+
+def header(reports: list[LaneReport], extra: dict) -> str:
+    lines = ["Adafactor conformance gate"]
+    for key, value in extra.items():
+        lines.append(f"  {key}: {value}")
+    seen = set()
+    for r in reports:
+        key = (r.adapter, r.device)
+        if key in seen:
+            continue
+        seen.add(key)
+        env = ", ".join(f"{k}={v}" for k, v in r.environment.items())
+        lines.append(f"  {r.adapter} on {r.device}: {env}")
+    return "\n".join(lines)
+
+
+def lane_table(reports: list[LaneReport]) -> str:
+    rows = []
+    for r in reports:
+        c = r.counts()
+        worst = max((o.worst_ratio for o in r.outcomes if o.status != "skip"), default=0.0)
+        rows.append([r.adapter, r.dtype, r.mode, r.device, *(c[s] for s in STATUSES),
+                     _fmt(worst), f"{r.seconds:.1f}", "yes" if r.conforms else "NO"])
+    return tabulate(rows, headers=["adapter", "dtype", "mode", "device", *STATUSES,
+                                   "worst err/budget", "seconds", "conforms"])
+
+
+def flag_table(report: LaneReport) -> str:
+    """Per flag: how many vectors carrying it ended in each status."""
+    counts = defaultdict(lambda: dict.fromkeys(STATUSES, 0))
+    for o in report.outcomes:
+        for flag in o.flags or ["(none)"]:
+            counts[flag][o.status] += 1
+    rows = [[flag, *(c[s] for s in STATUSES)] for flag, c in sorted(counts.items())]
+    return tabulate(rows, headers=["flag", *STATUSES])
+
+
+def _fmt(x: float) -> str:
+    return "inf" if math.isinf(x) else f"{x:.3g}"
+
+
+def reproduce_command(report: LaneReport, vector_id: str) -> str:
+    if report.adapter.startswith("results:"):
+        return "python -m conformance grade " + " ".join(shlex.quote(a) for a in (
+            "--results", report.environment.get("file", "?"), "--vectors", vector_id, "--verbose"))
+    return ("python -m conformance run " + " ".join(shlex.quote(a) for a in (
+        "--adapter", report.adapter, "--dtype", report.dtype, "--mode", report.mode,
+        "--device", report.device, "--vectors", vector_id, "--verbose")))
+
+
+def failures(report: LaneReport, limit: int = 20) -> str:
+    lines = []
+    bad = [o for o in report.outcomes if o.status in ("fail", "xpass")]
+    for o in bad[:limit]:
+        lines.append(f"{o.status.upper()} {report.adapter} {report.dtype} {report.mode}: {o.id} ({o.file})")
+        lines.append(f"    {o.reason}")
+        for f in o.failures[:3]:
+            if f.kind == "exception":
+                lines.append("    " + f.message.strip().replace("\n", "\n    "))
+                continue
+            lines.append(
+                f"    step {f.step}, {f.kind}[{f.variable}] {f.name!r}, element {f.element}: "
+                f"expected {f.expected!r}, got {f.actual!r} ({_fmt(f.ulp)} ulp in {report.dtype}; "
+                f"normwise {_fmt(f.normwise)} eps, budget {_fmt(f.budget)} eps)")
+        lines.append(f"    reproduce: {reproduce_command(report, o.id)}")
+    if len(bad) > limit:
+        lines.append(f"... and {len(bad) - limit} more (see the JSON report)")
+    for entry in report.unused_expectations:
+        lines.append(f"warning: expectation matched nothing in this lane: {entry}")
+    return "\n".join(lines)
+
+
+def to_json(reports: list[LaneReport], extra: dict) -> dict:
+    return {
+        "format": "adafactor-conformance-report",
+        "version": 1,
+        "run": extra,
+        "conforms": all(r.conforms for r in reports),
+        "lanes": [_jsonable(r.to_json()) for r in reports],
+    }
+
+
+def _jsonable(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def write_json(path: Path, reports: list[LaneReport], extra: dict) -> None:
+    vf.write_atomic(Path(path), json.dumps(to_json(reports, extra), indent=1, sort_keys=True) + "\n")
+
+
+def write_junit(path: Path, reports: list[LaneReport]) -> None:
+    suites = ET.Element("testsuites")
+    for r in reports:
+        c = r.counts()
+        suite = ET.SubElement(suites, "testsuite", name=f"{r.adapter}.{r.dtype}.{r.mode}.{r.device}",
+                              tests=str(len(r.outcomes)), failures=str(c["fail"] + c["xpass"]),
+                              skipped=str(c["skip"] + c["xfail"]), time=f"{r.seconds:.3f}")
+        for o in r.outcomes:
+            case = ET.SubElement(suite, "testcase", classname=f"{r.adapter}.{r.dtype}.{r.mode}", name=o.id)
+            if o.status in ("fail", "xpass"):
+                failure = ET.SubElement(case, "failure", message=o.reason[:500])
+                failure.text = f"{o.reason}\nreproduce: {reproduce_command(r, o.id)}"
+            elif o.status in ("skip", "xfail"):
+                ET.SubElement(case, "skipped", message=f"{o.status}: {o.reason}"[:500])
+    ET.indent(suites)
+    vf.write_atomic(Path(path), ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n")
+
+
+def write_plot(path: Path, reports: list[LaneReport]) -> str | None:
+    """Error versus step per lane (max over vectors of the variables' normwise error).
+    Returns None on success, else why no plot was written (matplotlib missing)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed (pip install matplotlib) - no plot written"
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for r in reports:
+        worst: dict[int, float] = {}
+        for o in r.outcomes:
+            for step, value in enumerate(o.curve.get("variables", []), 1):
+                if math.isfinite(value):
+                    worst[step] = max(worst.get(step, 0.0), value)
+        if worst:
+            steps = sorted(worst)
+            ax.plot(steps, [max(worst[s], 1e-3) for s in steps], marker=".",
+                    label=f"{r.adapter} {r.dtype} {r.mode}")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("max normwise error of the variables (lane epsilons)")
+    ax.set_title("Adafactor conformance: error versus step")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return None

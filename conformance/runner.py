@@ -1,0 +1,357 @@
+"""Replay golden vectors against an adapter and grade every step.
+
+Two modes:
+
+* ``teacher`` (teacher-forced): before step k the implementation is loaded with the golden
+  state after step k-1, rounded to the lane dtype, so each step's error is one step's
+  error and the first bad step is located exactly.
+* ``trajectory``: the implementation runs free from the initial state; errors accumulate,
+  and budgets grow with the step (conformance/tolerance.py).
+
+Per step and tensor (variables, the update x_k - x_{k-1}, r, c, v, EMA averages,
+accumulators) the runner computes the metrics of conformance/metrics.py and checks the
+normwise error against the lane's budget. ``iterations`` must match exactly.
+
+Vector results: ``pass``; ``fail``; ``acceptable`` (an ``acceptable`` vector that deviates:
+allowed, reported); ``skip`` (with a reason); ``xfail``/``xpass`` (an expectation file
+entry matched, and the vector failed / passed).
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from conformance import metrics, replay
+from conformance import vectorfile as vf
+from conformance.adapters import AdapterError
+from conformance.adapters.base import Adapter, LaneState, numpy_dtype
+from conformance.expectations import Entry, lookup
+from conformance.tolerance import Policy
+
+KINDS = ("variables", "update", "r", "c", "v", "average", "accumulator")
+MAX_FAILURES_KEPT = 5
+
+
+@dataclass
+class Failure:
+    step: int  # 1-based
+    kind: str
+    variable: int
+    name: str
+    element: Optional[list]
+    expected: Optional[float]
+    actual: Optional[float]
+    ulp: float
+    normwise: float  # in lane epsilons
+    budget: float
+    message: str = ""
+
+
+@dataclass
+class VectorOutcome:
+    id: str
+    file: str
+    result: str  # valid | acceptable | invalid (the vector's own grade)
+    flags: list
+    status: str  # pass | fail | acceptable | skip | xfail | xpass
+    reason: str = ""
+    first_bad_step: Optional[int] = None
+    worst_ratio: float = 0.0  # max over steps and tensors of normwise / budget
+    curve: dict = field(default_factory=dict)  # kind -> [max normwise per step, lane eps]
+    failures: list = field(default_factory=list)
+
+
+@dataclass
+class LaneReport:
+    adapter: str
+    dtype: str
+    device: str
+    mode: str
+    environment: dict
+    seconds: float
+    outcomes: list
+    unused_expectations: list = field(default_factory=list)
+
+    def counts(self) -> dict:
+        out = {s: 0 for s in ("pass", "fail", "acceptable", "xfail", "xpass", "skip")}
+        for o in self.outcomes:
+            out[o.status] += 1
+        return out
+
+    @property
+    def conforms(self) -> bool:
+        return self.counts()["fail"] == 0
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["counts"] = self.counts()
+        data["conforms"] = self.conforms
+        return data
+
+
+# ----------------------------------------------------------------------------- states
+def initial_state(vector: dict, path="<memory>") -> LaneState:
+    variables = replay.initial_variables(vector, path)
+    config = vector["config"]
+    factored = [x.ndim >= 2 for x in variables]
+    return LaneState(
+        iterations=0,
+        variables=variables,
+        r=[np.zeros(x.shape[:-1]) if f else None for x, f in zip(variables, factored)],
+        c=[np.zeros(x.shape[:-2] + x.shape[-1:]) if f else None for x, f in zip(variables, factored)],
+        v=[np.zeros_like(x) for x in variables],
+        average=[np.zeros_like(x) for x in variables] if config.get("use_ema") else None,
+        accumulator=([np.zeros_like(x) for x in variables]
+                     if config.get("gradient_accumulation_steps") else None),
+    )
+
+
+def golden_states(vector: dict, path="<memory>") -> list[LaneState]:
+    """The golden state after each step (float64)."""
+    states, calls = [], 0
+    for step in vector["steps"]:
+        calls += len(step.get("learning_rate_calls", []))
+        e = replay.decode_expected(vector, step["expected"], path)
+        states.append(LaneState(e["iterations"], e["variables"], e["r"], e["c"], e["v"],
+                                e["average"], e["accumulator"], calls))
+    return states
+
+
+# ----------------------------------------------------------------------------- skipping
+def representability(vector: dict, dtype: str) -> Optional[str]:
+    """Why the vector's inputs cannot be given to a ``dtype`` implementation, if so:
+    a finite value that overflows, or a non-zero value that underflows to zero."""
+    if dtype == "float64":
+        return None
+    target = numpy_dtype(dtype)
+    arrays = [vf.decode_array(v["initial"]) for v in vector["variables"]]
+    arrays += [vf.decode_array(g) for s in vector["steps"] for g in s["grads"] if g is not None]
+    for a in arrays:
+        with np.errstate(all="ignore"):
+            cast = a.astype(target).astype(np.float64)
+        finite = np.isfinite(a)
+        if np.any(finite & ~np.isfinite(cast)):
+            return f"inputs overflow {dtype}"
+        if np.any(finite & (a != 0) & (cast == 0)):
+            return f"inputs underflow to zero in {dtype}"
+    if dtype == "float16" and "EPSILON_1_SIGNIFICANT" in vector["flags"]:
+        return "epsilon_1 matters here and rounds to 0 in float16"
+    return None
+
+
+# ----------------------------------------------------------------------------- one vector
+def run_vector(adapter: Adapter, vector: dict, path, dtype: str, device: str, mode: str,
+               policy: Policy, entries: list[Entry]) -> VectorOutcome:
+    outcome = VectorOutcome(vector["id"], str(path), vector["result"], list(vector["flags"]), "pass")
+    entry = lookup(entries, vector, dtype, mode, device)
+    if entry is not None and entry.verdict == "skip":
+        outcome.status, outcome.reason = "skip", f"{entry.reason} [{entry.source}]"
+        return outcome
+    reason = adapter.unsupported(vector, dtype, device) or representability(vector, dtype)
+    if reason:
+        outcome.status, outcome.reason = "skip", reason
+        return outcome
+
+    if vector["result"] == "invalid":
+        _grade_invalid(adapter, vector, path, dtype, device, outcome)
+    else:
+        _grade_trajectory(adapter, vector, path, dtype, device, mode, policy, outcome)
+
+    if entry is not None and entry.verdict == "xfail":
+        if outcome.status in ("fail", "acceptable"):
+            outcome.status, outcome.reason = "xfail", f"{entry.reason} [{entry.source}]"
+        else:
+            outcome.status, outcome.reason = "xpass", f"expected to fail: {entry.reason} [{entry.source}]"
+    elif outcome.status == "fail" and vector["result"] == "acceptable":
+        outcome.status = "acceptable"
+        outcome.reason = "deviates on an acceptable vector: " + outcome.reason
+    return outcome
+
+
+def _grade_invalid(adapter, vector, path, dtype, device, outcome: VectorOutcome) -> None:
+    error = vector["error"]
+    grads = [[None if g is None else g.astype(numpy_dtype(dtype)) for g in replay.decode_grads(vector, s, path)]
+             for s in vector["steps"]]
+    at, raised = "construction", None
+    try:
+        session = adapter.create(vector, dtype, device)
+        at = "step"
+        for index, g in enumerate(grads):
+            try:
+                session.step(g)
+            except Exception as exc:  # noqa: BLE001
+                raised = (exc, index)
+                break
+    except AdapterError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raised = (exc, None)
+    if raised is None:
+        outcome.status = "fail"
+        outcome.reason = f"expected {error['class']} at {error['at']}, nothing was raised"
+        return
+    exc, index = raised
+    problems = []
+    if at != error["at"]:
+        problems.append(f"raised at {at}, expected at {error['at']}")
+    if error["at"] == "step" and index != error.get("step"):
+        problems.append(f"raised at step {index}, expected at step {error.get('step')}")
+    if type(exc).__name__ != error["class"]:
+        problems.append(f"raised {type(exc).__name__} ({exc}), expected {error['class']}")
+    if problems:
+        outcome.status, outcome.reason = "fail", "; ".join(problems)
+
+
+def _grade_trajectory(adapter, vector, path, dtype, device, mode, policy, outcome) -> None:
+    lane = numpy_dtype(dtype)
+    names = [v["name"] for v in vector["variables"]]
+    goldens = golden_states(vector, path)
+    start = initial_state(vector, path)
+    grads = [[None if g is None else g.astype(lane) for g in replay.decode_grads(vector, s, path)]
+             for s in vector["steps"]]
+    try:
+        session = adapter.create(vector, dtype, device)
+        session.load(start.cast(dtype))
+        previous_actual = start.cast(dtype)
+        for k, golden in enumerate(goldens):
+            before = goldens[k - 1] if k else start
+            if mode == "teacher":
+                loaded = before.cast(dtype)
+                session.load(loaded)
+                previous_actual = loaded
+            session.step(grads[k])
+            actual = session.read()
+            _check_dtypes(actual, lane, adapter.name, vector["id"], k + 1)
+            _grade_step(k + 1, before, golden, previous_actual, actual, dtype, mode, policy, names, outcome)
+            previous_actual = actual
+        session.close()
+    except AdapterError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a crash of the implementation is a failure
+        outcome.status, outcome.worst_ratio = "fail", np.inf
+        outcome.reason = f"raised {type(exc).__name__}: {exc}"
+        outcome.failures.append(Failure(0, "exception", -1, "", None, None, None, 0, 0, 0,
+                                        traceback.format_exc(limit=3)))
+        return
+    if outcome.failures:
+        outcome.status = "fail"
+        f = outcome.failures[0]
+        outcome.reason = (f"step {f.step}: {f.kind} of {f.name!r}: {f.message or ''}"
+                          f"normwise {f.normwise:.3g} eps > budget {f.budget:.3g} eps")
+
+
+def _check_dtypes(state: LaneState, lane, adapter_name, vector_id, step) -> None:
+    for kind, i, a in state.arrays():
+        if np.asarray(a).dtype != lane:
+            raise AdapterError(f"{adapter_name}: vector {vector_id!r} step {step}: {kind}[{i}] holds "
+                               f"{np.asarray(a).dtype}, but the lane is {lane.name}: the implementation "
+                               f"did not run in the requested dtype")
+
+
+def _grade_step(step, before: LaneState, golden: LaneState, prev_actual: LaneState, actual: LaneState,
+                dtype, mode, policy: Policy, names, outcome: VectorOutcome) -> None:
+    if actual.iterations != golden.iterations:
+        outcome.failures.append(Failure(step, "iterations", -1, "", None, golden.iterations,
+                                        actual.iterations, np.inf, np.inf, 0,
+                                        "iterations differ: "))
+        outcome.first_bad_step = outcome.first_bad_step or step
+        return
+    pairs = []
+    for kind in ("variables", "r", "c", "v", "average", "accumulator"):
+        g_list, a_list = getattr(golden, kind), getattr(actual, kind)
+        if g_list is None:
+            continue
+        for i, g in enumerate(g_list):
+            if g is None:
+                continue
+            a = None if a_list is None else a_list[i]
+            pairs.append((kind, i, g, a))
+    for i, (g1, g0, a1, a0) in enumerate(zip(golden.variables, before.variables,
+                                             actual.variables, prev_actual.variables)):
+        with np.errstate(all="ignore"):
+            pairs.append(("update", i, g1 - g0, np.asarray(a1).astype(np.float64) - np.asarray(a0).astype(np.float64)))
+    worst_step = {}
+    for kind, i, g, a in pairs:
+        if a is None:
+            err = metrics.TensorError(np.inf, np.inf, np.inf, None, None, None)
+            message = "missing from the implementation's state: "
+        else:
+            err = metrics.compare(a, g, dtype)
+            message = ""
+        budget = policy.budget(dtype, mode, kind, step)
+        ratio = err.normwise / budget if budget > 0 else (0.0 if err.normwise == 0 else np.inf)
+        worst_step[kind] = max(worst_step.get(kind, 0.0), err.normwise)
+        outcome.worst_ratio = max(outcome.worst_ratio, ratio)
+        if ratio > 1:
+            outcome.first_bad_step = outcome.first_bad_step or step
+            if len(outcome.failures) < MAX_FAILURES_KEPT:
+                outcome.failures.append(Failure(
+                    step, kind, i, names[i], list(err.index) if err.index is not None else None,
+                    err.expected, err.actual, err.ulp, err.normwise, budget, message))
+    for kind, value in worst_step.items():
+        outcome.curve.setdefault(kind, []).append(value)
+
+
+# ----------------------------------------------------------------------------- a lane
+def select(documents: dict, patterns=(), flags=()) -> list[tuple[str, dict]]:
+    """Vectors whose id starts with (or fnmatches) any pattern and that carry all flags."""
+    import fnmatch
+
+    chosen = []
+    for relative, vector in vf.iter_vectors(documents):
+        if patterns and not any(
+                fnmatch.fnmatchcase(vector["id"], p) if any(c in p for c in "*?[") else vector["id"].startswith(p)
+                for p in patterns):
+            continue
+        if any(f not in vector["flags"] for f in flags):
+            continue
+        chosen.append((relative, vector))
+    return chosen
+
+
+def run_lane(adapter: Adapter, vectors: list[tuple[str, dict]], directory, dtype: str, device: str,
+             mode: str, policy: Policy, entries: list[Entry]) -> LaneReport:
+    start = time.perf_counter()
+    environment = adapter.environment(device)
+    outcomes = [run_vector(adapter, vector, f"{directory}/{relative}", dtype, device, mode, policy, entries)
+                for relative, vector in vectors]
+    unused = [f"{e.source}: {e.verdict} {' '.join(f'{k}={v}' for k, v in e.selectors.items())}"
+              for e in entries if e.used == 0 and _entry_applies_to_lane(e, dtype, mode, device)]
+    return LaneReport(adapter.name, dtype, device, mode, environment, time.perf_counter() - start,
+                      outcomes, unused)
+
+
+def _entry_applies_to_lane(entry: Entry, dtype, mode, device) -> bool:
+    lane = {"dtype": dtype, "mode": mode, "device": device}
+    return all(entry.selectors.get(k, v) == v for k, v in lane.items())
+
+
+def _from_jsonable(value):
+    if value == "inf":
+        return float("inf")
+    if value == "-inf":
+        return float("-inf")
+    if isinstance(value, list):
+        return [_from_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _from_jsonable(v) for k, v in value.items()}
+    return value
+
+
+def _lane_from_json(data: dict) -> LaneReport:
+    data = _from_jsonable(data)
+    outcomes = []
+    for o in data["outcomes"]:
+        o = dict(o)
+        o["failures"] = [Failure(**f) for f in o["failures"]]
+        outcomes.append(VectorOutcome(**o))
+    return LaneReport(data["adapter"], data["dtype"], data["device"], data["mode"], data["environment"],
+                      data["seconds"], outcomes, data.get("unused_expectations", []))
+
+
+LaneReport.from_json = staticmethod(_lane_from_json)

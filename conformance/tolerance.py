@@ -1,0 +1,213 @@
+"""The tolerance policy, derived rather than guessed.
+
+Method (the numbers are in conformance/tolerances.json and conformance/TOLERANCES.md):
+
+1. Honest implementations. The reference's own arithmetic is run in each lane dtype
+   (float32, float16, and bfloat16 via ml_dtypes, every operation rounded to the dtype),
+   once with the spec's NumPy summation and once with a plain sequential sum, the other
+   order a correct port is likely to use. In float64 the NumPy-order run *is* the spec,
+   so the float64 envelope comes from the sequential-sum run alone.
+2. Envelope. Every ``valid`` vector the lane can represent is replayed in both modes;
+   for each tensor kind (variables, update, r, c, v, average, accumulator) the normwise
+   error against the float64 golden, in lane epsilons, is collected per step. The
+   teacher envelope is the maximum over vectors and steps; the trajectory envelope is the
+   maximum of error(k) / k, the worst accumulation rate per step.
+3. Budget. ``SAFETY_FACTOR`` (4) times the envelope: a factor 2 because another honest
+   implementation can err by as much in the opposite direction, and 2 more for inputs the
+   corpus does not sample; never below ``FLOOR`` (2 epsilons: one rounding each way).
+   Teacher-forced budgets are constant; trajectory budgets grow linearly with the step,
+   ``max(teacher budget, SAFETY_FACTOR * rate * k)``.
+
+Run ``python -m conformance.tolerance`` to re-derive (``--check`` compares with the
+committed file; the test suite runs that check).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SAFETY_FACTOR = 4.0
+FLOOR = 2.0
+DERIVED_DTYPES = ("float64", "float32", "float16", "bfloat16")
+MODES = ("teacher", "trajectory")
+KINDS = ("variables", "update", "r", "c", "v", "average", "accumulator")
+POLICY_PATH = Path(__file__).resolve().parent / "tolerances.json"
+DOC_PATH = Path(__file__).resolve().parent / "TOLERANCES.md"
+
+
+@dataclass
+class Policy:
+    """Budgets in lane epsilons: ``teacher[dtype][kind]`` and ``rate[dtype][kind]``."""
+
+    teacher: dict
+    rate: dict
+    scale: float = 1.0  # a uniform multiplier (1 for the derived policy)
+
+    def budget(self, dtype: str, mode: str, kind: str, step: int) -> float:
+        base = self.teacher[dtype][kind]
+        if mode == "trajectory":
+            base = max(base, SAFETY_FACTOR * self.rate[dtype][kind] * step)
+        return base * self.scale
+
+    @classmethod
+    def load(cls, path: Path = POLICY_PATH) -> "Policy":
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return cls(teacher=data["budgets"]["teacher"], rate=data["budgets"]["trajectory_rate"])
+
+    @classmethod
+    def unlimited(cls) -> "Policy":
+        inf = {d: {k: np.inf for k in KINDS} for d in DERIVED_DTYPES}
+        return cls(teacher=inf, rate=inf)
+
+
+# ----------------------------------------------------------------------------- derivation
+def _sequential_sum(x, axis=None, keepdims=False):
+    x = np.asarray(x)
+    if axis is None:
+        flat = x.reshape(-1)
+        total = np.cumsum(flat, dtype=x.dtype)[-1] if flat.size else x.dtype.type(0)
+        return np.reshape(total, (1,) * x.ndim) if keepdims else total
+    total = np.take(np.cumsum(x, axis=axis, dtype=x.dtype), -1, axis=axis)
+    return np.expand_dims(total, axis) if keepdims else total
+
+
+def _sequential_mean(x, axis=None, keepdims=False):
+    x = np.asarray(x)
+    count = x.size if axis is None else x.shape[axis]
+    return _sequential_sum(x, axis, keepdims) / x.dtype.type(count)
+
+
+@contextlib.contextmanager
+def summation_order(order: str):
+    """Temporarily make the reference sum in ``order`` ("numpy" or "sequential")."""
+    from reference import reductions
+
+    saved = reductions.total, reductions.mean
+    if order == "sequential":
+        reductions.total, reductions.mean = _sequential_sum, _sequential_mean
+    try:
+        yield
+    finally:
+        reductions.total, reductions.mean = saved
+
+
+def measure(documents_dir: Path, dtypes=DERIVED_DTYPES) -> dict:
+    """Per dtype, mode, kind: the list of (normwise, step) samples of honest lanes."""
+    from conformance import runner
+    from conformance import vectorfile as vf
+    from conformance.adapters.reference import ReferenceAdapter
+
+    documents = vf.load_corpus(documents_dir)
+    vectors = [(rel, v) for rel, v in vf.iter_vectors(documents) if v["result"] == "valid"]
+    adapter = ReferenceAdapter()
+    samples = {d: {m: {k: [] for k in KINDS} for m in MODES} for d in dtypes}
+    for dtype in dtypes:
+        orders = ("sequential",) if dtype == "float64" else ("numpy", "sequential")
+        for order in orders:
+            with summation_order(order):
+                for mode in MODES:
+                    report = runner.run_lane(adapter, vectors, documents_dir, dtype, "cpu", mode,
+                                             Policy.unlimited(), [])
+                    for outcome in report.outcomes:
+                        for kind, values in outcome.curve.items():
+                            samples[dtype][mode][kind].extend(
+                                (float(v), step) for step, v in enumerate(values, 1))
+    return samples
+
+
+def _sig(x: float, digits: int = 4) -> float:
+    return float(f"{x:.{digits}g}")
+
+
+def _sig_up(x: float, digits: int = 4) -> float:
+    """Round up to ``digits`` significant digits (budgets never shrink by rounding)."""
+    if x <= 0 or not np.isfinite(x):
+        return float(x)
+    exponent = int(np.floor(np.log10(x))) - digits + 1
+    return float(f"{np.ceil(x / 10.0**exponent) * 10.0**exponent:.{digits}g}")
+
+
+def derive(documents_dir: Path) -> dict:
+    from scipy import stats
+
+    samples = measure(documents_dir)
+    teacher, rate, statistics = {}, {}, {}
+    for dtype, by_mode in samples.items():
+        teacher[dtype], rate[dtype], statistics[dtype] = {}, {}, {}
+        for kind in KINDS:
+            t = np.array([v for v, _ in by_mode["teacher"][kind]] or [0.0])
+            r = np.array([v / step for v, step in by_mode["trajectory"][kind]] or [0.0])
+            finite_t, finite_r = t[np.isfinite(t)], r[np.isfinite(r)]
+            teacher[dtype][kind] = _sig_up(max(FLOOR, SAFETY_FACTOR * float(finite_t.max())))
+            rate[dtype][kind] = _sig_up(float(finite_r.max()))
+            statistics[dtype][kind] = {
+                "samples": int(t.size),
+                "teacher_median": _sig(float(np.median(finite_t))),
+                "teacher_p99": _sig(float(stats.scoreatpercentile(finite_t, 99))),
+                "teacher_max": _sig(float(finite_t.max())),
+                "trajectory_rate_max": _sig(float(finite_r.max())),
+            }
+    return {
+        "format": "adafactor-conformance-tolerances",
+        "version": 1,
+        "units": "normwise error max|actual - golden| / max|golden|, in epsilons of the lane dtype",
+        "safety_factor": SAFETY_FACTOR,
+        "floor": FLOOR,
+        "method": "conformance/tolerance.py docstring; conformance/TOLERANCES.md",
+        "budgets": {"teacher": teacher, "trajectory_rate": rate},
+        "envelopes": statistics,
+    }
+
+
+def render_markdown_table(policy: dict) -> str:
+    from tabulate import tabulate
+
+    rows = []
+    for dtype in DERIVED_DTYPES:
+        for kind in KINDS:
+            s = policy["envelopes"][dtype][kind]
+            rows.append([dtype, kind, s["teacher_median"], s["teacher_p99"], s["teacher_max"],
+                         policy["budgets"]["teacher"][dtype][kind], s["trajectory_rate_max"],
+                         f"max({policy['budgets']['teacher'][dtype][kind]:g}, "
+                         f"{_sig(SAFETY_FACTOR * policy['budgets']['trajectory_rate'][dtype][kind]):g}*k)"])
+    return tabulate(rows, headers=["dtype", "tensor", "median", "p99", "max", "teacher budget",
+                                   "rate/step", "trajectory budget at step k"], tablefmt="github")
+
+
+TABLE_BEGIN = "<!-- tolerance table: generated by python -m conformance.tolerance, do not edit -->"
+TABLE_END = "<!-- end of tolerance table -->"
+
+
+def main(argv=None) -> int:
+    from conformance import vectorfile as vf
+
+    parser = argparse.ArgumentParser(description="Derive the tolerance policy from honest lanes.")
+    parser.add_argument("--check", action="store_true", help="compare with the committed policy")
+    parser.add_argument("--vectors", type=Path, default=Path(__file__).resolve().parent.parent / "vectors")
+    args = parser.parse_args(argv)
+    policy = derive(args.vectors)
+    text = vf.dumps(policy)
+    doc = DOC_PATH.read_text(encoding="utf-8")
+    head, rest = doc.split(TABLE_BEGIN, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    new_doc = f"{head}{TABLE_BEGIN}\n{render_markdown_table(policy)}\n{TABLE_END}{tail}"
+    if args.check:
+        stale = [p.name for p, t in ((POLICY_PATH, text), (DOC_PATH, new_doc))
+                 if not p.exists() or p.read_text(encoding="utf-8") != t]
+        print("tolerances are fresh" if not stale else f"stale: {stale}; run python -m conformance.tolerance")
+        return 1 if stale else 0
+    vf.write_atomic(POLICY_PATH, text)
+    vf.write_atomic(DOC_PATH, new_doc)
+    print(f"wrote {POLICY_PATH} and {DOC_PATH}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""The conformance gate itself: the reference conforms at 0 ulp through the same runner as
+every adapter; deliberately broken ports are failed; tolerances are fresh; CLI exit codes,
+reports, expectation files and the results-file protocol behave."""
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conformance import cli, expectations, runner
+from conformance import vectorfile as vf
+from conformance.adapters import AdapterError, resolve
+from conformance.adapters import broken
+from conformance.adapters.reference import ReferenceAdapter
+from conformance.tolerance import Policy
+
+VECTORS = Path(__file__).resolve().parent.parent / "vectors"
+
+
+@pytest.fixture(scope="module")
+def all_vectors():
+    return runner.select(vf.load_corpus(VECTORS))
+
+
+@pytest.fixture(scope="module")
+def policy():
+    return Policy.load()
+
+
+@pytest.mark.parametrize("mode", ["teacher", "trajectory"])
+def test_reference_adapter_is_exact_in_float64(all_vectors, policy, mode):
+    report = runner.run_lane(ReferenceAdapter(), all_vectors, VECTORS, "float64", "cpu", mode, policy, [])
+    counts = report.counts()
+    assert counts["fail"] == counts["skip"] == 0, counts
+    assert all(o.worst_ratio == 0.0 for o in report.outcomes), "the reference must be 0 ulp from its vectors"
+    invalid = [o for o in report.outcomes if o.result == "invalid"]
+    assert invalid and all(o.status == "pass" for o in invalid)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_honest_low_precision_lanes_conform(all_vectors, policy, dtype):
+    """The budgets are derived from these very lanes, times the safety factor: they pass
+    with a quarter of the budget at most."""
+    for mode in ("teacher", "trajectory"):
+        report = runner.run_lane(ReferenceAdapter(), all_vectors, VECTORS, dtype, "cpu", mode, policy, [])
+        assert report.conforms
+        assert max(o.worst_ratio for o in report.outcomes) <= 0.25 + 1e-9
+
+
+# Every broken port in float64 and float32, except MeansInFloat32 in float32: computing in
+# float32 is no bug in a float32 lane (test_means_in_float32_passes_float32_lane).
+PORT_LANES = [(p, d) for p in broken.ALL for d in ("float64", "float32")
+              if (p, d) != (broken.MeansInFloat32, "float32")]
+
+
+@pytest.mark.parametrize("port,dtype", PORT_LANES, ids=[f"{p.__name__}-{d}" for p, d in PORT_LANES])
+def test_gate_fails_broken_ports(all_vectors, policy, port, dtype):
+    report = runner.run_lane(port(), all_vectors, VECTORS, dtype, "cpu", "teacher", policy, [])
+    assert not report.conforms, f"{port.__name__} passed the {dtype} gate"
+
+
+def test_means_in_float32_passes_float32_lane(all_vectors, policy):
+    report = runner.run_lane(broken.MeansInFloat32(), all_vectors, VECTORS, "float32", "cpu", "teacher", policy, [])
+    assert report.conforms
+
+
+def test_tolerance_policy_is_fresh():
+    from conformance import tolerance
+
+    assert tolerance.main(["--check"]) == 0, "run `python -m conformance.tolerance`"
+
+
+def test_budget_grows_with_step_in_trajectory_mode(policy):
+    assert policy.budget("float32", "trajectory", "variables", 40) > policy.budget("float32", "teacher", "variables", 40)
+    assert policy.budget("float32", "teacher", "variables", 1) == policy.budget("float32", "teacher", "variables", 40)
+
+
+# ----------------------------------------------------------------------------- CLI
+def test_cli_reference_conforms_with_reports(tmp_path, capsys):
+    code = cli.main(["run", "--adapter", "reference", "--dtype", "float64", "--mode", "teacher",
+                     "--vectors", "arguments/clip", "--json", str(tmp_path / "r.json"),
+                     "--junit", str(tmp_path / "r.xml"), "--plot", str(tmp_path / "r.png")])
+    out = capsys.readouterr().out
+    assert code == 0 and "CONFORMS" in out and "numpy" in out
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["conforms"] and report["lanes"][0]["counts"]["pass"] >= 3
+    assert report["lanes"][0]["outcomes"][0]["curve"]["variables"]
+    suite = ET.parse(tmp_path / "r.xml").getroot()[0]
+    assert int(suite.get("tests")) == report["lanes"][0]["counts"]["pass"]
+    assert (tmp_path / "r.png").stat().st_size > 1000
+
+
+def test_cli_broken_port_exits_1_with_reproduction(capsys):
+    code = cli.main(["run", "--adapter", "conformance.adapters.broken:ClipThresholdIgnored",
+                     "--dtype", "float64", "--mode", "teacher", "--vectors", "arguments/clip_threshold"])
+    out = capsys.readouterr().out
+    assert code == 1 and "DOES NOT CONFORM" in out
+    assert "FAIL broken:ClipThresholdIgnored float64 teacher: arguments/clip_threshold/" in out
+    assert "reproduce: python -m conformance run --adapter" in out
+    assert "expected " in out and "ulp in float64" in out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["run", "--adapter", "no-such-adapter"], "unknown adapter"),
+    (["run", "--adapter", "nosuchmodule.x:Y"], "cannot import"),
+    (["run", "--dtype", "float128"], "unknown dtype"),
+    (["run", "--vectors", "no/such/vector"], "no vector matches"),
+    (["run", "--device", "gpu"], "not available"),
+    (["run", "--vectors-dir", "/nonexistent"], "cannot read"),
+])
+def test_cli_usage_errors_exit_2(argv, message, capsys):
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_dtype_check_catches_silent_downcast(all_vectors, policy):
+    class Downcasting(ReferenceAdapter):
+        def create(self, vector, dtype, device):
+            session = super().create(vector, dtype, device)
+            honest_read = session.read
+            session.read = lambda: honest_read().cast("float32")  # silently holds float32
+            return session
+
+    with pytest.raises(AdapterError, match="did not run in the requested dtype"):
+        runner.run_lane(Downcasting(), all_vectors[:3], VECTORS, "float64", "cpu", "teacher", policy, [])
+
+
+# ----------------------------------------------------------------------------- expectations
+def test_expectation_file_xfail_xpass_and_unused(tmp_path, all_vectors, policy):
+    path = tmp_path / "x.txt"
+    path.write_text(
+        "# known deviations\n"
+        "xfail id=arguments/clip_threshold/  # clip_threshold ignored (example link)\n"
+        "xfail id=shapes/defaults/scalar dtype=float64  # passes: reported as XPASS\n"
+        "skip flag=LONG_RUN  # too slow here\n"
+        "xfail id=does/not/exist  # stale entry\n")
+    entries = expectations.parse(path)
+    report = runner.run_lane(broken.ClipThresholdIgnored(), all_vectors, VECTORS, "float64", "cpu",
+                             "teacher", policy, entries)
+    counts = report.counts()
+    assert counts["fail"] == 0 and counts["xfail"] == 3 and counts["xpass"] == 1
+    assert counts["skip"] == sum("LONG_RUN" in v["flags"] for _, v in all_vectors)
+    assert any("does/not/exist" in u for u in report.unused_expectations)
+    assert report.conforms  # xfail and xpass keep the lane conforming
+
+
+@pytest.mark.parametrize("text,message", [
+    ("xfail id=a\n", "needs a reason"),
+    ("maybe id=a  # r\n", "must start with"),
+    ("xfail color=red  # r\n", "bad selector"),
+    ("xfail  # r\n", "no selector"),
+])
+def test_expectation_file_errors_name_the_line(tmp_path, text, message):
+    path = tmp_path / "bad.txt"
+    path.write_text("# header\n" + text)
+    with pytest.raises(expectations.ExpectationError, match=rf"bad\.txt:2: .*{message}"):
+        expectations.parse(path)
+
+
+# ----------------------------------------------------------------------------- results file
+def _results_from_reference(all_vectors, dtype="float32", tamper=None):
+    adapter = ReferenceAdapter()
+    out = {}
+    for _, vector in all_vectors:
+        if vector["result"] == "invalid":
+            out[vector["id"]] = {"error": vector["error"]["class"], "step": vector["error"].get("step")}
+            continue
+        if runner.representability(vector, dtype):
+            continue
+        session = adapter.create(vector, dtype, "cpu")
+        steps = []
+        for step in vector["steps"]:
+            grads = [None if g is None else vf.decode_array(g).astype(np.dtype(dtype)) for g in step["grads"]]
+            session.step(grads)
+            s = session.read()
+            enc = lambda items: None if items is None else [vf.encode_optional(None if a is None else a.astype(np.float64)) for a in items]
+            steps.append({"iterations": s.iterations, "variables": enc(s.variables), "r": enc(s.r),
+                          "c": enc(s.c), "v": enc(s.v), "average": enc(s.average),
+                          "accumulator": enc(s.accumulator)})
+        out[vector["id"]] = {"steps": steps}
+    if tamper:
+        tamper(out)
+    return {"format": "adafactor-conformance-results", "schema_version": 1, "implementation": "test port",
+            "dtype": dtype, "mode": "trajectory", "device": "cpu", "vectors": out}
+
+
+def test_results_file_protocol(tmp_path, all_vectors, capsys):
+    some = [(r, v) for r, v in all_vectors if v["id"].startswith(("arguments/clipnorm", "invalid/"))]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(_results_from_reference(some)))
+    assert cli.main(["grade", "--results", str(path)]) == 0
+    assert "test port" in capsys.readouterr().out
+
+    def tamper(out):
+        bits = out["arguments/clipnorm/0.5"]["steps"][2]["variables"][0]["bits"]
+        bits[0] = vf.float_to_bits(vf.bits_to_float(bits[0]) * (1 + 2**-10))
+        out["invalid/clipnorm_and_clipvalue"] = {"error": "TypeError"}
+
+    path.write_text(json.dumps(_results_from_reference(some, tamper=tamper)))
+    assert cli.main(["grade", "--results", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "arguments/clipnorm/0.5" in out and "step 3" in out
+    assert "raised TypeError" in out
+
+
+def test_results_file_errors_exit_2(tmp_path, capsys):
+    path = tmp_path / "r.json"
+    path.write_text('{"format": "something else"}')
+    assert cli.main(["grade", "--results", str(path)]) == 2
+    assert "not a version-1 results file" in capsys.readouterr().err
+
+
+def test_resolve_third_party_adapter_by_module_path():
+    adapter = resolve("conformance.adapters.broken:NoRelativeStep")
+    assert adapter.name == "broken:NoRelativeStep"
+    with pytest.raises(AdapterError, match="is not a conformance.adapters.Adapter"):
+        resolve("conformance.vectorfile:VectorFormatError")
