@@ -1,5 +1,5 @@
 # Two commands do everything on a fresh machine (see README.md):
-#   make check   the main job: the reference's self-check, printed as a table
+#   make check   the main job: the conformance gate, every installed adapter, CPU
 #   make test    the whole test suite (reference, Keras goldens, real-Keras cross-check)
 # Both create .venv and install the pinned versions from constraints.txt first.
 
@@ -19,8 +19,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[test,frameworks]'
 	touch $(STAMP)
 
+# Reports land in out/: report.json, junit.xml, errors.png.
 check: $(STAMP)
-	$(PY) -m reference.selfcheck
+	mkdir -p out
+	$(PY) -m conformance run --adapter all --json out/report.json --junit out/junit.xml --plot out/errors.png
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -8,9 +8,13 @@ XFAIL, a pass is reported as XPASS). Every selector must match for the entry to 
 
     id=<pattern>      vector id: a prefix, or an fnmatch pattern when it holds * ? [
     flag=<FLAG>       the vector carries this flag
+    result=<grade>    the vector's result: valid, acceptable or invalid
     dtype=<name>      lane dtype (float64, float32, float16, bfloat16)
     mode=<name>       teacher or trajectory
     device=<name>     cpu or gpu
+
+A value starting with ``!`` negates the selector (``id=!special_values/huge``: every
+vector except those).
 
 An entry that matches no vector of the run is reported as unused (a stale entry hides
 nothing but should be removed). Files live in conformance/expectations/<adapter>.txt and are
@@ -26,7 +30,7 @@ from typing import Optional
 
 DIRECTORY = Path(__file__).resolve().parent / "expectations"
 VERDICTS = ("skip", "xfail")
-KEYS = ("id", "flag", "dtype", "mode", "device")
+KEYS = ("id", "flag", "result", "dtype", "mode", "device")
 
 
 class ExpectationError(ValueError):
@@ -42,18 +46,20 @@ class Entry:
     used: int = field(default=0)
 
     def matches(self, vector: dict, dtype: str, mode: str, device: str) -> bool:
+        lane = {"dtype": dtype, "mode": mode, "device": device, "result": vector["result"]}
         for key, value in self.selectors.items():
+            negate = value.startswith("!")
+            if negate:
+                value = value[1:]
             if key == "id":
                 vid = vector["id"]
-                if any(ch in value for ch in "*?["):
-                    if not fnmatch.fnmatchcase(vid, value):
-                        return False
-                elif not vid.startswith(value):
-                    return False
+                hit = (fnmatch.fnmatchcase(vid, value) if any(ch in value for ch in "*?[")
+                       else vid.startswith(value))
             elif key == "flag":
-                if value not in vector["flags"]:
-                    return False
-            elif {"dtype": dtype, "mode": mode, "device": device}[key] != value:
+                hit = value in vector["flags"]
+            else:
+                hit = lane[key] == value
+            if hit == negate:
                 return False
         return True
 

@@ -37,11 +37,11 @@ def lane_table(reports: list[LaneReport]) -> str:
     rows = []
     for r in reports:
         c = r.counts()
-        worst = max((o.worst_ratio for o in r.outcomes if o.status != "skip"), default=0.0)
+        worst = max((o.worst_ratio for o in r.outcomes if o.status in ("pass", "fail")), default=0.0)
         rows.append([r.adapter, r.dtype, r.mode, r.device, *(c[s] for s in STATUSES),
                      _fmt(worst), f"{r.seconds:.1f}", "yes" if r.conforms else "NO"])
     return tabulate(rows, headers=["adapter", "dtype", "mode", "device", *STATUSES,
-                                   "worst err/budget", "seconds", "conforms"])
+                                   "worst err/budget (pass+fail)", "seconds", "conforms"])
 
 
 def flag_table(report: LaneReport) -> str:

@@ -255,6 +255,11 @@ def _check_dtypes(state: LaneState, lane, adapter_name, vector_id, step) -> None
 
 def _grade_step(step, before: LaneState, golden: LaneState, prev_actual: LaneState, actual: LaneState,
                 dtype, mode, policy: Policy, names, outcome: VectorOutcome) -> None:
+    if actual.learning_rate_calls is not None and actual.learning_rate_calls != golden.learning_rate_calls:
+        outcome.failures.append(Failure(step, "learning_rate_calls", -1, "", None, golden.learning_rate_calls,
+                                        actual.learning_rate_calls, np.inf, np.inf, 0,
+                                        "the callable learning rate was called a different number of times: "))
+        outcome.first_bad_step = outcome.first_bad_step or step
     if actual.iterations != golden.iterations:
         outcome.failures.append(Failure(step, "iterations", -1, "", None, golden.iterations,
                                         actual.iterations, np.inf, np.inf, 0,
@@ -271,17 +276,19 @@ def _grade_step(step, before: LaneState, golden: LaneState, prev_actual: LaneSta
                 continue
             a = None if a_list is None else a_list[i]
             pairs.append((kind, i, g, a))
+    allowance = {}
     for i, (g1, g0, a1, a0) in enumerate(zip(golden.variables, before.variables,
                                              actual.variables, prev_actual.variables)):
         with np.errstate(all="ignore"):
             pairs.append(("update", i, g1 - g0, np.asarray(a1).astype(np.float64) - np.asarray(a0).astype(np.float64)))
+            allowance[i] = metrics.ulp_of(g1, dtype) + 0.5 * metrics.ulp_of(g0, dtype)
     worst_step = {}
     for kind, i, g, a in pairs:
         if a is None:
             err = metrics.TensorError(np.inf, np.inf, np.inf, None, None, None)
             message = "missing from the implementation's state: "
         else:
-            err = metrics.compare(a, g, dtype)
+            err = metrics.compare(a, g, dtype, allowance[i] if kind == "update" else None)
             message = ""
         budget = policy.budget(dtype, mode, kind, step)
         ratio = err.normwise / budget if budget > 0 else (0.0 if err.normwise == 0 else np.inf)
@@ -328,7 +335,12 @@ def run_lane(adapter: Adapter, vectors: list[tuple[str, dict]], directory, dtype
 
 def _entry_applies_to_lane(entry: Entry, dtype, mode, device) -> bool:
     lane = {"dtype": dtype, "mode": mode, "device": device}
-    return all(entry.selectors.get(k, v) == v for k, v in lane.items())
+    for key, value in entry.selectors.items():
+        if key in lane:
+            negate = value.startswith("!")
+            if (lane[key] == value.lstrip("!")) == negate:
+                return False
+    return True
 
 
 def _from_jsonable(value):

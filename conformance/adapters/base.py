@@ -56,7 +56,7 @@ class LaneState:
     v: list
     average: Optional[list] = None
     accumulator: Optional[list] = None
-    learning_rate_calls: int = 0
+    learning_rate_calls: Optional[int] = 0  # None: not reported (not graded)
 
     def arrays(self):
         """(kind, index, array) for every array present."""

@@ -17,7 +17,9 @@ one JSON file:
     }
 
 A state is ``{"iterations": n, "variables": [array...], "r": [array or null...],
-"c": [...], "v": [...], "average": [...] or null, "accumulator": [...] or null}`` with
+"c": [...], "v": [...], "average": [...] or null, "accumulator": [...] or null}``
+(optionally ``"learning_rate_calls": n``, how often a callable learning rate has been
+called so far; graded when present) with
 arrays encoded as in the vectors (``{"shape": [...], "bits": [...]}``, float64 bit
 patterns of the port's values widened exactly to float64). Vectors the file does not
 mention are skipped. ``python -m conformance grade --results FILE`` grades it with the
@@ -83,7 +85,8 @@ class _RecordedSession(Session):
 
         try:
             return LaneState(int(s["iterations"]), arrays(s["variables"]), arrays(s["r"]), arrays(s["c"]),
-                             arrays(s["v"]), arrays(s.get("average")), arrays(s.get("accumulator")))
+                             arrays(s["v"]), arrays(s.get("average")), arrays(s.get("accumulator")),
+                             s.get("learning_rate_calls"))
         except (KeyError, TypeError) as exc:
             raise ResultsFileError(f"{self.path}: vector {self.vector_id!r} step {self.index}: "
                                    f"malformed state ({exc})") from exc

@@ -1,0 +1,36 @@
+"""The pytest entry point: a port's pytest suite gets one test per vector, and failures
+carry the runner's details."""
+
+import pytest
+
+from conformance.pytest_entry import conformance_tests
+
+pytest_plugins = ["pytester"]
+
+# The reference through the entry point, as a port would use it (float64, both modes).
+test_reference_conforms = conformance_tests("reference", dtypes=["float64"], vectors=["arguments/", "invalid/"])
+
+
+def test_entry_point_fails_a_broken_port(pytester):
+    pytester.makepyfile(test_port="""
+from conformance.pytest_entry import conformance_tests
+test_port = conformance_tests("conformance.adapters.broken:ClipThresholdIgnored",
+                              dtypes=["float64"], modes=["teacher"], vectors=["arguments/clip_threshold"])
+""")
+    result = pytester.runpytest_inprocess("-q")
+    result.assert_outcomes(failed=3)
+    result.stdout.fnmatch_lines(["*FAIL broken:ClipThresholdIgnored float64 teacher: arguments/clip_threshold/*",
+                                 "*reproduce: python -m conformance run*"])
+
+
+def test_entry_point_xfail_file(pytester, tmp_path):
+    xfail = tmp_path / "x.txt"
+    xfail.write_text("xfail id=arguments/clip_threshold/0.5  # known: threshold ignored (example)\n")
+    pytester.makepyfile(test_port=f"""
+from conformance.pytest_entry import conformance_tests
+test_port = conformance_tests("conformance.adapters.broken:ClipThresholdIgnored", dtypes=["float64"],
+                              modes=["teacher"], vectors=["arguments/clip_threshold"],
+                              xfail_files=[{str(xfail)!r}])
+""")
+    result = pytester.runpytest_inprocess("-q")
+    result.assert_outcomes(failed=2, xfailed=1)
