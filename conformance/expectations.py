@@ -3,8 +3,12 @@
     # comment
     <verdict> <selector> [<selector> ...]  # reason, with a link
 
-``verdict`` is ``skip`` (not run) or ``xfail`` (run; a failure is expected and reported as
-XFAIL, a pass is reported as XPASS). Every selector must match for the entry to apply:
+``verdict`` is ``skip`` (not run), ``xfail`` (run; a failure is expected and reported as
+XFAIL, a pass is reported as XPASS), or ``tolerance`` (a per-adapter override: the budget
+of the selected tensors is multiplied by the entry's ``x<factor>`` word, e.g.
+``tolerance dtype=float64 kind=update x4  # XLA sums in another order (link)``; the reason
+must say why the difference is legitimate). Every selector must match for the entry to
+apply:
 
     id=<pattern>      vector id: a prefix, or an fnmatch pattern when it holds * ? [
     flag=<FLAG>       the vector carries this flag
@@ -12,6 +16,7 @@ XFAIL, a pass is reported as XPASS). Every selector must match for the entry to 
     dtype=<name>      lane dtype (float64, float32, float16, bfloat16)
     mode=<name>       teacher or trajectory
     device=<name>     cpu or gpu
+    kind=<tensor>     tolerance entries only: variables, update, r, c, v, average, accumulator
 
 A value starting with ``!`` negates the selector (``id=!special_values/huge``: every
 vector except those).
@@ -29,8 +34,9 @@ from pathlib import Path
 from typing import Optional
 
 DIRECTORY = Path(__file__).resolve().parent / "expectations"
-VERDICTS = ("skip", "xfail")
-KEYS = ("id", "flag", "result", "dtype", "mode", "device")
+VERDICTS = ("skip", "xfail", "tolerance")
+KEYS = ("id", "flag", "result", "dtype", "mode", "device", "kind")
+TENSOR_KINDS = ("variables", "update", "r", "c", "v", "average", "accumulator")
 
 
 class ExpectationError(ValueError):
@@ -44,6 +50,7 @@ class Entry:
     reason: str
     source: str  # file:line
     used: int = field(default=0)
+    factor: float = 1.0  # tolerance entries: the budget multiplier
 
     def matches(self, vector: dict, dtype: str, mode: str, device: str) -> bool:
         lane = {"dtype": dtype, "mode": mode, "device": device, "result": vector["result"]}
@@ -57,6 +64,8 @@ class Entry:
                        else vid.startswith(value))
             elif key == "flag":
                 hit = value in vector["flags"]
+            elif key == "kind":
+                continue  # applies per tensor, see budget_factor
             else:
                 hit = lane[key] == value
             if hit == negate:
@@ -84,15 +93,30 @@ def parse(path) -> list[Entry]:
             raise ExpectationError(f"{where}: entry must start with one of {VERDICTS}: {text!r}")
         if len(words) < 2:
             raise ExpectationError(f"{where}: entry has no selector: {text!r}")
-        selectors = {}
+        selectors, factor = {}, 1.0
         for word in words[1:]:
+            if words[0] == "tolerance" and word.startswith("x") and "=" not in word:
+                try:
+                    factor = float(word[1:])
+                except ValueError:
+                    raise ExpectationError(f"{where}: bad factor {word!r}; write e.g. x4") from None
+                if not factor > 1:
+                    raise ExpectationError(f"{where}: a tolerance factor must be > 1, got {word!r}")
+                continue
             key, eq, value = word.partition("=")
             if not eq or key not in KEYS or not value:
                 raise ExpectationError(f"{where}: bad selector {word!r}; use {', '.join(k + '=' for k in KEYS)}")
             if key in selectors:
                 raise ExpectationError(f"{where}: selector {key}= given twice")
             selectors[key] = value
-        entries.append(Entry(words[0], selectors, reason.strip(), where))
+        if words[0] == "tolerance" and factor == 1.0:
+            raise ExpectationError(f"{where}: a tolerance entry needs a factor such as x4")
+        if "kind" in selectors:
+            if words[0] != "tolerance":
+                raise ExpectationError(f"{where}: kind= is for tolerance entries only")
+            if selectors["kind"].lstrip("!") not in TENSOR_KINDS:
+                raise ExpectationError(f"{where}: unknown kind {selectors['kind']!r}; use one of {TENSOR_KINDS}")
+        entries.append(Entry(words[0], selectors, reason.strip(), where, factor=factor))
     return entries
 
 
@@ -106,10 +130,24 @@ def for_adapter(adapter_name: str, extra_files=()) -> list[Entry]:
     return entries
 
 
-def lookup(entries: list[Entry], vector: dict, dtype: str, mode: str, device: str) -> Optional[Entry]:
-    """The first matching entry (file order), counting its use."""
+def budget_factors(entries: list[Entry], vector: dict, dtype: str, mode: str, device: str) -> dict:
+    """{tensor kind: budget multiplier} from the matching tolerance entries."""
+    factors = {}
     for entry in entries:
-        if entry.matches(vector, dtype, mode, device):
+        if entry.verdict == "tolerance" and entry.matches(vector, dtype, mode, device):
+            entry.used += 1
+            value = entry.selectors.get("kind")
+            kinds = TENSOR_KINDS if value is None else (
+                [k for k in TENSOR_KINDS if k != value[1:]] if value.startswith("!") else [value])
+            for kind in kinds:
+                factors[kind] = max(factors.get(kind, 1.0), entry.factor)
+    return factors
+
+
+def lookup(entries: list[Entry], vector: dict, dtype: str, mode: str, device: str) -> Optional[Entry]:
+    """The first matching skip/xfail entry (file order), counting its use."""
+    for entry in entries:
+        if entry.verdict != "tolerance" and entry.matches(vector, dtype, mode, device):
             entry.used += 1
             return entry
     return None

@@ -132,7 +132,9 @@ def write_junit(path: Path, reports: list[LaneReport]) -> None:
 
 
 def write_plot(path: Path, reports: list[LaneReport]) -> str | None:
-    """Error versus step per lane (max over vectors of the variables' normwise error).
+    """Error versus step, one panel per lane dtype: per adapter and mode, the largest
+    normwise error of the variables over the vectors graded pass or fail (xfail,
+    acceptable and skipped vectors are left out), in lane epsilons, with the budget.
     Returns None on success, else why no plot was written (matplotlib missing)."""
     try:
         import matplotlib
@@ -141,22 +143,33 @@ def write_plot(path: Path, reports: list[LaneReport]) -> str | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib is not installed (pip install matplotlib) - no plot written"
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for r in reports:
-        worst: dict[int, float] = {}
-        for o in r.outcomes:
-            for step, value in enumerate(o.curve.get("variables", []), 1):
-                if math.isfinite(value):
-                    worst[step] = max(worst.get(step, 0.0), value)
-        if worst:
-            steps = sorted(worst)
-            ax.plot(steps, [max(worst[s], 1e-3) for s in steps], marker=".",
-                    label=f"{r.adapter} {r.dtype} {r.mode}")
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("max normwise error of the variables (lane epsilons)")
-    ax.set_title("Adafactor conformance: error versus step")
-    ax.legend(fontsize="small")
+    from conformance.tolerance import Policy
+
+    policy = Policy.load()
+    dtypes = sorted({r.dtype for r in reports}, key=lambda d: ["float64", "float32", "float16", "bfloat16"].index(d))
+    fig, axes = plt.subplots(1, len(dtypes), figsize=(6 * len(dtypes), 4.5), squeeze=False)
+    for ax, dtype in zip(axes[0], dtypes):
+        longest = 1
+        for r in (r for r in reports if r.dtype == dtype):
+            worst: dict[int, float] = {}
+            for o in r.outcomes:
+                if o.status not in ("pass", "fail"):
+                    continue
+                for step, value in enumerate(o.curve.get("variables", []), 1):
+                    if math.isfinite(value):
+                        worst[step] = max(worst.get(step, 0.0), value)
+            if worst:
+                steps = sorted(worst)
+                longest = max(longest, steps[-1])
+                ax.plot(steps, [max(worst[s], 1e-2) for s in steps], marker=".", label=f"{r.adapter} {r.mode}")
+        for mode, style in (("teacher", "--"), ("trajectory", ":")):
+            ax.plot(range(1, longest + 1), [policy.budget(dtype, mode, "variables", k) for k in range(1, longest + 1)],
+                    "k" + style, linewidth=1, label=f"budget ({mode})")
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel(f"max normwise error of the variables ({dtype} epsilons)")
+        ax.set_title(f"{dtype}: error versus step (floor 1e-2 = exact)")
+        ax.legend(fontsize="x-small")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -30,7 +30,7 @@ from conformance import metrics, replay
 from conformance import vectorfile as vf
 from conformance.adapters import AdapterError
 from conformance.adapters.base import Adapter, LaneState, numpy_dtype
-from conformance.expectations import Entry, lookup
+from conformance.expectations import Entry, budget_factors, lookup
 from conformance.tolerance import Policy
 
 KINDS = ("variables", "update", "r", "c", "v", "average", "accumulator")
@@ -160,7 +160,8 @@ def run_vector(adapter: Adapter, vector: dict, path, dtype: str, device: str, mo
     if vector["result"] == "invalid":
         _grade_invalid(adapter, vector, path, dtype, device, outcome)
     else:
-        _grade_trajectory(adapter, vector, path, dtype, device, mode, policy, outcome)
+        factors = budget_factors(entries, vector, dtype, mode, device)
+        _grade_trajectory(adapter, vector, path, dtype, device, mode, policy, outcome, factors)
 
     if entry is not None and entry.verdict == "xfail":
         if outcome.status in ("fail", "acceptable"):
@@ -207,7 +208,7 @@ def _grade_invalid(adapter, vector, path, dtype, device, outcome: VectorOutcome)
         outcome.status, outcome.reason = "fail", "; ".join(problems)
 
 
-def _grade_trajectory(adapter, vector, path, dtype, device, mode, policy, outcome) -> None:
+def _grade_trajectory(adapter, vector, path, dtype, device, mode, policy, outcome, factors) -> None:
     lane = numpy_dtype(dtype)
     names = [v["name"] for v in vector["variables"]]
     goldens = golden_states(vector, path)
@@ -227,7 +228,8 @@ def _grade_trajectory(adapter, vector, path, dtype, device, mode, policy, outcom
             session.step(grads[k])
             actual = session.read()
             _check_dtypes(actual, lane, adapter.name, vector["id"], k + 1)
-            _grade_step(k + 1, before, golden, previous_actual, actual, dtype, mode, policy, names, outcome)
+            _grade_step(k + 1, before, golden, previous_actual, actual, dtype, mode, policy, names, outcome,
+                        factors)
             previous_actual = actual
         session.close()
     except AdapterError:
@@ -254,7 +256,7 @@ def _check_dtypes(state: LaneState, lane, adapter_name, vector_id, step) -> None
 
 
 def _grade_step(step, before: LaneState, golden: LaneState, prev_actual: LaneState, actual: LaneState,
-                dtype, mode, policy: Policy, names, outcome: VectorOutcome) -> None:
+                dtype, mode, policy: Policy, names, outcome: VectorOutcome, factors: dict) -> None:
     if actual.learning_rate_calls is not None and actual.learning_rate_calls != golden.learning_rate_calls:
         outcome.failures.append(Failure(step, "learning_rate_calls", -1, "", None, golden.learning_rate_calls,
                                         actual.learning_rate_calls, np.inf, np.inf, 0,
@@ -290,7 +292,7 @@ def _grade_step(step, before: LaneState, golden: LaneState, prev_actual: LaneSta
         else:
             err = metrics.compare(a, g, dtype, allowance[i] if kind == "update" else None)
             message = ""
-        budget = policy.budget(dtype, mode, kind, step)
+        budget = policy.budget(dtype, mode, kind, step) * factors.get(kind, 1.0)
         ratio = err.normwise / budget if budget > 0 else (0.0 if err.normwise == 0 else np.inf)
         worst_step[kind] = max(worst_step.get(kind, 0.0), err.normwise)
         outcome.worst_ratio = max(outcome.worst_ratio, ratio)

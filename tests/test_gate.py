@@ -217,3 +217,38 @@ def test_resolve_third_party_adapter_by_module_path():
     assert adapter.name == "broken:NoRelativeStep"
     with pytest.raises(AdapterError, match="is not a conformance.adapters.Adapter"):
         resolve("conformance.vectorfile:VectorFormatError")
+
+
+def test_tolerance_override_entry(tmp_path, all_vectors, policy):
+    """A per-adapter override multiplies the budget of the selected tensors only."""
+    from conformance.adapters.reference import ReferenceAdapter as Ref
+
+    class Perturbed(Ref):
+        def create(self, vector, dtype, device):
+            session = super().create(vector, dtype, device)
+            honest_read = session.read
+
+            def read():
+                state = honest_read()
+                state.v = [v * (1 + 15 * 2.0**-52) for v in state.v]  # 15 eps: over the v budget (9.9)
+                return state
+            session.read = read
+            return session
+
+    some = [(r, v) for r, v in all_vectors if v["id"].startswith("shapes/defaults/tall")]
+    assert not runner.run_lane(Perturbed(), some, VECTORS, "float64", "cpu", "teacher", policy, []).conforms
+    path = tmp_path / "o.txt"
+    path.write_text("tolerance dtype=float64 kind=v x2  # example: another summation order (link)\n")
+    report = runner.run_lane(Perturbed(), some, VECTORS, "float64", "cpu", "teacher", policy,
+                             expectations.parse(path))
+    assert report.conforms and not report.unused_expectations
+    path.write_text("tolerance dtype=float64 kind=r x2  # does not cover v\n")
+    assert not runner.run_lane(Perturbed(), some, VECTORS, "float64", "cpu", "teacher", policy,
+                               expectations.parse(path)).conforms
+    for bad, message in [("tolerance dtype=float64 # r\n", "needs a factor"),
+                         ("tolerance kind=q x2  # r\n", "unknown kind"),
+                         ("xfail kind=v  # r\n", "tolerance entries only"),
+                         ("tolerance kind=v x0.5  # r\n", "must be > 1")]:
+        path.write_text(bad)
+        with pytest.raises(expectations.ExpectationError, match=message):
+            expectations.parse(path)
