@@ -33,6 +33,7 @@ from conformance.tolerance import Policy
 
 DEFAULT_VECTORS = Path(__file__).resolve().parent.parent / "vectors"
 EXIT_OK, EXIT_NONCONFORMING, EXIT_ERROR = 0, 1, 2
+MODES = ("teacher", "trajectory")
 
 #: What each registered adapter needs importable, for ``--adapter all``.
 REQUIREMENTS = {
@@ -133,7 +134,7 @@ def _run_info(args) -> dict:
 
 def _run(args, adapter_name: str) -> int:
     dtypes = _csv(args.dtype, DTYPES, "dtype") or ["float64", "float32"]
-    modes = _csv(args.mode, runner_modes(), "mode") or ["teacher", "trajectory"]
+    modes = _csv(args.mode, MODES, "mode") or list(MODES)
     adapter = resolve(adapter_name)
     why_not = adapter.device_available(args.device)
     if why_not:
@@ -150,10 +151,6 @@ def _run(args, adapter_name: str) -> int:
             reports.append(runner.run_lane(adapter, vectors, args.vectors_dir, dtype, args.device, mode,
                                            policy, entries))
     return _emit(args, reports)
-
-
-def runner_modes():
-    return ("teacher", "trajectory")
 
 
 def _emit(args, reports) -> int:
@@ -194,7 +191,7 @@ def _grade(args) -> int:
     vectors = _selected(args)
     entries = expectations.for_adapter(adapter.name, args.xfail_file)
     dtype, mode = adapter.data["dtype"], adapter.data["mode"]
-    if dtype not in DTYPES or mode not in runner_modes():
+    if dtype not in DTYPES or mode not in MODES:
         raise UsageError(f"{args.results}: dtype {dtype!r} or mode {mode!r} unknown")
     reports = [runner.run_lane(adapter, vectors, args.vectors_dir, dtype, adapter.devices[0], mode,
                                Policy.load(), entries)]

@@ -2,8 +2,7 @@
 
 From keras/src/optimizers/adafactor_test.py (keras 3.15.1, unchanged since 3.0.2). Keras's
 tests run in float32 and print 4 decimals, so their tolerances are loose; they are kept
-at Keras's own values. Used by ``tests/test_keras_goldens.py`` and by
-``python -m reference.selfcheck``.
+at Keras's own values. Used by ``tests/test_keras_goldens.py``.
 """
 
 from __future__ import annotations

@@ -83,6 +83,10 @@ def seed_for(case_id: str) -> int:
 
 # ----------------------------------------------------------------------------- inputs
 def draw_inputs(case: Case, rng: np.random.Generator):
+    if case.inputs is not None:
+        initial, grads = case.inputs
+        return ([np.array(x, dtype=np.float64) for x in initial],
+                [[None if g is None else np.array(g, dtype=np.float64) for g in row] for row in grads])
     initial = []
     for _, shape in case.variables:
         if case.init == "zeros":

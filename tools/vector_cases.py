@@ -108,6 +108,9 @@ class Case:
     flags: tuple = ()  # flags the generator cannot derive
     error: Optional[dict] = None  # invalid vectors: {"class", "message_contains", "at", "step"?}
     make_learning_rate: Optional[Callable] = None  # a fresh callable learning rate per run
+    # Explicit inputs instead of drawn ones: (initial arrays, per-step lists of gradient
+    # arrays or None). Used by regression vectors promoted from fuzzing.
+    inputs: Optional[tuple] = None
 
     @property
     def file(self) -> str:
