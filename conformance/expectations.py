@@ -11,7 +11,7 @@ must say why the difference is legitimate). Every selector must match for the en
 apply:
 
     id=<pattern>      vector id: a prefix, or an fnmatch pattern when it holds * ? [
-    flag=<FLAG>       the vector carries this flag
+    flag=<FLAG>[,<FLAG>...]  the vector carries every one of these flags
     result=<grade>    the vector's result: valid, acceptable or invalid
     dtype=<name>      lane dtype (float64, float32, float16, bfloat16)
     mode=<name>       teacher or trajectory
@@ -63,7 +63,7 @@ class Entry:
                 hit = (fnmatch.fnmatchcase(vid, value) if any(ch in value for ch in "*?[")
                        else vid.startswith(value))
             elif key == "flag":
-                hit = value in vector["flags"]
+                hit = all(f in vector["flags"] for f in value.split(","))
             elif key == "kind":
                 continue  # applies per tensor, see budget_factor
             else:

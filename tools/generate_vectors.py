@@ -70,6 +70,7 @@ NOTES = {
     "NONFINITE_STATE": "the expected state holds NaN or inf",
     "INVALID_CONFIGURATION": "the configuration must be rejected at construction",
     "INVALID_STEP": "a step must be rejected",
+    "REGRESSION": "promoted from a failing fuzz example (tools/promote.py); the description says what found it",
 }
 
 # Keras's defaults, for the coverage table (an argument counts where it differs).

@@ -11,8 +11,10 @@ Ids are ``<file>/<topic>/<variant>``; the first part names the vector file.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
@@ -300,3 +302,41 @@ for name, (config, cls, text) in INVALID.items():
 case("invalid/all_gradients_none", "every gradient None at step 2 is an error",
      none_at=frozenset({(1, 0), (1, 1)}), steps=2,
      error={"class": "ValueError", "message_contains": "No gradients provided", "at": "step", "step": 1})
+
+# --- regressions promoted from fuzzing (python -m tools.promote; tools/regressions/*.json)
+REGRESSIONS = Path(__file__).resolve().parent / "regressions"
+
+
+def regression_case(path) -> Case:
+    """The Case of a promoted fuzz example (format: conformance/fuzz/differential.py)."""
+    from conformance import vectorfile as vf
+    from conformance.replay import RecordedCallable
+
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    config = dict(data["config"])
+    make_learning_rate = None
+    lr = config.get("learning_rate")
+    if isinstance(lr, dict) and lr.get("callable") == "recorded":
+        values = [vf.bits_to_float(b) for b in lr["calls"]]
+        make_learning_rate = lambda: RecordedCallable(values, data["id"])  # noqa: E731
+        del config["learning_rate"]
+    elif isinstance(lr, dict):
+        config["learning_rate"] = schedules.deserialize(lr)
+    initial = [vf.decode_array(a, path) for a in data["initial"]]
+    grads = [[vf.decode_optional(g, path) for g in row] for row in data["grads"]]
+    return Case(
+        id=data["id"],
+        description=f"{data.get('description', 'fuzz example')}; found by `{data['found_by']}` "
+                    f"({data.get('hypothesis', '')})",
+        config=config,
+        variables=tuple((v["name"], tuple(v["shape"])) for v in data["variables"]),
+        steps=len(grads),
+        inputs=(initial, grads),
+        exclude=data.get("exclude_from_weight_decay"),
+        flags=("REGRESSION",),
+        make_learning_rate=make_learning_rate,
+    )
+
+
+for _path in sorted(REGRESSIONS.glob("*.json")):
+    CASES.append(regression_case(_path))

@@ -1,0 +1,5 @@
+import sys
+
+from conformance.fuzz.differential import main
+
+sys.exit(main())
