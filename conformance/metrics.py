@@ -68,15 +68,19 @@ def ulp_of(x, dtype_name: str) -> np.ndarray:
     return np.ldexp(1.0, exponent - PRECISION[dtype_name])
 
 
-def compare(actual, golden, dtype_name: str, allowance=None) -> TensorError:
+def compare(actual, golden, dtype_name: str, allowance=None, scale: float = 0.0) -> TensorError:
     """Metrics of ``actual`` (any float dtype) against float64 ``golden``. ``allowance``
     (elementwise, >= 0) is forgiven from each absolute difference before the normwise error
-    is taken; the ulp and absolute metrics are reported without it."""
+    is taken; the ulp and absolute metrics are reported without it. ``scale`` is the
+    largest magnitude among the operation's inputs: the normwise error is taken relative to
+    max(max|golden|, scale), so that a result much smaller than its inputs (cancellation,
+    e.g. x - alpha*u with alpha*u close to x) is not held to a relative accuracy no finite
+    precision can give."""
     with np.errstate(all="ignore"):
-        return _compare(actual, golden, dtype_name, allowance)
+        return _compare(actual, golden, dtype_name, allowance, scale)
 
 
-def _compare(actual, golden, dtype_name: str, allowance=None) -> TensorError:
+def _compare(actual, golden, dtype_name: str, allowance=None, scale_floor: float = 0.0) -> TensorError:
     golden = np.asarray(golden, dtype=np.float64)
     actual64 = np.asarray(actual).astype(np.float64)
     if actual64.shape != golden.shape:
@@ -96,7 +100,7 @@ def _compare(actual, golden, dtype_name: str, allowance=None) -> TensorError:
     diff = np.where(finite, np.abs(actual64 - golden), 0.0)
     worst = np.unravel_index(int(np.argmax(diff)), diff.shape) if diff.ndim else ()
     max_abs = float(diff[worst])
-    scale = float(np.max(np.abs(np.where(finite, golden, 0.0))))
+    scale = max(float(np.max(np.abs(np.where(finite, golden, 0.0)))), scale_floor)
     eps = EPSILON[dtype_name]
     excess = diff if allowance is None else np.maximum(diff - np.asarray(allowance, dtype=np.float64), 0.0)
     max_excess = float(np.max(excess))

@@ -278,6 +278,19 @@ def _grade_step(step, before: LaneState, golden: LaneState, prev_actual: LaneSta
                 continue
             a = None if a_list is None else a_list[i]
             pairs.append((kind, i, g, a))
+    # Magnitudes of the inputs of each result, for results that can cancel: the new variable
+    # (x - alpha*u), the EMA (m*avg + (1-m)*x), the accumulator (g + acc).
+    def magnitude(*arrays):
+        finite = [np.abs(a[np.isfinite(a)]) for a in arrays if a is not None]
+        return max((float(f.max()) for f in finite if f.size), default=0.0)
+
+    scales = {}
+    for i in range(len(golden.variables)):
+        scales[("variables", i)] = magnitude(before.variables[i])
+        if golden.average is not None:
+            scales[("average", i)] = magnitude(before.average[i], golden.variables[i])
+        if golden.accumulator is not None:
+            scales[("accumulator", i)] = magnitude(before.accumulator[i])
     allowance = {}
     for i, (g1, g0, a1, a0) in enumerate(zip(golden.variables, before.variables,
                                              actual.variables, prev_actual.variables)):
@@ -290,7 +303,8 @@ def _grade_step(step, before: LaneState, golden: LaneState, prev_actual: LaneSta
             err = metrics.TensorError(np.inf, np.inf, np.inf, None, None, None)
             message = "missing from the implementation's state: "
         else:
-            err = metrics.compare(a, g, dtype, allowance[i] if kind == "update" else None)
+            err = metrics.compare(a, g, dtype, allowance[i] if kind == "update" else None,
+                                  scales.get((kind, i), 0.0))
             message = ""
         budget = policy.budget(dtype, mode, kind, step) * factors.get(kind, 1.0)
         ratio = err.normwise / budget if budget > 0 else (0.0 if err.normwise == 0 else np.inf)

@@ -45,7 +45,7 @@ NOTES = {
                       "sum there, so a correct port may differ in the last bits",
     "LONG_RUN": ">= 30 steps",
     "RELATIVE_STEP_BINDS": "at some step 1/sqrt(t) < learning_rate, so the relative step sets rho",
-    "EPSILON_2_BINDS": "at some step RMS(x) < epsilon_2, so epsilon_2 sets the step size",
+    "EPSILON_2_BINDS": "at some step RMS(x) <= epsilon_2, so epsilon_2 sets the step size",
     "EPSILON_1_SIGNIFICANT": "some g*g < 2**20 * epsilon_1: epsilon_1 changes the result visibly; in float16 "
                              "epsilon_1 (1e-30) rounds to 0, so float16 lanes may differ",
     "CLIPPING_ACTIVE": "at some step RMS(U) > clip_threshold, so the update is clipped",
@@ -239,7 +239,7 @@ def _derive_step_flags(flags: set, opt: Adafactor, record, grads, expected) -> N
             continue
         if t.inv_sqrt_step < t.learning_rate:
             flags.add("RELATIVE_STEP_BINDS")
-        if t.rms_x < opt.epsilon_2:
+        if t.rms_x <= opt.epsilon_2:  # a tie counts: epsilon_2 is then (one of) the max's arms
             flags.add("EPSILON_2_BINDS")
         if t.clip_denominator > 1.0:
             flags.add("CLIPPING_ACTIVE")

@@ -223,6 +223,9 @@ case("combinations/accumulation_ema_overwrite_wd", "accumulation N=3 with EMA ov
 case("combinations/accumulation_schedule", "accumulation N=2 with a schedule: the schedule sees "
      "micro-steps, Adafactor's t counts updates",
      {"learning_rate": SCHEDULES["exponential"], "gradient_accumulation_steps": 2}, steps=12)
+case("combinations/accumulation_callable_learning_rate", "accumulation N=2 with a stateful callable "
+     "learning rate and weight decay: the callable is called only on update micro-steps",
+     {"gradient_accumulation_steps": 2, "weight_decay": 0.125}, make_learning_rate=PowerOfTwoCounter, steps=8)
 case("combinations/loss_scale_clipnorm_accumulation", "loss scale 1024, clipnorm and accumulation",
      {"learning_rate": 0.2, "loss_scale_factor": 1024.0, "clipnorm": 1.0,
       "gradient_accumulation_steps": 2}, grads=normal(1024.0 * 3), steps=10)

@@ -44,6 +44,7 @@ class FuzzResult:
     seconds: float = 0.0
     failure: dict | None = None
     worst_ratio: float = 0.0
+    worst_case: str = ""  # description of the example with the largest error/budget
     statuses: dict = field(default_factory=dict)
 
     @property
@@ -77,7 +78,7 @@ def case_to_json(case, vector: dict, command: str, seed_note: str) -> dict:
 
 
 def fuzz(adapter_name: str, dtype: str = "float32", profile: str = "ci", mode: str = "teacher",
-         max_examples: int | None = None, write_failures: bool = True) -> FuzzResult:
+         max_examples: int | None = None, write_failures: bool = True, out: Path = OUT) -> FuzzResult:
     """Run the differential property; return statistics and the first failure (if any)."""
     from hypothesis import HealthCheck, assume, given, settings, target
     from hypothesis.errors import UnsatisfiedAssumption  # noqa: F401  (assume raises it)
@@ -87,8 +88,11 @@ def fuzz(adapter_name: str, dtype: str = "float32", profile: str = "ci", mode: s
     from conformance.fuzz.strategies import cases
     from tools.generate_vectors import generate_vector
 
+    from conformance import expectations
+
     adapter = resolve(adapter_name)
     policy = Policy.load()
+    entries = expectations.for_adapter(adapter.name)  # known deviations stay xfail here too
     result = FuzzResult(adapter.name, dtype, profile)
     command = (f"python -m conformance.fuzz --adapter {adapter_name} --dtype {dtype} --mode {mode} "
                f"--profile {profile}")
@@ -108,11 +112,14 @@ def fuzz(adapter_name: str, dtype: str = "float32", profile: str = "ci", mode: s
         if runner.representability(vector, dtype):
             result.discarded += 1
             assume(False)
-        outcome = runner.run_vector(adapter, vector, "<fuzz>", dtype, "cpu", mode, policy, [])
+        outcome = runner.run_vector(adapter, vector, "<fuzz>", dtype, "cpu", mode, policy, entries)
         result.examples += 1
         result.statuses[outcome.status] = result.statuses.get(outcome.status, 0) + 1
         ratio = outcome.worst_ratio if outcome.worst_ratio < float("inf") else 1e300
-        result.worst_ratio = max(result.worst_ratio, outcome.worst_ratio)
+        if outcome.status in ("pass", "fail") and outcome.worst_ratio >= result.worst_ratio:
+            result.worst_ratio = outcome.worst_ratio
+            per_kind = {k: round(max(v), 3) for k, v in outcome.curve.items() if v}
+            result.worst_case = f"{case.description} | max normwise per tensor (eps): {per_kind}"
         target(min(ratio, 1e300), label="error / budget")
         if outcome.status == "fail":
             seen_failure.update(case=case, vector=vector, outcome=outcome)
@@ -125,8 +132,8 @@ def fuzz(adapter_name: str, dtype: str = "float32", profile: str = "ci", mode: s
         case, vector = seen_failure["case"], seen_failure["vector"]
         result.failure = {"message": str(exc), "case": case_to_json(case, vector, command, f"profile {profile}")}
         if write_failures:
-            OUT.mkdir(parents=True, exist_ok=True)
-            path = OUT / f"{case.id.split('/')[-1]}.json"
+            out.mkdir(parents=True, exist_ok=True)
+            path = out / f"{case.id.split('/')[-1]}.json"
             from conformance import vectorfile as vf
             vf.write_atomic(path, json.dumps(result.failure["case"], indent=1, sort_keys=True) + "\n")
             result.failure["file"] = str(path)
@@ -149,6 +156,7 @@ def main(argv=None) -> int:
     print(f"{r.adapter} {r.dtype} {args.mode} profile={r.profile}: {r.examples} examples "
           f"({r.discarded} discarded) in {r.seconds:.1f} s = {r.examples_per_second:.1f} examples/s; "
           f"statuses {r.statuses}; worst error/budget {r.worst_ratio:.3g}")
+    print(f"worst example: {r.worst_case}")
     if args.json:
         args.json.write_text(json.dumps({k: v for k, v in r.__dict__.items()} | {
             "examples_per_second": r.examples_per_second}, default=str, indent=1) + "\n")
