@@ -163,6 +163,8 @@ def update_step(
     clip_denominator = np.maximum(one, rms_u / dtype(hyper.clip_threshold))
     u_t_hat = u_t / clip_denominator  # adafactor.py:210-213
     new_x = x - alpha_t * u_t_hat  # adafactor.py:214, assign_sub
+    # NumPy turns 0-D results into scalars; the state stays arrays of the variable's shape.
+    new_x, new_slots = np.asarray(new_x), Slots(r=new_slots.r, c=new_slots.c, v=np.asarray(new_slots.v))
 
     trace = StepTrace(
         local_step=float(local_step),

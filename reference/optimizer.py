@@ -382,7 +382,7 @@ class Adafactor:
                 state.accumulator = [np.zeros_like(a) for a in state.accumulator]
             else:
                 for i in active:
-                    state.accumulator[i] = g[i] + state.accumulator[i]
+                    state.accumulator[i] = np.asarray(g[i] + state.accumulator[i])
         else:
             self._update(state, g, values, record)
 
@@ -435,7 +435,7 @@ class Adafactor:
                 x = values[i]
                 lr = x.dtype.type(self.learning_rate)
                 wd = x.dtype.type(self.weight_decay)
-                values[i] = x - x * wd * lr
+                values[i] = np.asarray(x - x * wd * lr)
 
     def _ema(self, state: OptimizerState, values: list) -> bool:
         """EMA of *every* built variable, then the periodic overwrite
@@ -450,7 +450,7 @@ class Adafactor:
         for i, x in enumerate(values):
             dtype = x.dtype.type
             momentum = dtype(self.iterations != 0) * dtype(self.ema_momentum)
-            state.average[i] = momentum * state.average[i] + (dtype(1) - momentum) * x
+            state.average[i] = np.asarray(momentum * state.average[i] + (dtype(1) - momentum) * x)
         if self.ema_overwrite_frequency:
             if (self.iterations + 1) % self.ema_overwrite_frequency == 0:
                 for i in range(len(values)):

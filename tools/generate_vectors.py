@@ -55,6 +55,8 @@ NOTES = {
     "NONE_GRADIENT": "some gradient is None (Keras skips that variable)",
     "WEIGHT_DECAY": "weight_decay is set",
     "WEIGHT_DECAY_EXCLUSION": "exclude_from_weight_decay is used",
+    "WEIGHT_DECAY_NOTHING_TO_DECAY": "weight_decay is set (not None) but at some update step every variable "
+                                     "with a gradient is excluded from it: nothing decays",
     "CLIPNORM": "clipnorm is set",
     "CLIPVALUE": "clipvalue is set",
     "GLOBAL_CLIPNORM": "global_clipnorm is set",
@@ -234,6 +236,9 @@ def _margins(opt: Adafactor, record, expected) -> dict | None:
 
 
 def _derive_step_flags(flags: set, opt: Adafactor, record, grads, expected) -> None:
+    active = [i for i, t in enumerate(record.traces) if t is not None]
+    if opt.weight_decay is not None and active and not any(opt._use_weight_decay(i) for i in active):
+        flags.add("WEIGHT_DECAY_NOTHING_TO_DECAY")
     for t in record.traces:
         if t is None:
             continue

@@ -1,0 +1,15 @@
+"""Property-based testing and fuzzing of Adafactor implementations (Hypothesis).
+
+* ``conformance.fuzz.strategies``: Hypothesis strategies for every Keras Adafactor argument
+  (valid and rejected configurations), variable shapes and names, input values, and whole
+  golden-vector cases (``tools.vector_cases.Case`` with explicit inputs) that
+  ``tools.generate_vectors.generate_vector`` turns into vectors.
+* ``conformance.fuzz.differential``: the reference against an adapter on drawn cases
+  (``python -m conformance.fuzz``).
+* ``tests/test_properties.py``: mathematical properties of the reference itself, drawn with
+  the same strategies; Hypothesis profiles (``ci``, ``dev``, ``campaign``) are chosen with
+  ``ADAFACTOR_HYPOTHESIS_PROFILE`` (see tests/conftest.py).
+
+Hypothesis is a test dependency (``pip install -e '.[test]'``); nothing in ``reference/``
+or the conformance gate imports this package.
+"""

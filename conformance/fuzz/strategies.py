@@ -1,0 +1,597 @@
+"""Hypothesis strategies for ``keras.optimizers.Adafactor``: configurations, shapes, values,
+and whole golden-vector cases.
+
+Everything a strategy returns prints as something a person can read and paste back: a
+configuration is a plain ``dict`` of Keras constructor arguments holding only the arguments
+that differ from Keras's defaults (so a shrunk failure reads as "the defaults plus this"),
+schedules print as ``ExponentialDecay(initial_learning_rate=0.5, ...)``, a callable learning
+rate as ``CallableLearningRate(values=(0.125,))``, and a drawn case as the Python source of
+the ``tools.vector_cases.Case`` that reproduces it, every float written exactly. A few
+``hypothesis.event`` labels (learning-rate kind, clipping, accumulation, value kinds) show up
+in ``pytest --hypothesis-show-statistics``.
+
+Public strategies
+-----------------
+``configs(valid=True, **overrides)``
+    Keras-accepted configurations over every constructor argument. ``overrides`` pins or
+    narrows an argument (``weight_decay=st.none()``, ``use_ema=True``); the pseudo-argument
+    ``clipping`` picks which of ``clipnorm``/``clipvalue``/``global_clipnorm`` is set
+    (``clipping=st.none()``: none). ``valid=False`` draws a configuration the constructor
+    rejects, as ``Rejected(config, error, message, violation)``: exactly one violation, so
+    the exception class and a fragment of its message are known.
+``learning_rates(kinds=...)``, ``learning_rate_schedules()``, ``callable_learning_rates()``
+    The ``learning_rate`` argument: a float, one of the six Keras schedules with sensible
+    arguments, or a zero-argument callable.
+``shapes()``, ``variable_sets()``
+    0-D to 4-D shapes with extents 1..6 (size-1 axes included), and named variable lists.
+``values(shape, kind=None, allow_subnormal=False)``
+    float64 arrays: ``ordinary`` (|v| in [1e-3, 1e3], both signs), ``positive``, ``tiny``
+    ([1e-150, 1e-8]), ``huge`` ([1e8, 1e100]: squares and sums of squares stay finite),
+    ``zeros`` (+0.0 or -0.0), ``mixed`` (every element of any of those kinds); ``subnormal``
+    only with ``allow_subnormal=True`` (accelerators flush subnormals to zero).
+``cases(...)``
+    A ``tools.vector_cases.Case`` with explicit ``inputs=`` (initial values, then 1..8 steps of
+    gradients, some ``None``) and the deterministic id ``regression/fuzz-<sha256 prefix>``,
+    ready for ``tools.generate_vectors.generate_vector``.
+
+Magnitudes are bounded on purpose (|v| <= 1e100): beyond that, float64 Adafactor itself
+overflows or underflows (g*g = inf; r/mean(r)*c = 0 and then 0/0, see tests/test_properties.py),
+which is Keras's behaviour and has its own hand-written vectors (``special_values/*``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import math
+from typing import NamedTuple, Optional
+
+import numpy as np
+from hypothesis import event
+from hypothesis import strategies as st
+
+from reference import schedules
+from reference.optimizer import Adafactor
+from tools.vector_cases import Case
+
+MAX_DIMS = 4
+MAX_EXTENT = 6
+MAX_STEPS = 8
+MAX_VARIABLES = 3
+#: Arrays up to this size are drawn element by element (Hypothesis shrinks every element);
+#: larger ones from a drawn seed (fast: a 6x6x6x6 array is 1296 elements).
+ELEMENTWISE_MAX = 16
+
+#: Keras's constructor defaults (reference.Adafactor has the same signature).
+KERAS_DEFAULTS = {name: p.default for name, p in inspect.signature(Adafactor).parameters.items()
+                  if p.kind is not inspect.Parameter.VAR_KEYWORD}
+
+CLIPPERS = ("clipnorm", "clipvalue", "global_clipnorm")
+
+
+# ============================================================================ small helpers
+def _strategy(value) -> st.SearchStrategy:
+    return value if isinstance(value, st.SearchStrategy) else st.just(value)
+
+
+def _is_default(name: str, value) -> bool:
+    default = KERAS_DEFAULTS[name]
+    if default is None or value is None:
+        return default is value
+    return type(value) is type(default) and value == default
+
+
+def _signed(magnitudes: st.SearchStrategy) -> st.SearchStrategy:
+    """A magnitude with either sign (shrinks toward positive)."""
+    return st.tuples(st.booleans(), magnitudes).map(lambda t: -t[1] if t[0] else t[1])
+
+
+def _float_source(v: float) -> str:
+    v = float(v)
+    if math.isnan(v):
+        return "float('nan')"
+    if math.isinf(v):
+        return "float('inf')" if v > 0 else "float('-inf')"
+    return repr(v)  # the shortest repr that round-trips: exact
+
+
+# ============================================================================ learning rates
+class CallableLearningRate:
+    """A zero-argument learning rate returning ``values[0], values[1], ...`` cyclically, one
+    value per call. With one value it is a constant; with several it is the stateful kind
+    whose result depends on how often Keras calls it (SPEC.md Q8). Values are exact in
+    float32, because Keras's TensorFlow backend casts a callable's result through float32."""
+
+    def __init__(self, values):
+        self.values = tuple(float(v) for v in values)
+        if not self.values:
+            raise ValueError("CallableLearningRate needs at least one value")
+        self.calls = 0
+
+    def __call__(self) -> float:
+        value = self.values[self.calls % len(self.values)]
+        self.calls += 1
+        return value
+
+    def fresh(self) -> "CallableLearningRate":
+        return CallableLearningRate(self.values)
+
+    @staticmethod
+    def factory(values) -> "LearningRateFactory":
+        return LearningRateFactory(values)
+
+    def __repr__(self) -> str:
+        return f"CallableLearningRate(values={self.values!r})"
+
+    def _repr_pretty_(self, p, cycle):
+        p.text(repr(self))
+
+
+class LearningRateFactory:
+    """``Case.make_learning_rate``: a fresh ``CallableLearningRate`` per call."""
+
+    def __init__(self, values):
+        self.values = tuple(float(v) for v in values)
+
+    def __call__(self) -> CallableLearningRate:
+        return CallableLearningRate(self.values)
+
+    def __repr__(self) -> str:
+        return f"CallableLearningRate.factory({self.values!r})"
+
+    def _repr_pretty_(self, p, cycle):
+        p.text(repr(self))
+
+
+def fresh(config: dict) -> dict:
+    """A copy of ``config`` that shares no state: a ``CallableLearningRate`` counts its calls,
+    so it is replaced by a new one (schedules are stateless and kept). Use one per optimizer
+    when a test compares two runs."""
+    out = dict(config)
+    lr = out.get("learning_rate")
+    if isinstance(lr, CallableLearningRate):
+        out["learning_rate"] = lr.fresh()
+    return out
+
+
+_INITIAL_LR = st.one_of(st.sampled_from([0.5, 0.1, 0.01, 1.0]), st.floats(1e-4, 2.0))
+_DECAY_STEPS = st.integers(1, 10)
+SCHEDULE_NAMES = ("ExponentialDecay", "PiecewiseConstantDecay", "PolynomialDecay",
+                  "InverseTimeDecay", "CosineDecay", "CosineDecayRestarts")
+
+
+@st.composite
+def learning_rate_schedules(draw, names=SCHEDULE_NAMES):
+    """One of the six Keras schedules with arguments in their sensible ranges: positive
+    rates, decay factors in (0, 1], ``t_mul >= 1`` (no finite horizon, so no NaN)."""
+    name = draw(st.sampled_from(names))
+    init = draw(_INITIAL_LR)
+    if name == "ExponentialDecay":
+        return schedules.ExponentialDecay(init, draw(_DECAY_STEPS), draw(st.floats(0.05, 1.0)),
+                                          staircase=draw(st.booleans()))
+    if name == "PiecewiseConstantDecay":
+        boundaries = sorted(draw(st.sets(st.integers(0, 12), min_size=1, max_size=3)))
+        values = [draw(_INITIAL_LR) for _ in range(len(boundaries) + 1)]
+        return schedules.PiecewiseConstantDecay(boundaries, values)
+    if name == "PolynomialDecay":
+        end = init * draw(st.floats(0.0, 1.0))
+        return schedules.PolynomialDecay(init, draw(_DECAY_STEPS), end_learning_rate=end,
+                                         power=draw(st.floats(0.5, 3.0)), cycle=draw(st.booleans()))
+    if name == "InverseTimeDecay":
+        return schedules.InverseTimeDecay(init, draw(_DECAY_STEPS), draw(st.floats(0.0, 2.0)),
+                                          staircase=draw(st.booleans()))
+    if name == "CosineDecay":
+        warmup_target = draw(st.one_of(st.none(), _INITIAL_LR))
+        return schedules.CosineDecay(init, draw(_DECAY_STEPS), alpha=draw(st.floats(0.0, 1.0)),
+                                     warmup_target=warmup_target,
+                                     warmup_steps=draw(st.integers(0, 5)) if warmup_target is not None else 0)
+    return schedules.CosineDecayRestarts(init, draw(_DECAY_STEPS), t_mul=draw(st.floats(1.0, 3.0)),
+                                         m_mul=draw(st.floats(0.1, 1.0)), alpha=draw(st.floats(0.0, 0.5)))
+
+
+def callable_learning_rates(max_values: int = 3) -> st.SearchStrategy:
+    """A ``CallableLearningRate`` with 1 (constant) to ``max_values`` (stateful) values,
+    each exact in float32."""
+    value = st.one_of(st.sampled_from([2.0 ** -k for k in range(1, 11)]),
+                      st.floats(2.0 ** -16, 2.0, width=32))
+    return st.lists(value, min_size=1, max_size=max_values).map(CallableLearningRate)
+
+
+def float_learning_rates() -> st.SearchStrategy:
+    return st.one_of(st.just(0.001), st.sampled_from([0.01, 0.1, 0.5, 1.0, 2.0, 1e-5]),
+                     st.floats(1e-6, 4.0))
+
+
+LEARNING_RATE_KINDS = ("float", "schedule", "callable")
+
+
+@st.composite
+def learning_rates(draw, kinds=LEARNING_RATE_KINDS, max_callable_values: int = 3):
+    """The ``learning_rate`` argument: a float, a schedule or a zero-argument callable
+    (``kinds`` restricts; ``max_callable_values=1`` keeps callables stateless)."""
+    kind = draw(st.sampled_from(kinds))
+    if kind == "float":
+        lr = draw(float_learning_rates())
+        event("learning_rate: float")
+    elif kind == "schedule":
+        lr = draw(learning_rate_schedules())
+        event(f"learning_rate: {type(lr).__name__}")
+    else:
+        lr = draw(callable_learning_rates(max_callable_values))
+        event("learning_rate: callable" + (" (stateful)" if len(lr.values) > 1 else ""))
+    return lr
+
+
+# ============================================================================ configurations
+#: The strategy of every argument (and of the ``clipping`` choice) when not overridden.
+#: Each starts with Keras's default, so shrinking goes back to the defaults.
+ARGUMENTS = {
+    "learning_rate": learning_rates(),
+    "beta_2_decay": st.one_of(st.just(-0.8), st.floats(-1.5, 0.0)),
+    "epsilon_1": st.one_of(st.just(1e-30), st.sampled_from([0.0, 1e-10]), st.floats(1e-30, 1e-3)),
+    "epsilon_2": st.one_of(st.just(1e-3), st.just(0.0), st.floats(1e-6, 0.1)),
+    "clip_threshold": st.one_of(st.just(1.0), st.floats(0.05, 10.0)),
+    "relative_step": st.sampled_from([True, False]),
+    "weight_decay": st.one_of(st.none(), st.just(0.0), st.floats(1e-4, 0.5)),
+    "clipping": st.sampled_from([None, *CLIPPERS]),
+    # 0 is accepted and disables the clipper (SPEC.md section 3).
+    "clipnorm": st.one_of(st.floats(0.01, 10.0), st.just(0.0)),
+    "clipvalue": st.one_of(st.floats(0.01, 10.0), st.just(0.0)),
+    "global_clipnorm": st.one_of(st.floats(0.01, 10.0), st.just(0.0)),
+    "use_ema": st.sampled_from([False, True]),
+    "ema_momentum": st.one_of(st.just(0.99), st.floats(0.0, 1.0)),
+    "ema_overwrite_frequency": st.one_of(st.none(), st.integers(1, 5), st.just(0)),
+    "loss_scale_factor": st.one_of(st.none(), st.sampled_from([2.0 ** k for k in (1, 7, 10, 16, -4)]),
+                                   st.floats(0.01, 1e4)),
+    "gradient_accumulation_steps": st.one_of(st.none(), st.integers(2, 4), st.just(0)),
+    "name": st.one_of(st.just("adafactor"), st.sampled_from(["opt", "my_adafactor"])),
+}
+# With use_ema=False Keras checks neither EMA argument (base_optimizer.py:111-126).
+_UNCHECKED_EMA = {
+    "ema_momentum": st.one_of(st.just(0.99), st.floats(-1.0, 2.0)),
+    "ema_overwrite_frequency": st.one_of(st.none(), st.integers(-2, 5), st.just(2.5)),
+}
+
+
+@st.composite
+def _valid_configs(draw, overrides: dict):
+    unknown = set(overrides) - set(ARGUMENTS)
+    if unknown:
+        raise TypeError(f"configs(): unknown overrides {sorted(unknown)}")
+
+    def arg(name, strategy=None):
+        return draw(_strategy(overrides.get(name, strategy if strategy is not None else ARGUMENTS[name])))
+
+    config = {}
+
+    def put(name, value):
+        if not _is_default(name, value):
+            config[name] = value
+
+    put("learning_rate", arg("learning_rate"))
+    for name in ("beta_2_decay", "epsilon_1", "epsilon_2", "clip_threshold", "relative_step",
+                 "weight_decay"):
+        put(name, arg(name))
+    clipping = arg("clipping")
+    if clipping is not None:
+        put(clipping, arg(clipping))
+    event(f"clipping: {clipping}")
+    use_ema = arg("use_ema")
+    put("use_ema", use_ema)
+    put("ema_momentum", arg("ema_momentum", None if use_ema else _UNCHECKED_EMA["ema_momentum"]))
+    put("ema_overwrite_frequency",
+        arg("ema_overwrite_frequency", None if use_ema else _UNCHECKED_EMA["ema_overwrite_frequency"]))
+    put("loss_scale_factor", arg("loss_scale_factor"))
+    accumulation = arg("gradient_accumulation_steps")
+    put("gradient_accumulation_steps", accumulation)
+    event(f"gradient_accumulation_steps: {accumulation}")
+    put("name", arg("name"))
+    return config
+
+
+class Rejected(NamedTuple):
+    """A configuration Keras rejects at construction, with what it raises."""
+
+    config: dict
+    error: type  # the exception class
+    message: str  # a fragment of the message
+    violation: str  # which rule is broken
+
+
+VIOLATIONS = ("unknown_argument", "gradient_accumulation_steps", "gradient_accumulation_steps_type",
+              "ema_momentum", "ema_momentum_type", "ema_overwrite_frequency", "several_clippers",
+              "learning_rate_type")
+
+
+@st.composite
+def _invalid_configs(draw, overrides: dict):
+    config = dict(draw(_valid_configs(overrides)))
+    violation = draw(st.sampled_from(VIOLATIONS))
+    event(f"violation: {violation}")
+    if violation == "unknown_argument":
+        # base_optimizer.py:85-90 (only `decay` is tolerated, with a warning).
+        key = draw(st.sampled_from(["beta_1", "amsgrad", "momentum", "epsilon", "clip_norm"]))
+        config[key] = draw(st.one_of(st.floats(0.0, 1.0), st.booleans()))
+        return Rejected(config, ValueError, "not recognized", violation)
+    if violation == "gradient_accumulation_steps":
+        # Truthy and not >= 2 (base_optimizer.py:103-109); 0 and None are accepted.
+        config[violation] = draw(st.one_of(st.just(1), st.integers(-5, -1), st.floats(0.01, 1.99)))
+        return Rejected(config, ValueError, "gradient_accumulation_steps", violation)
+    if violation == "gradient_accumulation_steps_type":
+        # `"2" >= 2` raises in Python itself, as in Keras.
+        config["gradient_accumulation_steps"] = draw(st.sampled_from(["2", "4"]))
+        return Rejected(config, TypeError, "not supported", violation)
+    if violation.startswith("ema_"):
+        # Checked only with use_ema=True (base_optimizer.py:111-126): make the other EMA
+        # argument valid, so that this violation is the one that raises.
+        config["use_ema"] = True
+        config.pop("ema_momentum", None)
+        config.pop("ema_overwrite_frequency", None)
+        if violation == "ema_momentum":
+            config[violation] = draw(st.one_of(st.floats(1.0, 10.0, exclude_min=True),
+                                               st.floats(-10.0, 0.0, exclude_max=True)))
+            return Rejected(config, ValueError, "ema_momentum", violation)
+        if violation == "ema_momentum_type":
+            config["ema_momentum"] = draw(st.sampled_from(["0.9", "0.5"]))
+            return Rejected(config, TypeError, "not supported", violation)
+        # Truthy and (not an int or < 1): every non-zero float, and negative ints.
+        config[violation] = draw(st.one_of(st.integers(-5, -1), st.floats(0.01, 10.0)))
+        return Rejected(config, ValueError, "ema_overwrite_frequency", violation)
+    if violation == "several_clippers":
+        # `is not None` is what counts (base_optimizer.py:130-138): even 0 is "set".
+        chosen = draw(st.sampled_from([CLIPPERS[:2], CLIPPERS[1:], (CLIPPERS[0], CLIPPERS[2]), CLIPPERS]))
+        for key in CLIPPERS:
+            config.pop(key, None)
+        for key in chosen:
+            config[key] = draw(st.one_of(st.floats(0.01, 10.0), st.just(0.0)))
+        return Rejected(config, ValueError, "Only one of", violation)
+    # learning_rate: a float, a schedule or a callable; an int (even 1), a bool, None, a
+    # string or a list is refused (base_optimizer.py:168-193).
+    config["learning_rate"] = draw(st.one_of(st.integers(-3, 10), st.booleans(),
+                                             st.sampled_from([None, "0.01", [0.01], (0.01,)])))
+    return Rejected(config, ValueError, "learning_rate", violation)
+
+
+def configs(valid: bool = True, **overrides) -> st.SearchStrategy:
+    """Keras Adafactor configurations (``dict`` of constructor arguments that differ from the
+    defaults). ``valid=False``: ``Rejected`` tuples instead. ``overrides``: a value or a
+    strategy per argument name of ``ARGUMENTS`` (including the ``clipping`` choice).
+
+    A drawn ``CallableLearningRate`` counts its calls: build each optimizer from
+    ``fresh(config)`` when a test constructs more than one."""
+    overrides = dict(overrides)
+    return _valid_configs(overrides) if valid else _invalid_configs(overrides)
+
+
+# ============================================================================ shapes, names
+def shapes(min_dims: int = 0, max_dims: int = MAX_DIMS, max_extent: int = MAX_EXTENT) -> st.SearchStrategy:
+    """Shapes with ``min_dims..max_dims`` axes of extent ``1..max_extent`` (size-1 axes are
+    the simplest draw, so they are frequent; Keras factors them anyway, SPEC.md Q3)."""
+    return st.lists(st.integers(1, max_extent), min_size=min_dims, max_size=max_dims).map(tuple)
+
+
+_LAYERS = ("dense", "conv", "embedding", "norm", "head")
+_PARAMETERS = ("kernel", "bias", "gamma", "scale")
+
+
+@st.composite
+def variable_sets(draw, min_size: int = 1, max_size: int = MAX_VARIABLES, shapes=shapes()):
+    """``((name, shape), ...)``: ``min_size..max_size`` variables with distinct Keras-like
+    names (``dense_0/kernel``), for ``exclude_from_weight_decay(var_names=...)``."""
+    n = draw(st.integers(min_size, max_size))
+    out = []
+    for i in range(n):
+        name = f"{draw(st.sampled_from(_LAYERS))}_{i}/{draw(st.sampled_from(_PARAMETERS))}"
+        out.append((name, draw(shapes)))
+    return tuple(out)
+
+
+# ============================================================================ values
+#: Magnitude ranges. ``huge`` stops at 1e100 so that g*g, and sums of a few thousand of them,
+#: stay finite; ``tiny`` starts at 1e-150 so that g*g is still a normal number.
+MAGNITUDES = {
+    "ordinary": (1e-3, 1e3),
+    "positive": (1e-3, 1e3),
+    "tiny": (1e-150, 1e-8),
+    "huge": (1e8, 1e100),
+    "subnormal": (2.0 ** -1074, 2.0 ** -1022),
+}
+VALUE_KINDS = ("ordinary", "positive", "tiny", "huge", "zeros", "mixed")
+
+
+def _element(kind: str, allow_subnormal: bool) -> st.SearchStrategy:
+    if kind == "zeros":
+        return st.sampled_from([0.0, -0.0])
+    if kind == "mixed":
+        parts = [_element(k, False) for k in ("ordinary", "zeros", "tiny", "huge")]
+        if allow_subnormal:
+            parts.append(_element("subnormal", True))
+        return st.one_of(parts)
+    lo, hi = MAGNITUDES[kind]
+    if kind == "subnormal":
+        magnitude = st.floats(lo, hi, exclude_max=True, allow_subnormal=True)
+    else:
+        magnitude = st.floats(lo, hi)
+    return magnitude if kind == "positive" else _signed(magnitude)
+
+
+def _seeded(rng: np.random.Generator, size: int, kind: str, allow_subnormal: bool) -> np.ndarray:
+    if kind == "zeros":
+        return np.full(size, -0.0 if rng.integers(2) else 0.0)
+    if kind == "mixed":
+        kinds = ["ordinary", "zeros", "tiny", "huge"] + (["subnormal"] if allow_subnormal else [])
+        choice = rng.integers(len(kinds), size=size)
+        out = np.empty(size)
+        for index, k in enumerate(kinds):
+            mask = choice == index
+            out[mask] = _seeded(rng, int(mask.sum()), k, allow_subnormal)
+        return out
+    lo, hi = MAGNITUDES[kind]
+    magnitude = np.clip(np.exp(rng.uniform(np.log(lo), np.log(hi), size=size)), lo, hi)
+    if kind == "subnormal":
+        magnitude = np.minimum(magnitude, np.nextafter(hi, 0))
+    if kind == "positive":
+        return magnitude
+    return magnitude * rng.choice([-1.0, 1.0], size=size)
+
+
+@st.composite
+def values(draw, shape, kind: Optional[str] = None, allow_subnormal: bool = False, kinds=None):
+    """A float64 array of ``shape``. ``kind`` (or one drawn from ``kinds``, default
+    ``VALUE_KINDS``): see the module docstring. Subnormals appear only with
+    ``allow_subnormal=True`` (kind ``subnormal``, and inside ``mixed``)."""
+    shape = tuple(shape)
+    if kind is None:
+        options = tuple(kinds or VALUE_KINDS) + (("subnormal",) if allow_subnormal and kinds is None else ())
+        kind = draw(st.sampled_from(options))
+    if kind == "subnormal" and not allow_subnormal:
+        raise ValueError("values(kind='subnormal') needs allow_subnormal=True")
+    size = math.prod(shape)
+    if size <= ELEMENTWISE_MAX:
+        flat = draw(st.lists(_element(kind, allow_subnormal), min_size=size, max_size=size))
+        return np.array(flat, dtype=np.float64).reshape(shape)
+    seed = draw(st.integers(0, 2 ** 32 - 1))
+    return _seeded(np.random.default_rng(seed), size, kind, allow_subnormal).reshape(shape)
+
+
+# ============================================================================ cases
+def array_source(a) -> str:
+    """Python source that rebuilds ``a`` bit for bit."""
+    if a is None:
+        return "None"
+    a = np.asarray(a, dtype=np.float64)
+    body = "[" + ", ".join(_float_source(v) for v in a.ravel()) + "]"
+    return f"np.array({body}).reshape({tuple(a.shape)!r})"
+
+
+def value_source(v) -> str:
+    if isinstance(v, schedules.LearningRateSchedule):
+        return f"schedules.{v!r}"
+    if isinstance(v, float):
+        return _float_source(v)
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k!r}: {value_source(x)}" for k, x in v.items()) + "}"
+    return repr(v)
+
+
+def case_source(case: Case) -> str:
+    """The ``Case(...)`` call that reproduces ``case`` exactly (for tools/vector_cases.py,
+    with ``import numpy as np`` and ``from reference import schedules`` in scope)."""
+    initial, grads = case.inputs
+    lines = [
+        "Case(",
+        f"    id={case.id!r},",
+        f"    description={case.description!r},",
+        f"    config={value_source(case.config)},",
+        f"    variables={tuple(case.variables)!r},",
+        f"    steps={case.steps!r},",
+        f"    exclude={case.exclude!r},",
+        f"    make_learning_rate={case.make_learning_rate!r},",
+        "    inputs=(",
+        "        [" + ", ".join(array_source(x) for x in initial) + "],",
+        "        [",
+    ]
+    for k, row in enumerate(grads):
+        lines.append("            [" + ", ".join(array_source(g) for g in row) + f"],  # step {k + 1}")
+    lines += ["        ],", "    ),", ")"]
+    return "\n".join(lines)
+
+
+class FuzzCase(Case):
+    """A ``tools.vector_cases.Case`` that prints as the source that rebuilds it."""
+
+    def __repr__(self) -> str:
+        return case_source(self)
+
+    def _repr_pretty_(self, p, cycle):
+        for index, line in enumerate(case_source(self).split("\n")):
+            if index:
+                p.break_()
+            p.text(line)
+
+
+def case_digest(config: dict, variables, exclude, make_learning_rate, inputs) -> str:
+    """sha256 of everything that defines a case (not its id or description)."""
+    h = hashlib.sha256()
+    h.update(value_source(config).encode())
+    h.update(repr((tuple(variables), exclude, make_learning_rate)).encode())
+    initial, grads = inputs
+    for a in [*initial, *(g for row in grads for g in row)]:
+        if a is None:
+            h.update(b"None")
+        else:
+            h.update(repr(a.shape).encode())
+            h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
+    return h.hexdigest()
+
+
+def describe(config: dict, variables, steps: int) -> str:
+    shapes_ = ", ".join(f"{name} {tuple(shape)}" for name, shape in variables)
+    args = ", ".join(f"{k}={value_source(v)}" for k, v in config.items()) or "Keras defaults"
+    text = f"fuzz: {args}; {shapes_}; {steps} step{'s' if steps != 1 else ''}"
+    return text if len(text) <= 400 else text[:397] + "..."
+
+
+@st.composite
+def cases(draw, config=None, variables=None, min_steps: int = 1, max_steps: int = MAX_STEPS,
+          value_kinds=None, gradient_kinds=None, allow_subnormal: bool = False,
+          none_gradients: bool = True, exclusion: bool = True):
+    """A ``FuzzCase`` (a ``tools.vector_cases.Case``) with explicit inputs.
+
+    ``config``: a strategy of valid configurations (default ``configs()``); a callable
+    learning rate becomes ``make_learning_rate``. ``variables``: a strategy of
+    ``variable_sets()``. Initial values are drawn from ``value_kinds`` and each variable's
+    gradients from one kind of ``gradient_kinds`` (default: every kind). Steps: ``min_steps``
+    to ``max_steps``; with ``none_gradients`` some gradients are ``None`` (never all of one
+    step: that is an error vector of its own). With ``exclusion`` a weight-decayed case may
+    exclude a variable from the decay, by name or by identity.
+    """
+    config = dict(draw(config if config is not None else configs()))
+    variables = tuple(draw(variables if variables is not None else variable_sets()))
+    steps = draw(st.integers(min_steps, max_steps))
+    make_learning_rate = None
+    if isinstance(config.get("learning_rate"), CallableLearningRate):
+        make_learning_rate = CallableLearningRate.factory(config.pop("learning_rate").values)
+
+    initial = []
+    for _, shape in variables:
+        kind = draw(st.sampled_from(tuple(value_kinds or VALUE_KINDS)))
+        event(f"initial values: {kind}")
+        initial.append(draw(values(shape, kind, allow_subnormal=allow_subnormal)))
+    grad_kinds = []
+    for _ in variables:
+        kind = draw(st.sampled_from(tuple(gradient_kinds or VALUE_KINDS)))
+        event(f"gradients: {kind}")
+        grad_kinds.append(kind)
+    some_none = none_gradients and draw(st.booleans())
+    grads = []
+    for step in range(steps):
+        present = [not (some_none and draw(st.sampled_from([False, False, False, True])))
+                   for _ in variables]
+        if not any(present):
+            present[step % len(variables)] = True
+        grads.append([draw(values(shape, kind, allow_subnormal=allow_subnormal)) if p else None
+                      for (_, shape), kind, p in zip(variables, grad_kinds, present)])
+
+    exclude = None
+    if exclusion and config.get("weight_decay") and draw(st.booleans()):
+        index = draw(st.integers(0, len(variables) - 1))
+        if draw(st.booleans()):
+            exclude = {"var_names": [variables[index][0].split("/")[-1]]}
+        else:
+            exclude = {"var_index": [index]}
+    inputs = (initial, grads)
+    digest = case_digest(config, variables, exclude, make_learning_rate, inputs)
+    shown = dict(config)
+    if make_learning_rate is not None:
+        shown["learning_rate"] = make_learning_rate()
+    return FuzzCase(
+        id=f"regression/fuzz-{digest[:12]}",
+        description=describe(shown, variables, steps),
+        config=config,
+        variables=variables,
+        steps=steps,
+        inputs=inputs,
+        exclude=exclude,
+        make_learning_rate=make_learning_rate,
+    )
