@@ -168,6 +168,14 @@ def _emit(args, reports) -> int:
         if text:
             print()
             print(text)
+    _write_outputs(args, reports, info)
+    conforms = all(r.conforms for r in reports)
+    print(f"\n{'CONFORMS' if conforms else 'DOES NOT CONFORM'}")
+    return EXIT_OK if conforms else EXIT_NONCONFORMING
+
+
+def _write_outputs(args, reports, info) -> None:
+    """The --json, --junit and --plot files of a run."""
     if args.json:
         report.write_json(args.json, reports, info)
     if args.junit:
@@ -176,9 +184,6 @@ def _emit(args, reports) -> int:
         problem = report.write_plot(args.plot, reports)
         if problem:
             print(f"note: {problem}", file=sys.stderr)
-    conforms = all(r.conforms for r in reports)
-    print(f"\n{'CONFORMS' if conforms else 'DOES NOT CONFORM'}")
-    return EXIT_OK if conforms else EXIT_NONCONFORMING
 
 
 def _grade(args) -> int:
@@ -235,14 +240,7 @@ def _run_all(args, names=None) -> int:
     for name, why in skipped:
         print(f"skipped adapter {name}: {why}")
     info = _run_info(args)
-    if args.json:
-        report.write_json(args.json, reports, info)
-    if args.junit:
-        report.write_junit(args.junit, reports)
-    if args.plot:
-        problem = report.write_plot(args.plot, reports)
-        if problem:
-            print(f"note: {problem}", file=sys.stderr)
+    _write_outputs(args, reports, info)
     if any(c == EXIT_ERROR for c in codes):
         print("\nERROR: an adapter could not run (see above)")
         return EXIT_ERROR
