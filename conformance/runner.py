@@ -288,7 +288,8 @@ def _grade_step(step, before: LaneState, golden: LaneState, prev_actual: LaneSta
     for i in range(len(golden.variables)):
         scales[("variables", i)] = magnitude(before.variables[i])
         if golden.average is not None:
-            scales[("average", i)] = magnitude(before.average[i], golden.variables[i])
+            # the EMA's input x_k was itself computed from x_{k-1}
+            scales[("average", i)] = magnitude(before.average[i], golden.variables[i], before.variables[i])
         if golden.accumulator is not None:
             scales[("accumulator", i)] = magnitude(before.accumulator[i])
     allowance = {}

@@ -62,6 +62,8 @@ NOTES = {
     "GLOBAL_CLIPNORM": "global_clipnorm is set",
     "EMA": "use_ema is on",
     "EMA_OVERWRITE": "ema_overwrite_frequency is set",
+    "EMA_OVERWRITE_FREQUENCY_ZERO": "use_ema with ema_overwrite_frequency=0, which Keras's truthiness test "
+                                    "treats as off (base_optimizer.py:600)",
     "LOSS_SCALE": "loss_scale_factor is set",
     "ACCUMULATION": "gradient_accumulation_steps is set",
     "SCHEDULE": "the learning rate is a Keras schedule (Keras on TensorFlow computes it in float32)",
@@ -305,6 +307,8 @@ def _derive_case_flags(flags: set, case: Case, opt: Adafactor, grads) -> None:
             flags.add(flag)
     if case.exclude:
         flags.add("WEIGHT_DECAY_EXCLUSION")
+    if opt.use_ema and opt.ema_overwrite_frequency == 0:
+        flags.add("EMA_OVERWRITE_FREQUENCY_ZERO")
     if isinstance(opt._learning_rate, schedules.LearningRateSchedule):
         flags.add("SCHEDULE")
     if case.make_learning_rate is not None:

@@ -178,7 +178,7 @@ for gn in (1.0, 49.0, 0.0):
 for m in (0.99, 0.5):
     case(f"arguments/use_ema/momentum_{m:g}", f"use_ema=True, ema_momentum={m!r}: the first EMA step copies",
          {"learning_rate": 0.1, "use_ema": True, "ema_momentum": m})
-for f in (1, 3):
+for f in (0, 1, 3):
     case(f"arguments/ema_overwrite_frequency/{f}", f"use_ema with ema_overwrite_frequency={f}",
          {"learning_rate": 0.1, "use_ema": True, "ema_momentum": 0.9, "ema_overwrite_frequency": f})
 for s in (128.0, 0.5):
