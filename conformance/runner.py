@@ -125,7 +125,8 @@ def golden_states(vector: dict, path="<memory>") -> list[LaneState]:
 # ----------------------------------------------------------------------------- skipping
 def representability(vector: dict, dtype: str) -> Optional[str]:
     """Why the vector's inputs cannot be given to a ``dtype`` implementation, if so:
-    a finite value that overflows, or a non-zero value that underflows to zero."""
+    a finite value that overflows, a non-zero value that underflows to zero, or a
+    gradient whose square overflows or underflows to zero in the lane dtype."""
     if dtype == "float64":
         return None
     target = numpy_dtype(dtype)
@@ -139,6 +140,14 @@ def representability(vector: dict, dtype: str) -> Optional[str]:
             return f"inputs overflow {dtype}"
         if np.any(finite & (a != 0) & (cast == 0)):
             return f"inputs underflow to zero in {dtype}"
+    for g in arrays[len(vector["variables"]):]:
+        with np.errstate(all="ignore"):
+            lane_g = g.astype(target)
+            square = (lane_g * lane_g).astype(np.float64)
+        if np.any(np.isfinite(g) & (g != 0) & (square == 0)):
+            return f"g*g underflows to zero in {dtype} (the second moment would be 0 and U = 0/0)"
+        if np.any(np.isfinite(g) & ~np.isfinite(square)):
+            return f"g*g overflows {dtype}"
     if dtype == "float16" and "EPSILON_1_SIGNIFICANT" in vector["flags"]:
         return "epsilon_1 matters here and rounds to 0 in float16"
     return None
