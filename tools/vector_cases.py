@@ -159,7 +159,7 @@ case("arguments/weight_decay/epsilon_2_binds", "weight decay on variables with R
      "the one regime where decaying before or after the step differs (alpha_t scales with RMS(x) "
      "otherwise, so the two orders agree)", {"learning_rate": 0.5, "weight_decay": 0.1}, init="tiny")
 case("arguments/weight_decay/all_excluded", "weight decay with every variable excluded: nothing decays",
-     {"learning_rate": 0.5, "weight_decay": 0.05}, exclude={"var_names": ["dense"]}, steps=4)
+     {"learning_rate": 0.5, "weight_decay": 0.05}, exclude={"var_names": ["kernel", "bias"]}, steps=4)
 case("arguments/weight_decay/exclude_by_name", "weight decay, the bias excluded by name (regex search)",
      {"learning_rate": 0.5, "weight_decay": 0.05}, exclude={"var_names": ["bias"]})
 case("arguments/weight_decay/exclude_by_variable", "weight decay, the kernel excluded by identity",
