@@ -123,6 +123,18 @@ def sha256_of(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def read_json(path, fail):
+    """Parse the JSON file ``path``; on an unreadable file or invalid JSON raise
+    ``fail(message)``, the message naming the file and the line."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise fail(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise fail(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from exc
+
+
 def load_file(path, *, validate_schema: bool = True) -> dict:
     """Parse one vector file and check its version, ids and (optionally) its schema."""
     path = Path(path)
@@ -208,12 +220,7 @@ def _arrays(node) -> Iterable[dict]:
 
 def load_manifest(directory) -> dict:
     path = Path(directory) / MANIFEST_NAME
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise VectorFormatError(path, f"cannot read: {exc.strerror or exc}")
-    except json.JSONDecodeError as exc:
-        raise VectorFormatError(path, f"invalid JSON at line {exc.lineno}: {exc.msg}")
+    manifest = read_json(path, lambda message: VectorFormatError(path, message.split(": ", 1)[1]))
     if manifest.get("schema_version") != SCHEMA_VERSION:
         raise VectorFormatError(path, f"unknown schema_version {manifest.get('schema_version')!r}")
     return manifest

@@ -29,12 +29,7 @@ class PromotionError(ValueError):
 
 def load_case(path) -> dict:
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise PromotionError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    except json.JSONDecodeError as exc:
-        raise PromotionError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from exc
+    data = vf.read_json(path, PromotionError)
     if data.get("format") != CASE_FORMAT or data.get("version") != 1:
         raise PromotionError(f"{path}: not a version-1 fuzz case (format={data.get('format')!r})")
     for key in ("config", "variables", "initial", "grads", "found_by"):

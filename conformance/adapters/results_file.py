@@ -28,7 +28,6 @@ same runner, metrics and tolerance policy as every adapter.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from conformance import vectorfile as vf
@@ -47,12 +46,7 @@ class PortError(Exception):
 
 def load_results(path) -> dict:
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ResultsFileError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    except json.JSONDecodeError as exc:
-        raise ResultsFileError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from exc
+    data = vf.read_json(path, ResultsFileError)
     if data.get("format") != RESULTS_FORMAT or data.get("schema_version") != 1:
         raise ResultsFileError(f"{path}: not a version-1 results file (format={data.get('format')!r}, "
                                f"schema_version={data.get('schema_version')!r})")
