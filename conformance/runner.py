@@ -29,7 +29,7 @@ import numpy as np
 from conformance import metrics, replay
 from conformance import vectorfile as vf
 from conformance.adapters import AdapterError
-from conformance.adapters.base import Adapter, LaneState, numpy_dtype
+from conformance.adapters.base import Adapter, LaneState, finfo, numpy_dtype
 from conformance.expectations import Entry, budget_factors, lookup
 from conformance.tolerance import Policy
 
@@ -150,6 +150,98 @@ def representability(vector: dict, dtype: str) -> Optional[str]:
             return f"g*g overflows {dtype}"
     if dtype == "float16" and "EPSILON_1_SIGNIFICANT" in vector["flags"]:
         return "epsilon_1 matters here and rounds to 0 in float16"
+    return _rms_underflow(vector, target, dtype) or _moment_range(vector, dtype) or _ema_conditioning(vector)
+
+
+#: Largest |old| / |new| of a second-moment EMA step that is graded (see below).
+EMA_SHRINK_LIMIT = 16.0
+
+
+def _ema_conditioning(vector: dict) -> Optional[str]:
+    """A second-moment EMA step new = beta*old + (1-beta)*q where |old| / |new| exceeds
+    EMA_SHRINK_LIMIT. beta = 1 - t**beta_2_decay carries an absolute rounding error of
+    about one eps of the computing dtype (t**beta_2_decay is near 1 when |beta_2_decay| is
+    small, and 1 - it cancels), so new carries eps*|old|: |old|/|new| eps relative, for
+    any lower-precision implementation of the formula. float64 lanes are still graded:
+    t**beta_2_decay is correctly rounded in every libm we met, so a float64 port computing
+    Keras's formula lands on the spec's bits (regression/float32-beta2-decay-cancellation,
+    ratio 81, checks it). With the default beta_2_decay = -0.8,
+    beta >= 0.43 and the ratio stays below 2.3; it only grows when |beta_2_decay| is tiny
+    (found by the differential fuzzer: beta_2_decay = -1e-5 gives 1e3 eps on the update
+    in float32). Checked on the golden r, c and unfactored v of every step."""
+    previous = None
+    for k, step in enumerate(vector["steps"]):
+        if step["expected"] is None:
+            continue
+        expected = replay.decode_expected(vector, step["expected"])
+        if previous is not None:
+            for kind in ("r", "c", "v"):
+                for i, (old, new) in enumerate(zip(previous[kind], expected[kind])):
+                    if old is None or new is None or not new.size:
+                        continue
+                    if kind == "v" and expected["r"][i] is not None:
+                        continue  # factored: V is recomputed from r and c
+                    with np.errstate(all="ignore"):
+                        ratio = np.abs(old) / np.abs(new)
+                    ratio = ratio[np.isfinite(ratio)]
+                    if ratio.size and float(ratio.max()) > EMA_SHRINK_LIMIT:
+                        return (f"the second-moment EMA of {kind}[{i}] shrinks {float(ratio.max()):.3g}-fold at "
+                                f"step {k + 1} (beta_2 near 0): the rounding of t**beta_2_decay alone costs "
+                                f"that many eps in any dtype (limit {EMA_SHRINK_LIMIT:g})")
+        previous = expected
+    return None
+
+
+def _moment_range(vector: dict, dtype: str) -> Optional[str]:
+    """A golden second-moment statistic (r, c, v or R/mean(R)) outside the lane's normal
+    range [tiny, max]: the lane cannot hold V itself (subnormal or flushed, or infinite), e.g. row statistics spanning more than the lane's
+    range make R / mean(R) underflow to 0 and U = G / sqrt(0) (found by the differential
+    fuzzer: float32 gradients from 3e-17 to 3e14 in one factored variable)."""
+    info = finfo(dtype)
+    low, high = float(info.tiny), float(info.max)
+    for k, step in enumerate(vector["steps"]):
+        if step["expected"] is None:  # an invalid vector's failing step
+            continue
+        expected = replay.decode_expected(vector, step["expected"])
+        # Keras's V is (R / mean(R)) (outer) C: the ratio is an intermediate of its own.
+        with np.errstate(all="ignore"):
+            ratios = [None if r is None or not r.size else r / np.mean(r, axis=-1, keepdims=True)
+                      for r in expected["r"]]
+        for kind, arrays in (("r", expected["r"]), ("c", expected["c"]), ("v", expected["v"]),
+                             ("R / mean(R)", ratios)):
+            for i, a in enumerate(arrays):
+                if a is None or not a.size:
+                    continue
+                finite = a[np.isfinite(a)]
+                magnitude = np.abs(finite[finite != 0])
+                if magnitude.size and (magnitude.min() < low or magnitude.max() > high):
+                    return (f"the golden {kind} of variable {i} at step {k + 1} spans "
+                            f"[{magnitude.min():.3g}, {magnitude.max():.3g}], beyond {dtype}'s "
+                            f"normal range [{low:.3g}, {high:.3g}]")
+    return None
+
+
+def _rms_underflow(vector: dict, target, dtype: str) -> Optional[str]:
+    """RMS(x) = sqrt(mean(x*x)) (Keras's formula, SPEC.md) where it sets the step size
+    (RMS(x) > epsilon_2) but mean(x*x) < tiny/eps of the lane: the squares are subnormal
+    or flushed to zero in the lane, losing more than one rounding of the sum, so no
+    ``dtype`` implementation of the formula can be held to the policy (found by the
+    differential fuzzer: x = 2**-126, epsilon_2 = 0 gives RMS(x) = 0 in float32 and no
+    step at all). Checked on the initial variables and on every golden variable state,
+    which is what the lane steps from in teacher mode."""
+    info = finfo(dtype)
+    floor = float(info.tiny) / float(info.eps)
+    epsilon_2 = vector["config"].get("epsilon_2", 1e-3)
+    states = [replay.initial_variables(vector)]
+    states += [replay.decode_expected(vector, s["expected"])["variables"] for s in vector["steps"][:-1]
+               if s["expected"] is not None]
+    for variables in states:
+        for i, x in enumerate(variables):
+            with np.errstate(all="ignore"):
+                mean_square = float(np.mean(np.square(x, dtype=np.float64))) if x.size else 0.0
+            if np.isfinite(mean_square) and 0 < mean_square < floor and np.sqrt(mean_square) > epsilon_2:
+                return (f"RMS(x) of variable {i} sets the step size (> epsilon_2 = {epsilon_2:g}) but "
+                        f"mean(x*x) = {mean_square:.3g} < tiny/eps of {dtype}: x*x is subnormal or zero there")
     return None
 
 
@@ -238,7 +330,7 @@ def _grade_trajectory(adapter, vector, path, dtype, device, mode, policy, outcom
             actual = session.read()
             _check_dtypes(actual, lane, adapter.name, vector["id"], k + 1)
             _grade_step(k + 1, before, golden, previous_actual, actual, dtype, mode, policy, names, outcome,
-                        factors)
+                        factors, ema_momentum=vector["config"].get("ema_momentum", 0.99))
             previous_actual = actual
         session.close()
     except AdapterError:
@@ -265,7 +357,7 @@ def _check_dtypes(state: LaneState, lane, adapter_name, vector_id, step) -> None
 
 
 def _grade_step(step, before: LaneState, golden: LaneState, prev_actual: LaneState, actual: LaneState,
-                dtype, mode, policy: Policy, names, outcome: VectorOutcome, factors: dict) -> None:
+                dtype, mode, policy: Policy, names, outcome: VectorOutcome, factors: dict, ema_momentum: float = 0.99) -> None:
     if actual.learning_rate_calls is not None and actual.learning_rate_calls != golden.learning_rate_calls:
         outcome.failures.append(Failure(step, "learning_rate_calls", -1, "", None, golden.learning_rate_calls,
                                         actual.learning_rate_calls, np.inf, np.inf, 0,
@@ -297,10 +389,33 @@ def _grade_step(step, before: LaneState, golden: LaneState, prev_actual: LaneSta
     for i in range(len(golden.variables)):
         scales[("variables", i)] = magnitude(before.variables[i])
         if golden.average is not None:
-            # the EMA's input x_k was itself computed from x_{k-1}
-            scales[("average", i)] = magnitude(before.average[i], golden.variables[i], before.variables[i])
+            # The EMA's input x_k (the stepped variable) is not in the state once the
+            # variables are overwritten with the average; recover its magnitude from
+            # avg_k = m*avg_{k-1} + (1-m)*x_k (m = 0 on the first EMA update). 1 - m cancels
+            # (0.01 from 0.99), so the result carries the rounding of m relative to x_k,
+            # not to the much smaller (1-m)*x_k (found by the differential fuzzer:
+            # ema_overwrite_frequency=1, x = g = lr = 1).
+            with np.errstate(all="ignore"):
+                m = float(ema_momentum)
+                inputs = [golden.average[i]]
+                if m != 1.0:
+                    inputs.append((golden.average[i] - m * before.average[i]) / (1.0 - m))
+            scales[("average", i)] = magnitude(before.average[i], golden.variables[i], before.variables[i], *inputs)
+            scales[("variables", i)] = max(scales[("variables", i)], magnitude(*inputs))
         if golden.accumulator is not None:
             scales[("accumulator", i)] = magnitude(before.accumulator[i])
+        # The second-moment EMAs beta*old + (1-beta)*new: beta = 1 - t**decay cancels when
+        # |decay| is small (2**-7: 92 eps relative error in beta from one rounding of
+        # t**decay), but its *absolute* error stays ~eps, so the result carries
+        # eps*|old - new|: measured against the magnitude of the old state too (found by
+        # the differential fuzzer: beta_2_decay = -2**-7, -2**-9 on a scalar).
+        for kind in ("r", "c", "v", "momentum"):
+            g_list, b_list = getattr(golden, kind, None), getattr(before, kind, None)
+            if g_list is None or b_list is None or g_list[i] is None or b_list[i] is None:
+                continue
+            if kind == "v" and golden.r is not None and golden.r[i] is not None:
+                continue  # a factored V is recomputed from r and c, not an EMA of itself
+            scales[(kind, i)] = magnitude(b_list[i])
     allowance = {}
     for i, (g1, g0, a1, a0) in enumerate(zip(golden.variables, before.variables,
                                              actual.variables, prev_actual.variables)):

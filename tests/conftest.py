@@ -10,7 +10,11 @@ tests/test_properties.py):
     example database is read or written; ``deadline=None`` (a timing deadline would make a
     slow machine fail); ``print_blob=True`` (a failure prints ``@reproduce_failure``);
     the timing-based ``too_slow`` health check is off, since it is the one check whose
-    outcome depends on the machine.
+    outcome depends on the machine; no ``target`` phase: targeting climbs on measured
+    values whose last bits differ between machines (SIMD reductions), which would make the
+    "fixed" sequence machine-dependent; and no constants harvested from loaded local modules
+    (``stable_constants``), which would make the sequence depend on what else the process
+    imported (conformance/fuzz/profiles.py).
 ``dev`` (local exploration)
     random examples (a new sample every run), ``max_examples=500``, Hypothesis's default
     local database in ``.hypothesis/examples`` (failures are replayed first next time).
@@ -35,6 +39,8 @@ import pytest
 try:
     from hypothesis import HealthCheck, settings
     from hypothesis.database import DirectoryBasedExampleDatabase
+
+    from conformance.fuzz.profiles import CI_PHASES
 except ImportError:  # hypothesis is a test extra; the rest of the suite runs without it
     settings = None
 
@@ -45,7 +51,7 @@ REPO = Path(__file__).resolve().parent.parent
 if settings is not None:
     settings.register_profile(
         "ci", max_examples=100, derandomize=True, database=None, deadline=None, print_blob=True,
-        suppress_health_check=[HealthCheck.too_slow])
+        suppress_health_check=[HealthCheck.too_slow], phases=CI_PHASES)
     settings.register_profile("dev", max_examples=500, deadline=None, print_blob=True)
     settings.register_profile(
         "campaign", max_examples=20000, deadline=None, print_blob=True,
@@ -54,6 +60,11 @@ if settings is not None:
     if _profile not in PROFILES:
         raise pytest.UsageError(f"{PROFILE_VARIABLE}={_profile!r}: use one of {', '.join(PROFILES)}")
     settings.load_profile(_profile)
+    if _profile == "ci":
+        # The same examples whatever the process imported (conformance/fuzz/profiles.py).
+        from conformance.fuzz.profiles import stable_constants
+
+        stable_constants()
 
 
 def pytest_report_header(config):

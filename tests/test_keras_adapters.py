@@ -366,3 +366,20 @@ def test_torch_calls_a_callable_learning_rate_once_per_weight_decay():
 
 if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--worker":
     sys.stdout.write("\n" + json.dumps(_worker(sys.argv[2])) + "\n")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None or importlib.util.find_spec("keras") is None,
+                    reason="jax/keras not installed: `make test` installs them")
+def test_jax_eager_apply_conforms_like_the_compiled_step(tmp_path):
+    """keras-jax steps with jax.jit(optimizer.stateless_apply); the eager-apply variant
+    must reach the same verdicts on accumulation, EMA and callable vectors."""
+    report = tmp_path / "r.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "conformance", "run", "--adapter",
+         "conformance.adapters.keras_adapter:KerasJaxEagerAdapter", "--dtype", "float32", "--mode", "teacher",
+         "--vectors", "arguments/gradient_accumulation_steps,arguments/use_ema,schedules/callable",
+         "--json", str(report)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    (lane,) = json.loads(report.read_text())["lanes"]
+    assert lane["environment"]["apply"] == "eager optimizer.apply, one per step"
+    assert lane["conforms"] and lane["counts"]["fail"] == 0 and lane["counts"]["pass"] >= 5, lane["counts"]

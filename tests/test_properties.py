@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import warnings
 from contextlib import contextmanager
@@ -136,7 +137,11 @@ def is_array(a, shape) -> bool:
 
 
 def aim(ratios, label: str):
-    """hypothesis.target: steer generation toward the largest error / derived slack."""
+    """hypothesis.target: steer generation toward the largest error / derived slack. Not
+    in the ``ci`` profile: target observations steer generation, and their last bits can
+    differ between machines, so CI would not draw the same examples everywhere."""
+    if (os.environ.get("ADAFACTOR_HYPOTHESIS_PROFILE") or "ci") == "ci":
+        return
     ratios = [float(r) for r in ratios if np.isfinite(r)]
     if ratios:
         target(max(ratios), label=label)

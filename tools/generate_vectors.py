@@ -53,7 +53,7 @@ NOTES = {
                   "exactly tied: a port may take the other arm; min, max and the clip are continuous, so "
                   "values differ only by rounding",
     "NONE_GRADIENT": "some gradient is None (Keras skips that variable)",
-    "WEIGHT_DECAY": "weight_decay is set",
+    "WEIGHT_DECAY": "weight_decay is not None: the decay runs (reading the learning rate), even at 0.0",
     "WEIGHT_DECAY_EXCLUSION": "exclude_from_weight_decay is used",
     "WEIGHT_DECAY_NOTHING_TO_DECAY": "weight_decay is set (not None) but at some update step every variable "
                                      "with a gradient is excluded from it: nothing decays",
@@ -284,7 +284,9 @@ def _derive_case_flags(flags: set, case: Case, opt: Adafactor, grads) -> None:
             flags.add("LONG_REDUCTION")
     if case.steps >= 30:
         flags.add("LONG_RUN")
-    if case.none_at:
+    if case.none_at or any(g is None for row in grads for g in row):
+        # none_at for generated inputs; explicit inputs (fuzzed and regression cases) carry
+        # their None gradients in the arrays themselves.
         flags.add("NONE_GRADIENT")
     for g in (g for row in grads for g in row if g is not None):
         if not np.all(np.isfinite(g)):
@@ -305,6 +307,10 @@ def _derive_case_flags(flags: set, case: Case, opt: Adafactor, grads) -> None:
     for key, flag in config_flags.items():
         if opt.get_config().get(key):
             flags.add(flag)
+    if opt.weight_decay is not None:
+        # Keras tests `weight_decay is None` (base_optimizer.py:952), not truthiness: 0.0
+        # runs the decay, and reads the learning rate (a callable is called).
+        flags.add("WEIGHT_DECAY")
     if case.exclude:
         flags.add("WEIGHT_DECAY_EXCLUSION")
     if opt.use_ema and opt.ema_overwrite_frequency == 0:

@@ -210,6 +210,10 @@ for sched_name, sched in SCHEDULES.items():
 case("schedules/callable_counter", "a stateful callable learning rate with weight decay on both "
      "variables: it is called three times per step", {"weight_decay": 0.125},
      make_learning_rate=PowerOfTwoCounter, steps=8)
+case("schedules/callable_weight_decay_zero", "a callable learning rate with weight_decay=0.0: the decay "
+     "still runs (Keras tests `is None`) and calls the callable once per variable, decaying by nothing "
+     "(found by the differential fuzzer on keras-torch)", {"weight_decay": 0.0},
+     make_learning_rate=PowerOfTwoCounter, steps=4)
 case("schedules/callable_constant", "a constant zero-argument callable learning rate",
      make_learning_rate=constant_callable, steps=6)
 

@@ -38,6 +38,16 @@ def numpy_dtype(name: str):
     return np.dtype(name)
 
 
+def finfo(name: str):
+    """``np.finfo`` of a lane dtype (``ml_dtypes.finfo`` for bfloat16, which NumPy's
+    finfo does not know)."""
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return ml_dtypes.finfo(ml_dtypes.bfloat16)
+    return np.finfo(np.dtype(name))
+
+
 @dataclass
 class LaneState:
     """Variables and complete optimizer state, per variable in build order.

@@ -15,6 +15,8 @@ import sys
 import types
 from pathlib import Path
 
+import numpy as np
+
 import reference.adafactor_step as step_module
 import reference.optimizer as optimizer_module
 from conformance.adapters.reference import ReferenceAdapter, ReferenceSession
@@ -151,3 +153,24 @@ class WeightDecayAfterUpdate(ReferenceAdapter):
 
 ALL = [EpsilonOneAfterMean, BetaFromPreviousStep, RmsOverWrongAxis, ClipThresholdIgnored, NoRelativeStep,
        MeansInFloat32, WeightDecayAfterUpdate]
+
+
+class _NoisySession(ReferenceSession):
+    def read(self):
+        state = super().read()
+        state.v = [np.where(v != 0, np.nextafter(v, np.asarray(np.inf, dtype=v.dtype)), v) for v in state.v]
+        return state
+
+
+class OneUlpNoise(ReferenceAdapter):
+    """Not broken: the reference with every variable moved up by one ulp after each step,
+    inside every tolerance. Its measured errors differ from the reference's in the last
+    bits, as a correct port's do from machine to machine (tests/test_fuzzing.py uses it to
+    show that the CI profile draws the same examples whatever the adapter measures)."""
+
+    def __init__(self):
+        super().__init__()
+        self.name = "one-ulp-noise"
+
+    def create(self, vector, dtype, device):
+        return _NoisySession(vector, dtype)

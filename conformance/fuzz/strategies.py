@@ -399,15 +399,38 @@ MAGNITUDES = {
 VALUE_KINDS = ("ordinary", "positive", "tiny", "huge", "zeros", "mixed")
 
 
-def _element(kind: str, allow_subnormal: bool) -> st.SearchStrategy:
+def lane_magnitudes(lane: str = "float64") -> dict:
+    """``MAGNITUDES`` clipped to what a ``lane`` implementation can hold: |v| in
+    [16 sqrt(tiny), sqrt(max) / 64] of the lane, so that v*v stays normal and finite sums
+    of a few thousand squares do not overflow. Without it most float32 draws of ``huge``
+    (up to 1e100) overflow the lane and are discarded (``runner.representability``); the
+    float64 ranges are unchanged. A range that the clip empties (float16's ``huge``)
+    collapses to the clip's edge."""
+    if lane == "float64":
+        return dict(MAGNITUDES)
+    from conformance.adapters.base import finfo
+
+    info = finfo(lane)
+    low, high = 16 * math.sqrt(float(info.tiny)), math.sqrt(float(info.max)) / 64
+    out = {}
+    for kind, (lo, hi) in MAGNITUDES.items():
+        if kind == "subnormal":
+            out[kind] = (lo, hi)
+            continue
+        lo, hi = min(max(lo, low), high), max(min(hi, high), low)
+        out[kind] = (lo, max(lo, hi))
+    return out
+
+
+def _element(kind: str, allow_subnormal: bool, magnitudes=MAGNITUDES) -> st.SearchStrategy:
     if kind == "zeros":
         return st.sampled_from([0.0, -0.0])
     if kind == "mixed":
-        parts = [_element(k, False) for k in ("ordinary", "zeros", "tiny", "huge")]
+        parts = [_element(k, False, magnitudes) for k in ("ordinary", "zeros", "tiny", "huge")]
         if allow_subnormal:
-            parts.append(_element("subnormal", True))
+            parts.append(_element("subnormal", True, magnitudes))
         return st.one_of(parts)
-    lo, hi = MAGNITUDES[kind]
+    lo, hi = magnitudes[kind]
     if kind == "subnormal":
         magnitude = st.floats(lo, hi, exclude_max=True, allow_subnormal=True)
     else:
@@ -415,7 +438,8 @@ def _element(kind: str, allow_subnormal: bool) -> st.SearchStrategy:
     return magnitude if kind == "positive" else _signed(magnitude)
 
 
-def _seeded(rng: np.random.Generator, size: int, kind: str, allow_subnormal: bool) -> np.ndarray:
+def _seeded(rng: np.random.Generator, size: int, kind: str, allow_subnormal: bool,
+            magnitudes=MAGNITUDES) -> np.ndarray:
     if kind == "zeros":
         return np.full(size, -0.0 if rng.integers(2) else 0.0)
     if kind == "mixed":
@@ -424,9 +448,9 @@ def _seeded(rng: np.random.Generator, size: int, kind: str, allow_subnormal: boo
         out = np.empty(size)
         for index, k in enumerate(kinds):
             mask = choice == index
-            out[mask] = _seeded(rng, int(mask.sum()), k, allow_subnormal)
+            out[mask] = _seeded(rng, int(mask.sum()), k, allow_subnormal, magnitudes)
         return out
-    lo, hi = MAGNITUDES[kind]
+    lo, hi = magnitudes[kind]
     magnitude = np.clip(np.exp(rng.uniform(np.log(lo), np.log(hi), size=size)), lo, hi)
     if kind == "subnormal":
         magnitude = np.minimum(magnitude, np.nextafter(hi, 0))
@@ -436,10 +460,13 @@ def _seeded(rng: np.random.Generator, size: int, kind: str, allow_subnormal: boo
 
 
 @st.composite
-def values(draw, shape, kind: Optional[str] = None, allow_subnormal: bool = False, kinds=None):
+def values(draw, shape, kind: Optional[str] = None, allow_subnormal: bool = False, kinds=None,
+           lane: str = "float64"):
     """A float64 array of ``shape``. ``kind`` (or one drawn from ``kinds``, default
     ``VALUE_KINDS``): see the module docstring. Subnormals appear only with
-    ``allow_subnormal=True`` (kind ``subnormal``, and inside ``mixed``)."""
+    ``allow_subnormal=True`` (kind ``subnormal``, and inside ``mixed``). ``lane``: the
+    magnitudes are clipped to that dtype (``lane_magnitudes``)."""
+    magnitudes = lane_magnitudes(lane)
     shape = tuple(shape)
     if kind is None:
         options = tuple(kinds or VALUE_KINDS) + (("subnormal",) if allow_subnormal and kinds is None else ())
@@ -448,10 +475,10 @@ def values(draw, shape, kind: Optional[str] = None, allow_subnormal: bool = Fals
         raise ValueError("values(kind='subnormal') needs allow_subnormal=True")
     size = math.prod(shape)
     if size <= ELEMENTWISE_MAX:
-        flat = draw(st.lists(_element(kind, allow_subnormal), min_size=size, max_size=size))
+        flat = draw(st.lists(_element(kind, allow_subnormal, magnitudes), min_size=size, max_size=size))
         return np.array(flat, dtype=np.float64).reshape(shape)
     seed = draw(st.integers(0, 2 ** 32 - 1))
-    return _seeded(np.random.default_rng(seed), size, kind, allow_subnormal).reshape(shape)
+    return _seeded(np.random.default_rng(seed), size, kind, allow_subnormal, magnitudes).reshape(shape)
 
 
 # ============================================================================ cases
@@ -535,7 +562,7 @@ def describe(config: dict, variables, steps: int) -> str:
 @st.composite
 def cases(draw, config=None, variables=None, min_steps: int = 1, max_steps: int = MAX_STEPS,
           value_kinds=None, gradient_kinds=None, allow_subnormal: bool = False,
-          none_gradients: bool = True, exclusion: bool = True):
+          none_gradients: bool = True, exclusion: bool = True, lane: str = "float64"):
     """A ``FuzzCase`` (a ``tools.vector_cases.Case``) with explicit inputs.
 
     ``config``: a strategy of valid configurations (default ``configs()``); a callable
@@ -544,7 +571,8 @@ def cases(draw, config=None, variables=None, min_steps: int = 1, max_steps: int 
     gradients from one kind of ``gradient_kinds`` (default: every kind). Steps: ``min_steps``
     to ``max_steps``; with ``none_gradients`` some gradients are ``None`` (never all of one
     step: that is an error vector of its own). With ``exclusion`` a weight-decayed case may
-    exclude a variable from the decay, by name or by identity.
+    exclude a variable from the decay, by name or by identity. ``lane``: the dtype the
+    case is for; value magnitudes are clipped to it (``lane_magnitudes``).
     """
     config = dict(draw(config if config is not None else configs()))
     variables = tuple(draw(variables if variables is not None else variable_sets()))
@@ -557,7 +585,7 @@ def cases(draw, config=None, variables=None, min_steps: int = 1, max_steps: int 
     for _, shape in variables:
         kind = draw(st.sampled_from(tuple(value_kinds or VALUE_KINDS)))
         event(f"initial values: {kind}")
-        initial.append(draw(values(shape, kind, allow_subnormal=allow_subnormal)))
+        initial.append(draw(values(shape, kind, allow_subnormal=allow_subnormal, lane=lane)))
     grad_kinds = []
     for _ in variables:
         kind = draw(st.sampled_from(tuple(gradient_kinds or VALUE_KINDS)))
@@ -570,7 +598,7 @@ def cases(draw, config=None, variables=None, min_steps: int = 1, max_steps: int 
                    for _ in variables]
         if not any(present):
             present[step % len(variables)] = True
-        grads.append([draw(values(shape, kind, allow_subnormal=allow_subnormal)) if p else None
+        grads.append([draw(values(shape, kind, allow_subnormal=allow_subnormal, lane=lane)) if p else None
                       for (_, shape), kind, p in zip(variables, grad_kinds, present)])
 
     exclude = None
