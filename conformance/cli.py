@@ -41,6 +41,10 @@ REQUIREMENTS = {
     "keras-jax": ("keras", "jax"),
     "keras-torch": ("keras", "torch"),
     "keras-tensorflow": ("keras", "tensorflow"),
+    "torch": ("torch",),
+    "torch-foreach": ("torch",),
+    "optax": ("jax", "optax"),
+    "transformers": ("transformers", "torch"),
 }
 
 

@@ -112,10 +112,13 @@ def encode_expected(expected: dict) -> dict:
         "variables": [vf.encode_array(x) for x in expected["variables"]],
         "r": [vf.encode_optional(a) for a in expected["r"]],
         "c": [vf.encode_optional(a) for a in expected["c"]],
-        "v": [vf.encode_array(a) for a in expected["v"]],
+        "v": [vf.encode_optional(a) for a in expected["v"]],
         "average": None if expected["average"] is None else [vf.encode_array(a) for a in expected["average"]],
         "accumulator": (None if expected["accumulator"] is None
                         else [vf.encode_array(a) for a in expected["accumulator"]]),
+        # Dialect vectors only (optax momentum, transformers beta1): absent otherwise.
+        **({} if expected.get("momentum") is None
+           else {"momentum": [vf.encode_optional(a) for a in expected["momentum"]]}),
     }
 
 
@@ -135,6 +138,7 @@ def decode_expected(vector: dict, expected: dict, path="<memory>") -> dict:
         "v": arrays(expected["v"]),
         "average": arrays(expected["average"]),
         "accumulator": arrays(expected["accumulator"]),
+        "momentum": arrays(expected.get("momentum")),
     }
 
 

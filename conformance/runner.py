@@ -33,7 +33,7 @@ from conformance.adapters.base import Adapter, LaneState, finfo, numpy_dtype
 from conformance.expectations import Entry, budget_factors, lookup
 from conformance.tolerance import Policy
 
-KINDS = ("variables", "update", "r", "c", "v", "average", "accumulator")
+KINDS = ("variables", "update", "r", "c", "v", "average", "accumulator", "momentum")
 MAX_FAILURES_KEPT = 5
 
 
@@ -98,6 +98,8 @@ class LaneReport:
 def initial_state(vector: dict, path="<memory>") -> LaneState:
     variables = replay.initial_variables(vector, path)
     config = vector["config"]
+    if vf.dialect_of(vector) != "keras":
+        return _dialect_initial_state(vector, variables)
     factored = [x.ndim >= 2 for x in variables]
     return LaneState(
         iterations=0,
@@ -111,6 +113,18 @@ def initial_state(vector: dict, path="<memory>") -> LaneState:
     )
 
 
+def _dialect_initial_state(vector: dict, variables) -> LaneState:
+    """Zero state of a native dialect (its own slot shapes: reference/dialects)."""
+    from reference.dialects import optimizer_class
+
+    stage = optimizer_class(vf.dialect_of(vector))(**vector["config"]).stage
+    slots = [stage.init_slots(x) for x in variables]
+    has_momentum = any("momentum" in s for s in slots)
+    return LaneState(iterations=0, variables=variables, r=[s.get("r") for s in slots],
+                     c=[s.get("c") for s in slots], v=[s.get("v") for s in slots],
+                     momentum=[s.get("momentum") for s in slots] if has_momentum else None)
+
+
 def golden_states(vector: dict, path="<memory>") -> list[LaneState]:
     """The golden state after each step (float64)."""
     states, calls = [], 0
@@ -118,7 +132,7 @@ def golden_states(vector: dict, path="<memory>") -> list[LaneState]:
         calls += len(step.get("learning_rate_calls", []))
         e = replay.decode_expected(vector, step["expected"], path)
         states.append(LaneState(e["iterations"], e["variables"], e["r"], e["c"], e["v"],
-                                e["average"], e["accumulator"], calls))
+                                e["average"], e["accumulator"], calls, e.get("momentum")))
     return states
 
 
@@ -221,6 +235,16 @@ def _moment_range(vector: dict, dtype: str) -> Optional[str]:
     return None
 
 
+def _epsilon_2(vector: dict) -> float:
+    """The floor of RMS(x) in the step size (Keras epsilon_2; a dialect's stage knows its own)."""
+    if vf.dialect_of(vector) == "keras":
+        return vector["config"].get("epsilon_2", 1e-3)
+    from reference.dialects import optimizer_class
+
+    value = optimizer_class(vf.dialect_of(vector))(**vector["config"]).stage.epsilon_2
+    return 0.0 if value is None else float(value)
+
+
 def _rms_underflow(vector: dict, target, dtype: str) -> Optional[str]:
     """RMS(x) = sqrt(mean(x*x)) (Keras's formula, SPEC.md) where it sets the step size
     (RMS(x) > epsilon_2) but mean(x*x) < tiny/eps of the lane: the squares are subnormal
@@ -231,7 +255,7 @@ def _rms_underflow(vector: dict, target, dtype: str) -> Optional[str]:
     which is what the lane steps from in teacher mode."""
     info = finfo(dtype)
     floor = float(info.tiny) / float(info.eps)
-    epsilon_2 = vector["config"].get("epsilon_2", 1e-3)
+    epsilon_2 = _epsilon_2(vector)
     states = [replay.initial_variables(vector)]
     states += [replay.decode_expected(vector, s["expected"])["variables"] for s in vector["steps"][:-1]
                if s["expected"] is not None]
@@ -370,7 +394,7 @@ def _grade_step(step, before: LaneState, golden: LaneState, prev_actual: LaneSta
         outcome.first_bad_step = outcome.first_bad_step or step
         return
     pairs = []
-    for kind in ("variables", "r", "c", "v", "average", "accumulator"):
+    for kind in ("variables", "r", "c", "v", "average", "accumulator", "momentum"):
         g_list, a_list = getattr(golden, kind), getattr(actual, kind)
         if g_list is None:
             continue
@@ -466,8 +490,9 @@ def run_lane(adapter: Adapter, vectors: list[tuple[str, dict]], directory, dtype
              mode: str, policy: Policy, entries: list[Entry]) -> LaneReport:
     start = time.perf_counter()
     environment = adapter.environment(device)
+    dialects = getattr(adapter, "dialects", ("keras",))
     outcomes = [run_vector(adapter, vector, f"{directory}/{relative}", dtype, device, mode, policy, entries)
-                for relative, vector in vectors]
+                for relative, vector in vectors if vf.dialect_of(vector) in dialects]
     unused = [f"{e.source}: {e.verdict} {' '.join(f'{k}={v}' for k, v in e.selectors.items())}"
               for e in entries if e.used == 0 and _entry_applies_to_lane(e, dtype, mode, device)]
     return LaneReport(adapter.name, dtype, device, mode, environment, time.perf_counter() - start,

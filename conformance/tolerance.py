@@ -37,7 +37,7 @@ SAFETY_FACTOR = 4.0
 FLOOR = 2.0
 DERIVED_DTYPES = ("float64", "float32", "float16", "bfloat16")
 MODES = ("teacher", "trajectory")
-KINDS = ("variables", "update", "r", "c", "v", "average", "accumulator")
+KINDS = ("variables", "update", "r", "c", "v", "average", "accumulator", "momentum")
 POLICY_PATH = Path(__file__).resolve().parent / "tolerances.json"
 DOC_PATH = Path(__file__).resolve().parent / "TOLERANCES.md"
 

@@ -165,7 +165,14 @@ def load_file(path, *, validate_schema: bool = True) -> dict:
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
         raise VectorFormatError(path, f"duplicate vector ids {duplicates}")
+    for vector in document["vectors"]:  # in memory only: the file-level dialect, per vector
+        vector["dialect"] = document.get("dialect", "keras")
     return document
+
+
+def dialect_of(vector: dict) -> str:
+    """The dialect a vector belongs to (set by the loader; generated Keras vectors lack it)."""
+    return vector.get("dialect", "keras")
 
 
 _VALIDATOR = None

@@ -113,10 +113,14 @@ class Case:
     # Explicit inputs instead of drawn ones: (initial arrays, per-step lists of gradient
     # arrays or None). Used by regression vectors promoted from fuzzing.
     inputs: Optional[tuple] = None
+    # Which Adafactor the vector is for: "keras" (the spec) or a native dialect of
+    # reference/dialects/ (ids "<dialect>/<file>/..."; config = that framework's arguments).
+    dialect: str = "keras"
 
     @property
     def file(self) -> str:
-        return self.id.split("/")[0]
+        parts = self.id.split("/")
+        return parts[1] if self.dialect != "keras" else parts[0]
 
 
 # ----------------------------------------------------------------------------- the cases

@@ -13,6 +13,11 @@ REGISTRY = {
     "keras-jax": "conformance.adapters.keras_adapter:KerasJaxAdapter",
     "keras-torch": "conformance.adapters.keras_adapter:KerasTorchAdapter",
     "keras-tensorflow": "conformance.adapters.keras_adapter:KerasTensorFlowAdapter",
+    # Native dialects (reference/dialects): each replays its own dialect's vectors.
+    "torch": "conformance.adapters.torch_adapter:TorchAdapter",
+    "torch-foreach": "conformance.adapters.torch_adapter:TorchForeachAdapter",
+    "optax": "conformance.adapters.optax_adapter:OptaxAdapter",
+    "transformers": "conformance.adapters.transformers_adapter:TransformersAdapter",
 }
 
 

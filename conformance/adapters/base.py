@@ -67,10 +67,11 @@ class LaneState:
     average: Optional[list] = None
     accumulator: Optional[list] = None
     learning_rate_calls: Optional[int] = 0  # None: not reported (not graded)
+    momentum: Optional[list] = None  # dialects with a first moment (optax, transformers)
 
     def arrays(self):
         """(kind, index, array) for every array present."""
-        for kind in ("variables", "r", "c", "v", "average", "accumulator"):
+        for kind in ("variables", "r", "c", "v", "average", "accumulator", "momentum"):
             for i, a in enumerate(getattr(self, kind) or []):
                 if a is not None:
                     yield kind, i, a
@@ -86,7 +87,7 @@ class LaneState:
 
         return LaneState(self.iterations, conv(self.variables), conv(self.r), conv(self.c),
                          conv(self.v), conv(self.average), conv(self.accumulator),
-                         self.learning_rate_calls)
+                         self.learning_rate_calls, conv(self.momentum))
 
 
 class Session:
@@ -118,6 +119,9 @@ class Adapter:
     #: Constructor arguments the implementation cannot take; vectors that use them
     #: at a non-default value are skipped with a reason.
     unsupported_arguments: tuple = field(default_factory=tuple)
+    #: Which vectors the adapter replays: "keras" (the spec) and/or native dialects
+    #: (reference/dialects). The runner gives an adapter only its dialects' vectors.
+    dialects: tuple = ("keras",)
 
     def environment(self, device: str) -> dict:
         """Versions and settings to print in the report header."""

@@ -15,6 +15,7 @@ import numpy as np
 
 import reference
 from conformance import replay
+from conformance import vectorfile as vf
 from conformance.adapters.base import Adapter, LaneState, Session, numpy_dtype
 from reference.adafactor_step import Slots
 from reference.optimizer import OptimizerState
@@ -66,14 +67,54 @@ class ReferenceSession(Session):
         )
 
 
+class DialectSession(Session):
+    """A native dialect of the reference (reference/dialects) on one vector, in the lane
+    dtype: float64 is that dialect's spec, lower dtypes its honest implementation."""
+
+    def __init__(self, vector: dict, dtype: str):
+        from reference.dialects import optimizer_class
+
+        self.dtype = numpy_dtype(dtype)
+        self.opt = optimizer_class(vf.dialect_of(vector))(**vector["config"])
+        self.variables = [x.astype(self.dtype) for x in replay.initial_variables(vector)]
+        excluded = set((vector["exclude_from_weight_decay"] or {}).get("var_index", []))
+        self.opt.build(self.variables, decayed=[i not in excluded for i in range(len(self.variables))])
+
+    def load(self, state: LaneState) -> None:
+        for x, value in zip(self.variables, state.variables):
+            x[...] = value
+        self.opt.iterations = state.iterations
+        for i, slots in enumerate(self.opt.slots):
+            for kind in list(slots):
+                source = state.momentum if kind == "momentum" else getattr(state, kind)
+                slots[kind] = np.array(source[i], dtype=slots[kind].dtype)
+
+    def step(self, grads: list) -> None:
+        with np.errstate(all="ignore"):
+            self.opt.apply(grads, self.variables)
+
+    def read(self) -> LaneState:
+        slots = self.opt.slots
+        has_momentum = any("momentum" in s for s in slots)
+        return LaneState(
+            iterations=self.opt.iterations, variables=[x.copy() for x in self.variables],
+            r=[s.get("r") for s in slots], c=[s.get("c") for s in slots], v=[s.get("v") for s in slots],
+            momentum=[s.get("momentum") for s in slots] if has_momentum else None,
+            learning_rate_calls=None)
+
+
 class ReferenceAdapter(Adapter):
     def __init__(self):
+        from reference.dialects import DIALECTS
+
         super().__init__(name="reference", dtypes=("float64", "float32", "float16", "bfloat16"),
-                         devices=("cpu",))
+                         devices=("cpu",), dialects=tuple(DIALECTS))
 
     def environment(self, device: str) -> dict:
         return {"reference": reference.__version__, "spec": f"keras {reference.KERAS_VERSION}",
                 "numpy": np.__version__}
 
     def create(self, vector: dict, dtype: str, device: str) -> Session:
+        if vf.dialect_of(vector) != "keras":
+            return DialectSession(vector, dtype)
         return ReferenceSession(vector, dtype)

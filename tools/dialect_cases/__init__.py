@@ -1,0 +1,30 @@
+"""The golden vectors of the native dialects, one module per dialect
+(``tools/dialect_cases/<dialect>.py``, each a ``CASES`` list of ``tools.vector_cases.Case``
+with ``dialect`` set and ids ``<dialect>/<file>/<topic>/<variant>``), plus any ``NOTES``
+for flags of their own. tools/generate_vectors.py appends them to the Keras cases and
+writes ``vectors/<dialect>/<file>.json``."""
+
+from __future__ import annotations
+
+import importlib
+
+DIALECT_MODULES = ("torch", "optax", "transformers")
+
+
+def load() -> tuple[list, dict]:
+    """(every dialect case, every dialect-specific flag note)."""
+    cases, notes = [], {}
+    for name in DIALECT_MODULES:
+        try:
+            module = importlib.import_module(f"tools.dialect_cases.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"tools.dialect_cases.{name}":
+                raise
+            continue  # DEVELOPMENT ONLY: to be made strict once every dialect exists
+        for case in module.CASES:
+            if case.dialect != name or not case.id.startswith(f"{name}/"):
+                raise ValueError(f"tools/dialect_cases/{name}.py: case {case.id!r} must have dialect={name!r} "
+                                 f"and an id starting with '{name}/'")
+        cases += module.CASES
+        notes.update(getattr(module, "NOTES", {}))
+    return cases, notes
