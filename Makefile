@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup check test clean vectors
+.PHONY: setup check test clean vectors divergence benchmark
 
 setup: $(STAMP)
 
@@ -33,3 +33,11 @@ clean:
 # Regenerate vectors/ from tools/vector_cases.py (never edit vectors by hand).
 vectors: $(STAMP)
 	$(PY) -m tools.generate_vectors
+
+# The cross-framework divergence report (conformance/DIVERGENCE.md).
+divergence: $(STAMP)
+	$(PY) -m tools.divergence
+
+# Step-time benchmark of the reference against torch.optim.Adafactor and a memory floor.
+benchmark: $(STAMP)
+	$(PY) -m tools.benchmark

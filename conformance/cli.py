@@ -84,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--dtype", action="append", default=[], help="float64,float32 (default both)")
     run.add_argument("--mode", action="append", default=[], help="teacher,trajectory (default both)")
     run.add_argument("--device", default="cpu", choices=DEVICES)
+    run.add_argument("--jobs", type=int, default=1, metavar="N",
+                     help="with --adapter all: run up to N adapter processes at once (default 1)")
     common(run)
     grade = sub.add_parser("grade", help="grade a port's results file")
     grade.add_argument("--results", type=Path, required=True)
@@ -214,16 +216,23 @@ def installed(adapter_name: str) -> str | None:
 
 
 def _run_all(args, names=None) -> int:
-    """One process per adapter (a Keras backend is fixed per process); merge the reports."""
+    """One process per adapter (a Keras backend is fixed per process); merge the reports.
+    With ``--jobs N`` up to N adapter processes run at once; each one's output is printed
+    whole, in registry order, when it finishes."""
     names = names or list(REGISTRY)
+    if args.jobs < 1:
+        raise UsageError(f"--jobs {args.jobs}: must be at least 1")
     lane_jsons, codes, skipped = [], [], []
+    runnable = []
     for name in names:
         missing = installed(name)
         if missing:
             skipped.append((name, missing))
-            continue
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "report.json"
+        else:
+            runnable.append(name)
+    with tempfile.TemporaryDirectory() as tmp:
+        def command(name):
+            out = Path(tmp) / f"{name.replace(':', '_').replace('/', '_')}.json"
             cmd = [sys.executable, "-m", "conformance", "run", "--adapter", name, "--device", args.device,
                    "--json", str(out), "--vectors-dir", str(args.vectors_dir)]
             for key in ("dtype", "mode", "vectors", "flags"):
@@ -233,8 +242,28 @@ def _run_all(args, names=None) -> int:
                 cmd += ["--xfail-file", str(path)]
             if args.verbose:
                 cmd.append("--verbose")
-            print(f"\n=== {name}: {' '.join(cmd[1:])}", flush=True)
-            code = subprocess.call(cmd, env=dict(os.environ))
+            return cmd, out
+
+        def run_one(name):
+            cmd, out = command(name)
+            if args.jobs == 1:
+                print(f"\n=== {name}: {' '.join(cmd[1:])}", flush=True)
+                return subprocess.call(cmd, env=dict(os.environ)), out, None
+            done = subprocess.run(cmd, env=dict(os.environ), capture_output=True, text=True)
+            return done.returncode, out, f"\n=== {name}: {' '.join(cmd[1:])}\n{done.stdout}{done.stderr}"
+
+        if args.jobs == 1:
+            results = [run_one(name) for name in runnable]
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+                futures = [pool.submit(run_one, name) for name in runnable]
+                results = []
+                for future in futures:  # registry order
+                    results.append(future.result())
+                    print(results[-1][2], end="", flush=True)
+        for code, out, _ in results:
             codes.append(code)
             if out.exists():
                 lane_jsons.extend(json.loads(out.read_text())["lanes"])

@@ -16,7 +16,7 @@ apply:
     dtype=<name>      lane dtype (float64, float32, float16, bfloat16)
     mode=<name>       teacher or trajectory
     device=<name>     cpu or gpu
-    kind=<tensor>     tolerance entries only: variables, update, r, c, v, average, accumulator
+    kind=<tensor>     tolerance entries only: variables, update, r, c, v, average, accumulator, momentum
 
 A value starting with ``!`` negates the selector (``id=!special_values/huge``: every
 vector except those).
@@ -36,7 +36,7 @@ from typing import Optional
 DIRECTORY = Path(__file__).resolve().parent / "expectations"
 VERDICTS = ("skip", "xfail", "tolerance")
 KEYS = ("id", "flag", "result", "dtype", "mode", "device", "kind")
-TENSOR_KINDS = ("variables", "update", "r", "c", "v", "average", "accumulator")
+TENSOR_KINDS = ("variables", "update", "r", "c", "v", "average", "accumulator", "momentum")
 
 
 class ExpectationError(ValueError):

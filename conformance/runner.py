@@ -140,8 +140,9 @@ def golden_states(vector: dict, path="<memory>") -> list[LaneState]:
 def representability(vector: dict, dtype: str) -> Optional[str]:
     """Why the vector's inputs cannot be given to a ``dtype`` implementation, if so:
     a finite value that overflows, a non-zero value that underflows to zero, or a
-    gradient whose square overflows or underflows to zero in the lane dtype."""
-    if dtype == "float64":
+    gradient whose square overflows or underflows to zero in the lane dtype. Invalid
+    vectors are always run: they test the error, not the arithmetic."""
+    if dtype == "float64" or vector["result"] == "invalid":
         return None
     target = numpy_dtype(dtype)
     arrays = [vf.decode_array(v["initial"]) for v in vector["variables"]]
@@ -162,6 +163,10 @@ def representability(vector: dict, dtype: str) -> Optional[str]:
             return f"g*g underflows to zero in {dtype} (the second moment would be 0 and U = 0/0)"
         if np.any(np.isfinite(g) & ~np.isfinite(square)):
             return f"g*g overflows {dtype}"
+    if "EPS1_DTYPE_DEFAULT_BINDS" in vector["flags"]:
+        # torch's eps1=None is finfo(dtype).eps (torch/optim/_adafactor.py:372-373): where
+        # its floor binds, a lower-precision lane computes a different function by design.
+        return f"eps1 defaults to finfo({dtype}).eps and binds here: the float64 golden does not apply"
     if dtype == "float16" and "EPSILON_1_SIGNIFICANT" in vector["flags"]:
         return "epsilon_1 matters here and rounds to 0 in float16"
     return _rms_underflow(vector, target, dtype) or _moment_range(vector, dtype) or _ema_conditioning(vector)
@@ -352,9 +357,10 @@ def _grade_trajectory(adapter, vector, path, dtype, device, mode, policy, outcom
                 previous_actual = loaded
             session.step(grads[k])
             actual = session.read()
-            _check_dtypes(actual, lane, adapter.name, vector["id"], k + 1)
+            _check_dtypes(actual, lane, adapter.name, vector["id"], k + 1, fixed_state_dtypes(vector))
             _grade_step(k + 1, before, golden, previous_actual, actual, dtype, mode, policy, names, outcome,
-                        factors, ema_momentum=vector["config"].get("ema_momentum", 0.99))
+                        factors, ema_momentum=vector["config"].get("ema_momentum", 0.99),
+                        dialect=vf.dialect_of(vector))
             previous_actual = actual
         session.close()
     except AdapterError:
@@ -372,8 +378,24 @@ def _grade_trajectory(adapter, vector, path, dtype, device, mode, policy, outcom
                           f"normwise {f.normwise:.3g} eps > budget {f.budget:.3g} eps")
 
 
-def _check_dtypes(state: LaneState, lane, adapter_name, vector_id, step) -> None:
+def fixed_state_dtypes(vector: dict) -> dict:
+    """State kinds a framework keeps in a dtype of its own whatever the lane: optax stores
+    its momentum in ``dtype_momentum`` (float32 by default; optax/_src/alias.py adafactor,
+    transform.py ema with accumulator_dtype)."""
+    config = vector["config"]
+    if vf.dialect_of(vector) == "optax" and config.get("momentum") is not None and config.get("dtype_momentum"):
+        return {"momentum": np.dtype(config["dtype_momentum"])}
+    return {}
+
+
+def _check_dtypes(state: LaneState, lane, adapter_name, vector_id, step, fixed: Optional[dict] = None) -> None:
+    fixed = fixed or {}
     for kind, i, a in state.arrays():
+        if kind in fixed:
+            if np.asarray(a).dtype != fixed[kind]:
+                raise AdapterError(f"{adapter_name}: vector {vector_id!r} step {step}: {kind}[{i}] holds "
+                                   f"{np.asarray(a).dtype}, but the framework keeps it in {fixed[kind]}")
+            continue
         if np.asarray(a).dtype != lane:
             raise AdapterError(f"{adapter_name}: vector {vector_id!r} step {step}: {kind}[{i}] holds "
                                f"{np.asarray(a).dtype}, but the lane is {lane.name}: the implementation "
@@ -381,7 +403,8 @@ def _check_dtypes(state: LaneState, lane, adapter_name, vector_id, step) -> None
 
 
 def _grade_step(step, before: LaneState, golden: LaneState, prev_actual: LaneState, actual: LaneState,
-                dtype, mode, policy: Policy, names, outcome: VectorOutcome, factors: dict, ema_momentum: float = 0.99) -> None:
+                dtype, mode, policy: Policy, names, outcome: VectorOutcome, factors: dict, ema_momentum: float = 0.99,
+                dialect: str = "keras") -> None:
     if actual.learning_rate_calls is not None and actual.learning_rate_calls != golden.learning_rate_calls:
         outcome.failures.append(Failure(step, "learning_rate_calls", -1, "", None, golden.learning_rate_calls,
                                         actual.learning_rate_calls, np.inf, np.inf, 0,
@@ -455,7 +478,7 @@ def _grade_step(step, before: LaneState, golden: LaneState, prev_actual: LaneSta
             err = metrics.compare(a, g, dtype, allowance[i] if kind == "update" else None,
                                   scales.get((kind, i), 0.0))
             message = ""
-        budget = policy.budget(dtype, mode, kind, step) * factors.get(kind, 1.0)
+        budget = policy.budget(dtype, mode, kind, step, dialect) * factors.get(kind, 1.0)
         ratio = err.normwise / budget if budget > 0 else (0.0 if err.normwise == 0 else np.inf)
         worst_step[kind] = max(worst_step.get(kind, 0.0), err.normwise)
         outcome.worst_ratio = max(outcome.worst_ratio, ratio)

@@ -28,7 +28,7 @@ import argparse
 import contextlib
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,22 +44,31 @@ DOC_PATH = Path(__file__).resolve().parent / "TOLERANCES.md"
 
 @dataclass
 class Policy:
-    """Budgets in lane epsilons: ``teacher[dtype][kind]`` and ``rate[dtype][kind]``."""
+    """Budgets in lane epsilons: ``teacher[dtype][kind]`` and ``rate[dtype][kind]`` for the
+    Keras spec's vectors, and the same per native dialect in ``dialects[name]`` (each
+    dialect's budgets come from its own honest lanes, so a dialect's different arithmetic
+    never loosens the Keras gate)."""
 
     teacher: dict
     rate: dict
     scale: float = 1.0  # a uniform multiplier (1 for the derived policy)
+    dialects: dict = field(default_factory=dict)  # name -> {"teacher": ..., "rate": ...}
 
-    def budget(self, dtype: str, mode: str, kind: str, step: int) -> float:
-        base = self.teacher[dtype][kind]
+    def budget(self, dtype: str, mode: str, kind: str, step: int, dialect: str = "keras") -> float:
+        teacher, rate = self.teacher, self.rate
+        if dialect != "keras" and dialect in self.dialects:
+            teacher, rate = self.dialects[dialect]["teacher"], self.dialects[dialect]["rate"]
+        base = teacher[dtype][kind]
         if mode == "trajectory":
-            base = max(base, SAFETY_FACTOR * self.rate[dtype][kind] * step)
+            base = max(base, SAFETY_FACTOR * rate[dtype][kind] * step)
         return base * self.scale
 
     @classmethod
     def load(cls, path: Path = POLICY_PATH) -> "Policy":
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-        return cls(teacher=data["budgets"]["teacher"], rate=data["budgets"]["trajectory_rate"])
+        dialects = {name: {"teacher": d["budgets"]["teacher"], "rate": d["budgets"]["trajectory_rate"]}
+                    for name, d in data.get("dialects", {}).items()}
+        return cls(teacher=data["budgets"]["teacher"], rate=data["budgets"]["trajectory_rate"], dialects=dialects)
 
     @classmethod
     def unlimited(cls) -> "Policy":
@@ -98,14 +107,16 @@ def summation_order(order: str):
         reductions.total, reductions.mean = saved
 
 
-def measure(documents_dir: Path, dtypes=DERIVED_DTYPES) -> dict:
-    """Per dtype, mode, kind: the list of (normwise, step) samples of honest lanes."""
+def measure(documents_dir: Path, dtypes=DERIVED_DTYPES, dialect: str = "keras") -> dict:
+    """Per dtype, mode, kind: the list of (normwise, step) samples of honest lanes, over the
+    valid vectors of one dialect."""
     from conformance import runner
     from conformance import vectorfile as vf
     from conformance.adapters.reference import ReferenceAdapter
 
     documents = vf.load_corpus(documents_dir)
-    vectors = [(rel, v) for rel, v in vf.iter_vectors(documents) if v["result"] == "valid"]
+    vectors = [(rel, v) for rel, v in vf.iter_vectors(documents)
+               if v["result"] == "valid" and vf.dialect_of(v) == dialect]
     adapter = ReferenceAdapter()
     samples = {d: {m: {k: [] for k in KINDS} for m in MODES} for d in dtypes}
     for dtype in dtypes:
@@ -135,9 +146,31 @@ def _sig_up(x: float, digits: int = 4) -> float:
 
 
 def derive(documents_dir: Path) -> dict:
+    from reference.dialects import DIALECTS
+
+    policy = _derive_one(documents_dir, "keras")
+    dialects = {}
+    for name in DIALECTS:
+        if name != "keras":
+            one = _derive_one(documents_dir, name)
+            dialects[name] = {"budgets": one["budgets"], "envelopes": one["envelopes"]}
+    return {
+        "format": "adafactor-conformance-tolerances",
+        "version": 1,
+        "units": "normwise error max|actual - golden| / max|golden|, in epsilons of the lane dtype",
+        "safety_factor": SAFETY_FACTOR,
+        "floor": FLOOR,
+        "method": "conformance/tolerance.py docstring; conformance/TOLERANCES.md",
+        "budgets": policy["budgets"],
+        "envelopes": policy["envelopes"],
+        "dialects": dialects,
+    }
+
+
+def _derive_one(documents_dir: Path, dialect: str) -> dict:
     from scipy import stats
 
-    samples = measure(documents_dir)
+    samples = measure(documents_dir, dialect=dialect)
     teacher, rate, statistics = {}, {}, {}
     for dtype, by_mode in samples.items():
         teacher[dtype], rate[dtype], statistics[dtype] = {}, {}, {}
@@ -148,30 +181,30 @@ def derive(documents_dir: Path) -> dict:
             teacher[dtype][kind] = _sig_up(max(FLOOR, SAFETY_FACTOR * float(finite_t.max())))
             rate[dtype][kind] = _sig_up(float(finite_r.max()))
             statistics[dtype][kind] = {
-                "samples": int(t.size),
+                "samples": len(by_mode["teacher"][kind]),
                 "teacher_median": _sig(float(np.median(finite_t))),
                 "teacher_p99": _sig(float(stats.scoreatpercentile(finite_t, 99))),
                 "teacher_max": _sig(float(finite_t.max())),
                 "trajectory_rate_max": _sig(float(finite_r.max())),
             }
-    return {
-        "format": "adafactor-conformance-tolerances",
-        "version": 1,
-        "units": "normwise error max|actual - golden| / max|golden|, in epsilons of the lane dtype",
-        "safety_factor": SAFETY_FACTOR,
-        "floor": FLOOR,
-        "method": "conformance/tolerance.py docstring; conformance/TOLERANCES.md",
-        "budgets": {"teacher": teacher, "trajectory_rate": rate},
-        "envelopes": statistics,
-    }
+    return {"budgets": {"teacher": teacher, "trajectory_rate": rate}, "envelopes": statistics}
 
 
 def render_markdown_table(policy: dict) -> str:
+    """The Keras table, then one per native dialect (their own kinds only)."""
+    out = [_render_one(policy, KINDS)]
+    for name, one in policy.get("dialects", {}).items():
+        kinds = [k for k in KINDS if any(one["envelopes"][d][k]["samples"] for d in DERIVED_DTYPES)]
+        out.append(f"\nDialect `{name}` (its own vectors, vectors/{name}/):\n\n" + _render_one(one, kinds))
+    return "\n".join(out)
+
+
+def _render_one(policy: dict, kinds) -> str:
     from tabulate import tabulate
 
     rows = []
     for dtype in DERIVED_DTYPES:
-        for kind in KINDS:
+        for kind in kinds:
             s = policy["envelopes"][dtype][kind]
             rows.append([dtype, kind, s["teacher_median"], s["teacher_p99"], s["teacher_max"],
                          policy["budgets"]["teacher"][dtype][kind], s["trajectory_rate_max"],

@@ -46,7 +46,8 @@ def test_honest_low_precision_lanes_conform(all_vectors, policy, dtype):
     for mode in ("teacher", "trajectory"):
         report = runner.run_lane(ReferenceAdapter(), all_vectors, VECTORS, dtype, "cpu", mode, policy, [])
         assert report.conforms
-        assert max(o.worst_ratio for o in report.outcomes) <= 0.25 + 1e-9
+        # acceptable vectors (non-finite gradients) may deviate; the budgets come from valid ones
+        assert max(o.worst_ratio for o in report.outcomes if o.result == "valid") <= 0.25 + 1e-9
 
 
 # Every broken port in float64 and float32, except MeansInFloat32 in float32: computing in
@@ -141,7 +142,7 @@ def test_expectation_file_xfail_xpass_and_unused(tmp_path, all_vectors, policy):
                              "teacher", policy, entries)
     counts = report.counts()
     assert counts["fail"] == 0 and counts["xfail"] == 3 and counts["xpass"] == 1
-    assert counts["skip"] == sum("LONG_RUN" in v["flags"] for _, v in all_vectors)
+    assert counts["skip"] == sum("LONG_RUN" in v["flags"] for _, v in all_vectors if vf.dialect_of(v) == "keras")
     assert any("does/not/exist" in u for u in report.unused_expectations)
     assert report.conforms  # xfail and xpass keep the lane conforming
 

@@ -74,7 +74,11 @@ def test_every_file_validates_and_matches_manifest(corpus):
     for relative, doc in corpus.items():
         for vector in doc["vectors"]:
             assert set(vector["flags"]) <= set(doc["notes"]), vector["id"]
-            assert vector["id"].split("/")[0] == Path(relative).stem
+            parts = vector["id"].split("/")
+            # Keras ids are <file>/...; a dialect's are <dialect>/<file>/... in vectors/<dialect>/
+            expected = parts[0] if doc["dialect"] == "keras" else f"{parts[0]}/{parts[1]}"
+            assert expected == (Path(relative).stem if doc["dialect"] == "keras"
+                                else f"{Path(relative).parent.name}/{Path(relative).stem}"), vector["id"]
 
 
 def test_corpus_is_small():

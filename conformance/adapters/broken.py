@@ -110,6 +110,7 @@ class _StepMutant(ReferenceAdapter):
 
     def __init__(self):
         super().__init__()
+        self.dialects = ("keras",)  # the mutations are of the Keras step
         self.name = f"broken:{self.mutation}"
         self._step = mutated_update_step(self.mutation)
 
@@ -144,6 +145,7 @@ class WeightDecayAfterUpdate(ReferenceAdapter):
     def __init__(self):
         super().__init__()
         self.name = "broken:WeightDecayAfterUpdate"
+        self.dialects = ("keras",)
 
     def create(self, vector, dtype, device):
         session = ReferenceSession(vector, dtype)
@@ -171,6 +173,7 @@ class OneUlpNoise(ReferenceAdapter):
     def __init__(self):
         super().__init__()
         self.name = "one-ulp-noise"
+        self.dialects = ("keras",)
 
     def create(self, vector, dtype, device):
         return _NoisySession(vector, dtype)

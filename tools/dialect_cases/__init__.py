@@ -15,12 +15,7 @@ def load() -> tuple[list, dict]:
     """(every dialect case, every dialect-specific flag note)."""
     cases, notes = [], {}
     for name in DIALECT_MODULES:
-        try:
-            module = importlib.import_module(f"tools.dialect_cases.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"tools.dialect_cases.{name}":
-                raise
-            continue  # DEVELOPMENT ONLY: to be made strict once every dialect exists
+        module = importlib.import_module(f"tools.dialect_cases.{name}")
         for case in module.CASES:
             if case.dialect != name or not case.id.startswith(f"{name}/"):
                 raise ValueError(f"tools/dialect_cases/{name}.py: case {case.id!r} must have dialect={name!r} "

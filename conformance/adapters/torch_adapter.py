@@ -1,0 +1,181 @@
+"""Real ``torch.optim.Adafactor`` on the torch dialect's vectors (reference/dialects/torch.py).
+
+``create`` builds ``torch.optim.Adafactor(params, **config)`` exactly as a user would, the
+vector's ``config`` being torch's own arguments (``eps`` stored as a JSON list, given back
+as a tuple). Teacher forcing (``load``) writes torch's own per-parameter state
+(torch/optim/_adafactor.py:95-113): ``step`` (a 0-d tensor of ``_get_scalar_dtype()``),
+``row_var`` [..., n, 1] and ``col_var`` [..., 1, m] for dim > 1, ``variance`` otherwise.
+At iterations 0 the state is left empty: torch initialises it lazily on the first step.
+
+``read`` returns what torch holds: r = row_var squeezed on its last axis, c = col_var
+squeezed on its row axis, v = variance (None for a factored parameter, which has none).
+Every array is checked against the lane dtype. ``TorchForeachAdapter`` forces
+``foreach=True`` (``_multi_tensor_adafactor``); plain ``TorchAdapter`` takes the vector's
+``foreach`` (None: the single-tensor loop, torch's default for Adafactor).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from conformance import replay
+from conformance.adapters import AdapterError
+from conformance.adapters.base import Adapter, LaneState, Session, numpy_dtype
+
+_TORCH_DTYPES = {"float64": "float64", "float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError as exc:  # pragma: no cover - torch is in the venv
+        raise AdapterError(f"torch adapter: cannot import torch: {exc}") from exc
+    return torch
+
+
+class TorchSession(Session):
+    def __init__(self, adapter: "TorchAdapter", vector: dict, dtype: str, device: str):
+        torch = _torch()
+        self.torch = torch
+        self.adapter = adapter
+        self.vector_id = vector["id"]
+        self.dtype_name = dtype
+        self.np_dtype = numpy_dtype(dtype)
+        self.tdtype = getattr(torch, _TORCH_DTYPES[dtype])
+        self.device = torch.device("cuda" if device == "gpu" else "cpu")
+        config = dict(vector["config"])
+        if isinstance(config.get("eps"), list):
+            config["eps"] = tuple(config["eps"])
+        if adapter.force_foreach:
+            config["foreach"] = True
+        self.params = [torch.tensor(self._to_torch_array(x), dtype=self.tdtype, device=self.device,
+                                    requires_grad=True)
+                       for x in replay.initial_variables(vector)]
+        # An invalid configuration raises torch's own error here, uncaught.
+        self.opt = torch.optim.Adafactor(self.params, **config)
+        self.iterations = 0
+        self._check(self.params, "variables", "after creating the variables")
+
+    # ------------------------------------------------------------------ plumbing
+    def _to_torch_array(self, x):
+        """float64 NumPy -> an array torch.tensor takes (bfloat16: via float32, exact after
+        the lane rounding that the runner already did or that torch does here)."""
+        return np.asarray(x, dtype=np.float64)
+
+    def _tensor(self, x):
+        return self.torch.tensor(self._to_torch_array(x), dtype=self.tdtype, device=self.device)
+
+    def _numpy(self, t) -> np.ndarray:
+        t = t.detach().cpu()
+        if t.dtype == self.torch.bfloat16:
+            return t.float().numpy().astype(self.np_dtype)
+        return np.array(t.numpy(), copy=True)
+
+    def _check(self, tensors, kind: str, when: str) -> None:
+        for i, t in enumerate(tensors):
+            if t is not None and t.dtype != self.tdtype:
+                raise AdapterError(
+                    f"vector {self.vector_id!r}: {self.adapter.name} holds {kind}[{i}] in {t.dtype}, "
+                    f"not in the lane dtype {self.dtype_name} ({when})")
+
+    # ------------------------------------------------------------------ protocol
+    def load(self, state: LaneState) -> None:
+        torch = self.torch
+        from torch.optim.optimizer import _get_scalar_dtype
+
+        with torch.no_grad():
+            for p, value in zip(self.params, state.variables):
+                p.copy_(self._tensor(value))
+        self.iterations = int(state.iterations)
+        self.opt.state.clear()
+        if self.iterations == 0:
+            return  # torch creates its state lazily on the first step (_adafactor.py:95)
+        for i, p in enumerate(self.params):
+            entry = {"step": torch.tensor(float(self.iterations), dtype=_get_scalar_dtype())}
+            if p.dim() > 1:
+                entry["row_var"] = self._tensor(state.r[i])[..., :, None].contiguous()
+                entry["col_var"] = self._tensor(state.c[i])[..., None, :].contiguous()
+            else:
+                entry["variance"] = self._tensor(state.v[i])
+            self.opt.state[p] = entry
+
+    def step(self, grads: list) -> None:
+        for i, (p, g) in enumerate(zip(self.params, grads)):
+            if g is None:
+                raise AdapterError(f"vector {self.vector_id!r}: variable {i} has no gradient; torch "
+                                   "counts steps per parameter, which dialect vectors do not record")
+            p.grad = self._tensor(g)
+        self.opt.step()
+        self.iterations += 1
+
+    def read(self) -> LaneState:
+        r, c, v = [], [], []
+        for i, p in enumerate(self.params):
+            s = self.opt.state.get(p, {})
+            if s and int(s["step"].item()) != self.iterations:
+                raise AdapterError(f"vector {self.vector_id!r}: parameter {i} has step {s['step'].item()}, "
+                                   f"the optimizer applied {self.iterations} steps")
+            if p.dim() > 1:
+                row = s.get("row_var")
+                col = s.get("col_var")
+                self._check([row, col], "r/c", "after a step")
+                r.append(np.zeros(tuple(p.shape[:-1]), self.np_dtype) if row is None else self._numpy(row[..., 0]))
+                c.append(np.zeros(tuple(p.shape[:-2]) + (p.shape[-1],), self.np_dtype) if col is None
+                         else self._numpy(col[..., 0, :]))
+                v.append(None)
+            else:
+                var = s.get("variance")
+                self._check([var], "v", "after a step")
+                r.append(None)
+                c.append(None)
+                v.append(np.zeros(tuple(p.shape), self.np_dtype) if var is None else self._numpy(var))
+        self._check(self.params, "variables", "after a step")
+        kwargs = {"momentum": None} if "momentum" in LaneState.__dataclass_fields__ else {}
+        return LaneState(iterations=self.iterations, variables=[self._numpy(p) for p in self.params],
+                         r=r, c=c, v=v, average=None, accumulator=None, learning_rate_calls=None, **kwargs)
+
+
+class TorchAdapter(Adapter):
+    """torch.optim.Adafactor, single-tensor path unless the vector asks for foreach."""
+
+    force_foreach = False
+
+    def __init__(self):
+        super().__init__(name="torch", dtypes=("float64", "float32", "float16", "bfloat16"),
+                         devices=("cpu", "gpu"), dialects=("torch",))
+
+    def environment(self, device: str) -> dict:
+        torch = _torch()
+        return {"torch": torch.__version__, "numpy": np.__version__,
+                "device": "cpu" if device == "cpu" else (torch.cuda.get_device_name(0)
+                                                         if torch.cuda.is_available() else "none"),
+                "path": "foreach (_multi_tensor_adafactor)" if self.force_foreach
+                else "single-tensor (_single_tensor_adafactor) unless the vector sets foreach"}
+
+    def device_available(self, device: str) -> Optional[str]:
+        if device == "cpu":
+            return None
+        if device != "gpu":
+            return f"{self.name} knows no device {device!r}"
+        torch = _torch()
+        if not torch.cuda.is_available():
+            return f"torch {torch.__version__} sees no CUDA device (torch.cuda.is_available() is False)"
+        return None
+
+    def create(self, vector: dict, dtype: str, device: str) -> Session:
+        reason = self.device_available(device)
+        if reason is not None:
+            raise AdapterError(reason)
+        return TorchSession(self, vector, dtype, device)
+
+
+class TorchForeachAdapter(TorchAdapter):
+    """torch.optim.Adafactor with foreach=True (_multi_tensor_adafactor, _adafactor.py:454-599)."""
+
+    force_foreach = True
+
+    def __init__(self):
+        super().__init__()
+        self.name = "torch-foreach"

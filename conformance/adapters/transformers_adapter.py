@@ -1,0 +1,167 @@
+"""Real ``transformers.optimization.Adafactor`` on the transformers dialect's vectors
+(reference/dialects/transformers.py).
+
+``create`` builds ``Adafactor(params, **config)`` exactly as a user would, ``config`` being
+transformers' own arguments (``eps`` stored as a JSON list, given back as a tuple); an
+invalid configuration raises transformers' own ValueError there (optimization.py:1155-1158).
+Teacher forcing (``load``) writes transformers' per-parameter state (optimization.py:1230-1242):
+``step`` (a Python int), ``RMS`` (recomputed from p on every step, :1257), ``exp_avg_sq_row``
+[..., n] / ``exp_avg_sq_col`` [..., m] for ndim >= 2, ``exp_avg_sq`` otherwise, and
+``exp_avg`` when ``beta1`` is set. At iterations 0 the state is left empty: transformers
+initialises it lazily on the first step.
+
+``read`` returns what transformers holds (r = exp_avg_sq_row, c = exp_avg_sq_col, v =
+exp_avg_sq or None for a factored parameter, momentum = exp_avg), each array checked
+against the lane dtype. Dtypes float64 and float32 only: fp16/bf16 parameters are stepped
+through an fp32 copy with fp32 state (:1220-1221, :1252-1254), which no lane dtype describes.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from conformance import replay
+from conformance.adapters import AdapterError
+from conformance.adapters.base import Adapter, LaneState, Session, numpy_dtype
+
+_STATE_KEYS = {"r": "exp_avg_sq_row", "c": "exp_avg_sq_col", "v": "exp_avg_sq", "momentum": "exp_avg"}
+
+
+def _imports():
+    try:
+        import torch
+        from transformers.optimization import Adafactor
+    except ImportError as exc:  # pragma: no cover - both are in the venv
+        raise AdapterError(f"transformers adapter: cannot import torch/transformers: {exc}") from exc
+    return torch, Adafactor
+
+
+class TransformersSession(Session):
+    def __init__(self, adapter: "TransformersAdapter", vector: dict, dtype: str, device: str):
+        torch, adafactor = _imports()
+        self.torch = torch
+        self.adapter = adapter
+        self.vector_id = vector["id"]
+        self.dtype_name = dtype
+        self.np_dtype = numpy_dtype(dtype)
+        self.tdtype = getattr(torch, dtype)
+        self.device = torch.device("cuda" if device == "gpu" else "cpu")
+        config = dict(vector["config"])
+        if isinstance(config.get("eps"), list):
+            config["eps"] = tuple(config["eps"])
+        self.use_momentum = config.get("beta1") is not None
+        self.params = [torch.nn.Parameter(self._tensor(x)) for x in replay.initial_variables(vector)]
+        # An invalid configuration raises transformers' own error here, uncaught.
+        self.opt = adafactor(self.params, **config)
+        self.iterations = 0
+        self._check(self.params, "variables", "after creating the variables")
+
+    # ------------------------------------------------------------------ plumbing
+    def _tensor(self, x):
+        return self.torch.tensor(np.asarray(x, dtype=np.float64), dtype=self.tdtype, device=self.device)
+
+    def _numpy(self, t) -> np.ndarray:
+        return np.array(t.detach().cpu().numpy(), copy=True)
+
+    def _check(self, tensors, kind: str, when: str) -> None:
+        for i, t in enumerate(tensors):
+            if t is not None and t.dtype != self.tdtype:
+                raise AdapterError(
+                    f"vector {self.vector_id!r}: {self.adapter.name} holds {kind}[{i}] in {t.dtype}, "
+                    f"not in the lane dtype {self.dtype_name} ({when})")
+
+    # ------------------------------------------------------------------ protocol
+    def load(self, state: LaneState) -> None:
+        with self.torch.no_grad():
+            for p, value in zip(self.params, state.variables):
+                p.copy_(self._tensor(value))
+        self.iterations = int(state.iterations)
+        self.opt.state.clear()
+        if self.iterations == 0:
+            return  # lazy initialisation on the first step (optimization.py:1230)
+        momentum = getattr(state, "momentum", None)
+        for i, p in enumerate(self.params):
+            entry = {"step": self.iterations, "RMS": 0}
+            if p.dim() >= 2:
+                entry["exp_avg_sq_row"] = self._tensor(state.r[i])
+                entry["exp_avg_sq_col"] = self._tensor(state.c[i])
+            else:
+                entry["exp_avg_sq"] = self._tensor(state.v[i])
+            if self.use_momentum:
+                if momentum is None or momentum[i] is None:
+                    raise AdapterError(f"vector {self.vector_id!r}: beta1 is set but the state to load has "
+                                       f"no momentum for variable {i}")
+                entry["exp_avg"] = self._tensor(momentum[i])
+            self.opt.state[p] = entry
+
+    def step(self, grads: list) -> None:
+        for i, (p, g) in enumerate(zip(self.params, grads)):
+            if g is None:
+                raise AdapterError(f"vector {self.vector_id!r}: variable {i} has no gradient; transformers "
+                                   "counts steps per parameter, which dialect vectors do not record")
+            p.grad = self._tensor(g)
+        self.opt.step()
+        self.iterations += 1
+
+    def read(self) -> LaneState:
+        out = {kind: [] for kind in _STATE_KEYS}
+        for i, p in enumerate(self.params):
+            s = self.opt.state.get(p, {})
+            if s and s["step"] != self.iterations:
+                raise AdapterError(f"vector {self.vector_id!r}: parameter {i} has step {s['step']}, "
+                                   f"the optimizer applied {self.iterations} steps")
+            factored = p.dim() >= 2
+            shapes = {"r": tuple(p.shape[:-1]), "c": tuple(p.shape[:-2]) + tuple(p.shape[-1:]),
+                      "v": tuple(p.shape), "momentum": tuple(p.shape)}
+            present = {"r": factored, "c": factored, "v": not factored, "momentum": self.use_momentum}
+            for kind, key in _STATE_KEYS.items():
+                if not present[kind]:
+                    out[kind].append(None)
+                    continue
+                tensor = s.get(key)
+                self._check([tensor], kind, "after a step")
+                out[kind].append(np.zeros(shapes[kind], self.np_dtype) if tensor is None else self._numpy(tensor))
+        self._check(self.params, "variables", "after a step")
+        kwargs = {}
+        if "momentum" in LaneState.__dataclass_fields__:
+            kwargs["momentum"] = out["momentum"] if self.use_momentum else None
+        return LaneState(iterations=self.iterations, variables=[self._numpy(p) for p in self.params],
+                         r=out["r"], c=out["c"], v=out["v"], average=None, accumulator=None,
+                         learning_rate_calls=None, **kwargs)
+
+
+class TransformersAdapter(Adapter):
+    """transformers.optimization.Adafactor (PyTorch), float64 and float32, cpu and gpu."""
+
+    def __init__(self):
+        super().__init__(name="transformers", dtypes=("float64", "float32"), devices=("cpu", "gpu"),
+                         dialects=("transformers",))
+
+    def environment(self, device: str) -> dict:
+        torch, _ = _imports()
+        import transformers
+
+        return {"transformers": transformers.__version__, "torch": torch.__version__, "numpy": np.__version__,
+                "device": "cpu" if device == "cpu" else (torch.cuda.get_device_name(0)
+                                                         if torch.cuda.is_available() else "none")}
+
+    def device_available(self, device: str) -> Optional[str]:
+        if device == "cpu":
+            return None
+        if device != "gpu":
+            return f"{self.name} knows no device {device!r}"
+        torch, _ = _imports()
+        if not torch.cuda.is_available():
+            return f"torch {torch.__version__} sees no CUDA device (torch.cuda.is_available() is False)"
+        return None
+
+    def create(self, vector: dict, dtype: str, device: str) -> Session:
+        reason = self.device_available(device)
+        if reason is not None:
+            raise AdapterError(reason)
+        return TransformersSession(self, vector, dtype, device)
+
+
+__all__ = ["TransformersAdapter", "TransformersSession"]

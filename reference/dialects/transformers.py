@@ -1,0 +1,276 @@
+"""HuggingFace ``transformers.optimization.Adafactor`` (PyTorch) as a dialect of the Keras step.
+
+Read from transformers 5.23.0, ``transformers/optimization.py`` (class ``Adafactor``,
+lines 1057-1294; "optimization.py:N" below is a line of that file). One step on a
+parameter p with gradient g at its step t (a per-parameter Python int, incremented before
+use, :1256):
+
+    RMS    = ||p||_2 / sqrt(N)                              p BEFORE decay/update (:1191-1192, :1257)
+    rho    = min(1e-2, 1/sqrt(t))        relative_step      (:1175-1178; lr is ignored)
+           = min(1e-6 t, 1/sqrt(t))      ... and warmup_init
+           = lr                          relative_step=False (no 1/sqrt(t) cap)
+    lr_t   = max(eps2, RMS) * rho        scale_parameter     (:1179-1182)
+           = rho                         scale_parameter=False
+    beta2t = 1 - t**decay_rate           Python double       (:1260)
+    q      = g**2 + eps1                                    (:1261)
+    factored (ndim >= 2: last two axes, :1186):
+        r <- r*beta2t + (1-beta2t)*mean(q, -1) ; c <- c*beta2t + (1-beta2t)*mean(q, -2)  (:1266-1267)
+        u = (rsqrt(r / mean(r, -1))[..., None] * rsqrt(c)[..., None, :]) * g           (:1195-1200, :1270-1271)
+    else:
+        v <- v*beta2t + (1-beta2t)*q ; u = rsqrt(v) * g                                (:1275-1276)
+    u = u / clamp(RMS(u)/d, min=1)                          (:1278)
+    u = u * lr_t                                            (:1279)
+    beta1:        m <- m*beta1 + (1-beta1)*u ; u = m         (:1281-1284)
+    weight_decay: p <- p + p*(-wd*lr_t)                      FULL step size lr_t (:1286-1287)
+    p <- p - u                                              (:1289)
+
+No full second moment is kept for a factored parameter (state: exp_avg_sq_row/col only,
+:1236-1238), and there is no per-parameter weight-decay mask. ``TransformersStage``
+overrides exactly the Keras stages (reference/dialects/base.py) where this differs;
+``DIFFERENCES`` names them. Scalars follow torch's rules for a float32 parameter: a Python
+double multiplying a tensor is rounded to the tensor dtype first, while ``RMS`` is a 0-d
+tensor of the parameter dtype, so ``lr_t`` is a tensor when ``max`` picks it (:1181).
+
+Not modelled (ulp-level, measured by tests/test_dialect_transformers.py): torch's
+``add_(x, alpha=a)`` is a fused multiply-add on CPU for contiguous runs of 8 or more
+(the EMAs :1266-1275, momentum :1283, weight decay :1287), and torch's ``mean``/``norm``
+sum in their own order. fp16/bf16 parameters are stepped through an fp32 copy with fp32
+state (:1220-1221, :1252-1254, :1291-1292); the dialect runs in the variable dtype.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from typing import Optional
+
+import numpy as np
+
+from reference import reductions
+from reference.dialects.base import DialectOptimizer, KerasStage
+
+
+def torch_rms(x: np.ndarray):
+    """``tensor.norm(2) / (tensor.numel() ** 0.5)`` (optimization.py:1191-1192), in x's dtype:
+    sqrt(sum x^2), then one division by sqrt(N) rounded to x's dtype (a 0-d array)."""
+    x = np.asarray(x)
+    f = x.dtype.type
+    norm = np.sqrt(reductions.total(np.square(x)))
+    return np.asarray(norm / f(x.size ** 0.5), dtype=x.dtype)
+
+
+class TransformersStage(KerasStage):
+    """The Keras stages with transformers' differences. Keras's attribute names hold
+    transformers' values (beta_2_decay = decay_rate, epsilon_1/2 = eps, clip_threshold,
+    weight_decay); ``beta1``, ``scale_parameter``, ``relative_step`` and ``warmup_init`` are
+    transformers' own."""
+
+    #: RMS(p) is taken on p before weight decay (optimization.py:1257 vs :1287).
+    scale_after_decay = False
+
+    def __init__(self, decay_rate: float = -0.8, eps=(1e-30, 1e-3), clip_threshold: float = 1.0,
+                 weight_decay: float = 0.0, beta1: Optional[float] = None, scale_parameter: bool = True,
+                 relative_step: bool = True, warmup_init: bool = False):
+        super().__init__(beta_2_decay=decay_rate, epsilon_1=eps[0], epsilon_2=eps[1],
+                         clip_threshold=clip_threshold, weight_decay=weight_decay)
+        self.beta1 = beta1
+        self.scale_parameter = scale_parameter
+        self.relative_step_on = relative_step  # ``relative_step`` is the Keras stage's name
+        self.warmup_init = warmup_init
+
+    # ------------------------------------------------------------------ layout
+    def init_slots(self, x: np.ndarray) -> dict:
+        """exp_avg_sq_row/col (r, c) for a factored parameter, exp_avg_sq (v) otherwise, and
+        exp_avg (momentum) when beta1 is set; all zero (optimization.py:1230-1242)."""
+        axes = self.factored_axes(x.shape)
+        if axes is None:
+            slots = {"v": np.zeros_like(x)}
+        else:
+            row, col = axes
+            slots = {"r": np.zeros(np.delete(x.shape, col), dtype=x.dtype),
+                     "c": np.zeros(np.delete(x.shape, row), dtype=x.dtype)}
+        if getattr(self, "beta1", None) is not None:
+            slots["momentum"] = np.zeros_like(x)
+        return slots
+
+    # ------------------------------------------------------------------ step size
+    def relative_step(self, t: int, lr):
+        """rho = min(1e-6*t if warmup_init else 1e-2, 1/sqrt(t)) when relative_step, ignoring
+        lr; else lr itself, uncapped (optimization.py:1175-1178). A Python float, as in torch."""
+        if getattr(self, "relative_step_on", True):
+            min_step = 1e-6 * t if self.warmup_init else 1e-2
+            return min(min_step, 1.0 / math.sqrt(t))
+        if lr is None:
+            raise TypeError("transformers dialect: relative_step=False needs a float lr, got lr=None "
+                            "(transformers raises TypeError at the first step, optimization.py:1182)")
+        return float(lr)
+
+    def parameter_scale(self, x: np.ndarray):
+        """max(eps2, ||p||/sqrt(N)) with scale_parameter, else 1.0 (optimization.py:1179-1181).
+        Python's ``max(eps2, RMS)`` keeps eps2 unless RMS > eps2 (so a NaN RMS gives eps2) and
+        returns either the Python float eps2 or the 0-d RMS tensor of the parameter dtype."""
+        if not getattr(self, "scale_parameter", True):
+            return 1.0
+        value = torch_rms(x)
+        return value if value > self.f(self.epsilon_2) else float(self.epsilon_2)
+
+    # ------------------------------------------------------------------ second moment
+    def beta_2(self, t: int):
+        """beta2t = 1 - t**decay_rate and 1 - beta2t in Python doubles, each rounded once to
+        the parameter dtype when torch multiplies by it (optimization.py:1260, :1266-1275).
+        Keras computes both in the variable dtype; identical in float64."""
+        beta2t = 1.0 - math.pow(t, self.beta_2_decay)
+        return self.f(beta2t), self.f(1.0 - beta2t)
+
+    def second_moment(self, q: np.ndarray, slots: dict, beta, axes) -> dict:
+        """EMA of the row/column means of q, or of q (optimization.py:1266-1267, :1275); unlike
+        Keras no full V is formed or kept for a factored parameter."""
+        if axes is None:
+            return {**slots, "v": np.asarray(self.moment_update(slots["v"], q, beta))}
+        row, col = axes
+        r = self.moment_update(slots["r"], self.axis_mean(q, col), beta)
+        c = self.moment_update(slots["c"], self.axis_mean(q, row), beta)
+        return {**{k: a for k, a in slots.items() if k != "v"}, "r": r, "c": c}
+
+    def precondition(self, g: np.ndarray, slots: dict, axes) -> np.ndarray:
+        """U = (rsqrt(r / mean(r, -1))[..., None] * rsqrt(c)[..., None, :]) * g for a factored
+        parameter (``_approx_sq_grad``, optimization.py:1195-1200, :1270-1271), rsqrt(v) * g
+        otherwise (:1276). rsqrt is 1/sqrt, as torch computes it on CPU."""
+        one = self.f(1.0)
+        if axes is None:
+            return (one / np.sqrt(slots["v"])) * g
+        row, col = axes
+        r, c = slots["r"], slots["c"]
+        row_in_r = row if row < col else row - 1  # r lacks the column axis
+        r_factor = np.expand_dims(one / np.sqrt(r / reductions.mean(r, axis=row_in_r, keepdims=True)), col)
+        c_factor = np.expand_dims(one / np.sqrt(c), row)
+        return (r_factor * c_factor) * g
+
+    # ------------------------------------------------------------------ update
+    def clip(self, u: np.ndarray):
+        """den = clamp(RMS(U) / d, min=1) with RMS = ||U||/sqrt(N) (optimization.py:1278);
+        clamp propagates NaN like Keras's maximum."""
+        return u, np.maximum(self.f(1.0), torch_rms(u) / self.f(self.clip_threshold))
+
+    def decay(self, x: np.ndarray, lr, decayed: bool) -> np.ndarray:
+        """No decay before the step: transformers decays inside the update, with lr_t (``apply``)."""
+        return x
+
+    def apply(self, x, x_scale, u, den, alpha, lr, slots, decayed: bool):
+        """u = (U/den) * lr_t; with beta1: m = m*beta1 + (1-beta1)*u, u = m; then
+        p + p*(-wd*lr_t) (weight_decay != 0) and p - u (optimization.py:1278-1289)."""
+        u = (u / den) * self.f(alpha)
+        beta1 = getattr(self, "beta1", None)
+        if beta1 is not None:
+            m = slots["momentum"] if "momentum" in slots else np.zeros_like(u)
+            m = m * self.f(beta1) + self.f(1 - beta1) * u
+            slots = {**slots, "momentum": m}
+            u = m
+        if self.weight_decay and decayed:  # transformers: `!= 0`; None is Keras's "off"
+            x = x + x * self.f(-self.weight_decay * alpha)
+        return np.asarray(x - u), slots
+
+
+#: name -> (TransformersStage attributes that implement it, what and where). Every override
+#: of TransformersStage is in exactly one entry; Keras + all of them is TransformersStage.
+DIFFERENCES = OrderedDict([
+    ("relative_step", (("relative_step",),
+                       "rho = min(1e-2 or 1e-6*t, 1/sqrt t) ignoring lr, or lr uncapped with relative_step=False "
+                       "(optimization.py:1175-1178); Keras: min(lr, 1/sqrt t)")),
+    ("parameter_scale", (("parameter_scale",),
+                         "max(eps2, ||p||/sqrt N), or 1 with scale_parameter=False (optimization.py:1179-1181, "
+                         ":1191-1192); Keras: max(eps2, sqrt(mean p^2))")),
+    ("scale_before_decay", (("scale_after_decay",),
+                            "RMS(p) taken before weight decay (optimization.py:1257 vs :1287); Keras: after")),
+    ("beta_2_in_double", (("beta_2",),
+                          "beta2t = 1 - t**decay_rate and 1 - beta2t in Python doubles, rounded to the dtype "
+                          "(optimization.py:1260); Keras: in the variable dtype (same in float64)")),
+    ("factored_rsqrt", (("second_moment", "precondition"),
+                        "U = rsqrt(r/mean r) (x) rsqrt(c) * g, no V kept (optimization.py:1195-1200, :1270-1276); "
+                        "Keras: g / sqrt((r/mean r) (x) c)")),
+    ("clip_rms_as_norm", (("clip",),
+                          "den = clamp(||U||/sqrt(N)/d, min=1) (optimization.py:1278); Keras: RMS as "
+                          "sqrt(mean U^2)")),
+    ("update_tail", (("init_slots", "decay", "apply"),
+                     "u*lr_t, then beta1 EMA of it, then p += p*(-wd*lr_t) with the FULL step size lr_t, then "
+                     "p -= u (optimization.py:1279-1289); Keras: p -= p*wd*lr (raw lr) before the step")),
+])
+
+
+class TransformersAdafactor(DialectOptimizer):
+    """``transformers.optimization.Adafactor`` over float64 NumPy variables: its arguments,
+    defaults and construction errors (optimization.py:1142-1171)."""
+
+    dialect = "transformers"
+    framework = "transformers.optimization.Adafactor"
+    spec = "transformers 5.23.0, transformers/optimization.py:1057-1294"
+    stage_class = TransformersStage
+
+    def __init__(self, lr=None, eps=(1e-30, 1e-3), clip_threshold=1.0, decay_rate=-0.8, beta1=None,
+                 weight_decay=0.0, scale_parameter=True, relative_step=True, warmup_init=False):
+        super().__init__()
+        # The two checks of optimization.py:1155-1158, same classes and messages.
+        if lr is not None and relative_step:
+            raise ValueError("Cannot combine manual `lr` and `relative_step=True` options")
+        if warmup_init and not relative_step:
+            raise ValueError("`warmup_init=True` requires `relative_step=True`")
+        eps = tuple(eps)
+        self.config = dict(lr=lr, eps=eps, clip_threshold=clip_threshold, decay_rate=decay_rate, beta1=beta1,
+                           weight_decay=weight_decay, scale_parameter=scale_parameter,
+                           relative_step=relative_step, warmup_init=warmup_init)
+        self.stage = self.stage_class(decay_rate=decay_rate, eps=eps, clip_threshold=clip_threshold,
+                                      weight_decay=weight_decay, beta1=beta1, scale_parameter=scale_parameter,
+                                      relative_step=relative_step, warmup_init=warmup_init)
+
+    def learning_rate(self, t: int) -> float:
+        """rho_t: the relative step, or lr (``_get_lr`` before the parameter scale, :1175-1178)."""
+        return self.stage.relative_step(t, self.config["lr"])
+
+    def get_config(self) -> dict:
+        return {**self.config, "eps": list(self.config["eps"])}
+
+
+_KERAS_STEP_KEYS = ("learning_rate", "beta_2_decay", "epsilon_1", "epsilon_2", "clip_threshold", "relative_step",
+                    "weight_decay", "name")
+#: Keras features with no transformers counterpart: set (not None/False/0), they do not map.
+_KERAS_UNMAPPABLE = ("clipnorm", "clipvalue", "global_clipnorm", "use_ema", "loss_scale_factor",
+                     "gradient_accumulation_steps")
+
+
+def from_keras(config: dict) -> Optional[dict]:
+    """transformers arguments closest to a Keras spec config, or None when it does not map.
+
+    eps = (epsilon_1, epsilon_2), decay_rate = beta_2_decay, clip_threshold as is,
+    scale_parameter=True (Keras always scales), weight_decay (None -> 0.0; transformers
+    scales it by lr_t, a measured difference). Step size: Keras's rho = min(lr, 1/sqrt t)
+    is transformers' relative step exactly when lr = 1e-2, so learning_rate == 0.01 maps to
+    relative_step=True (lr=None); any other float maps to relative_step=False, lr=learning_rate,
+    which agrees with Keras while lr <= 1/sqrt(t) (the ``relative_step`` difference measures
+    the missing cap). Keras's relative_step is a no-op and is dropped. Schedules, callables,
+    gradient clipping, EMA, loss scaling and accumulation do not map (None); neither does an
+    argument this function does not know.
+    """
+    for key, value in config.items():
+        if key in _KERAS_UNMAPPABLE:
+            if value not in (None, False, 0, 0.0):
+                return None
+        elif key == "ema_momentum" or key == "ema_overwrite_frequency":
+            continue  # only meaningful with use_ema, checked above
+        elif key not in _KERAS_STEP_KEYS:
+            return None
+    lr = config.get("learning_rate", 0.001)
+    if not isinstance(lr, float):
+        return None
+    wd = config.get("weight_decay")
+    out = dict(eps=[float(config.get("epsilon_1", 1e-30)), float(config.get("epsilon_2", 1e-3))],
+               clip_threshold=float(config.get("clip_threshold", 1.0)),
+               decay_rate=float(config.get("beta_2_decay", -0.8)), beta1=None,
+               weight_decay=0.0 if wd is None else float(wd), scale_parameter=True, warmup_init=False)
+    if lr == 1e-2:
+        out.update(lr=None, relative_step=True)
+    else:
+        out.update(lr=lr, relative_step=False)
+    return out
+
+
+__all__ = ["DIFFERENCES", "TransformersAdafactor", "TransformersStage", "from_keras", "torch_rms"]

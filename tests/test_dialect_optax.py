@@ -1,0 +1,205 @@
+"""The optax dialect (reference/dialects/optax.py) against real optax.adafactor, its
+DIFFERENCES against the Keras stages, from_keras, and the gate on the optax vectors.
+
+Real optax runs in a subprocess (jax_enable_x64 is process-global). It is not bit-exact
+with the dialect, for two measured reasons: XLA on CPU contracts ``a*b + c`` into one fused
+multiply-add (the EMA ``beta*v + (1-beta)*q``, ``(1-m)*u + m*mom``, ``u + wd*p``; ~24% of
+such float64 results differ by an ulp from the separately rounded NumPy expression), and
+XLA sums means in its own order. Each step's update therefore differs in its last bits; the
+bound is ``2 * eps * steps * max|x|`` per variable (normwise), which the measured error (a
+few eps after 10 steps) is well inside, while any real semantic difference (the float32
+beta_2, pow vs 1/sqrt, the 1e-3 floor, the order of the tail) is >= 1e-8 relative.
+"""
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reference.dialects import optimizer_class
+from reference.dialects.base import KerasStage
+from reference.dialects.optax import DIFFERENCES, OptaxAdafactor, OptaxStage, from_keras
+
+REPO = Path(__file__).resolve().parent.parent
+SHAPES = [(), (7,), (5, 3), (130, 3), (2, 3, 4)]
+CONFIGS = [{}, {"min_dim_size_to_factor": 1}, {"momentum": 0.9, "learning_rate": 0.1},
+           {"momentum": 0.5, "dtype_momentum": "float64", "min_dim_size_to_factor": 1},
+           {"weight_decay_rate": 0.1, "learning_rate": 0.3}, {"learning_rate": 0.3, "decay_rate": 0.5},
+           {"clipping_threshold": None, "multiply_by_parameter_scale": False, "learning_rate": 0.01}]
+STEPS = 10
+
+_REAL = textwrap.dedent("""
+    import json, sys
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp, numpy as np, optax
+    job = json.loads(sys.stdin.read())
+    out = []
+    for run in job:
+        cfg = dict(run["config"])
+        cfg["dtype_momentum"] = jnp.dtype(cfg.get("dtype_momentum", "float32"))
+        tx = optax.adafactor(**cfg)
+        p = [jnp.asarray(np.array(run["x"], dtype=np.float64).reshape(run["shape"]))]
+        assert p[0].dtype == jnp.float64, p[0].dtype
+        state = tx.init(p)
+        step = jax.jit(lambda g, s, p: (lambda u, s: (optax.apply_updates(p, u), s))(*tx.update(g, s, p)))
+        for g in run["grads"]:
+            p, state = step([jnp.asarray(np.array(g, dtype=np.float64).reshape(run["shape"]))], state, p)
+        assert p[0].dtype == jnp.float64, p[0].dtype
+        out.append(np.asarray(p[0]).reshape(-1).tolist())
+    print(json.dumps(out))
+""")
+
+
+def _draw(shape, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=shape)
+    grads = [rng.normal(size=shape) * (1 + k % 3) for k in range(STEPS)]
+    return x, grads
+
+
+def _dialect(config, x, grads, stage_class=None):
+    opt = OptaxAdafactor(**config)
+    if stage_class is not None:
+        opt.stage.__class__ = stage_class
+    xs = [np.array(x, dtype=np.float64)]
+    opt.build(xs)
+    with np.errstate(all="ignore"):
+        for g in grads:
+            opt.apply([g], xs)
+    return xs[0]
+
+
+@pytest.fixture(scope="module")
+def real_optax():
+    pytest.importorskip("optax")
+    runs = []
+    for i, config in enumerate(CONFIGS):
+        for j, shape in enumerate(SHAPES):
+            x, grads = _draw(shape, 100 * i + j)
+            runs.append({"config": config, "shape": list(shape), "x": x.reshape(-1).tolist(),
+                         "grads": [g.reshape(-1).tolist() for g in grads]})
+    done = subprocess.run([sys.executable, "-c", _REAL], input=json.dumps(runs), capture_output=True, text=True,
+                          cwd=REPO, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return {(i, j): np.array(r) for (i, j), r in
+            zip([(i, j) for i in range(len(CONFIGS)) for j in range(len(SHAPES))], json.loads(done.stdout))}
+
+
+@pytest.mark.parametrize("j", range(len(SHAPES)), ids=[str(s) for s in SHAPES])
+@pytest.mark.parametrize("i", range(len(CONFIGS)), ids=[json.dumps(c) for c in CONFIGS])
+def test_dialect_matches_real_optax_float64(real_optax, i, j):
+    shape = SHAPES[j]
+    x, grads = _draw(shape, 100 * i + j)
+    ours = _dialect(CONFIGS[i], x, grads).reshape(-1)
+    real = real_optax[(i, j)]
+    scale = np.max(np.abs(ours))
+    err = np.max(np.abs(ours - real)) / scale / np.finfo(np.float64).eps
+    bound = 2 * STEPS
+    assert err <= bound, f"{CONFIGS[i]} {shape}: {err:.1f} eps > {bound} eps (normwise, after {STEPS} steps)"
+
+
+def test_dialect_is_not_keras():
+    """The comparison above can fail: the Keras stages land far outside its bound."""
+    x, grads = _draw((5, 3), 0)
+    ours = _dialect({}, x, grads)
+    keras = _dialect({}, x, grads, stage_class=type("K", (KerasStage,), {}))
+    assert np.max(np.abs(ours - keras)) / np.max(np.abs(ours)) > 1e3 * np.finfo(np.float64).eps
+
+
+# ----------------------------------------------------------------------------- DIFFERENCES
+def _hybrid(names, config, x, grads):
+    namespace = {n: getattr(OptaxStage, n) for name in names for n in DIFFERENCES[name][0]}
+    return _dialect(config, x, grads, stage_class=type("KerasPlus", (KerasStage,), namespace))
+
+
+def test_every_override_belongs_to_exactly_one_difference():
+    overrides = {n for n, value in vars(OptaxStage).items()
+                 if not n.startswith("__") and (callable(value) or n in vars(KerasStage))}
+    listed = [n for methods, _ in DIFFERENCES.values() for n in methods]
+    assert len(listed) == len(set(listed)), f"listed twice: {sorted(n for n in listed if listed.count(n) > 1)}"
+    assert overrides == set(listed), (f"not in DIFFERENCES: {sorted(overrides - set(listed))}; "
+                                      f"not in OptaxStage: {sorted(set(listed) - overrides)}")
+
+
+@pytest.mark.parametrize("config", [{}, {"momentum": 0.9, "weight_decay_rate": 0.1, "learning_rate": 0.3,
+                                         "min_dim_size_to_factor": 1, "clipping_threshold": None}])
+@pytest.mark.parametrize("shape", [(7,), (5, 3), (2, 3, 4)])
+def test_keras_plus_all_differences_is_optax_bit_for_bit(config, shape):
+    x, grads = _draw(shape, 7)
+    assert np.array_equal(_hybrid(list(DIFFERENCES), config, x, grads), _dialect(config, x, grads))
+
+
+#: A configuration under which each difference alone moves the Keras result.
+WHERE_IT_MATTERS = {
+    "factoring": ({}, (5, 3)),
+    "beta_2_float32": ({}, (7,)),
+    "pow_preconditioner": ({}, (5, 3)),
+    "optional_clipping": ({"clipping_threshold": None}, (7,)),
+    "parameter_scale": ({"multiply_by_parameter_scale": False}, (7,)),
+    "update_tail": ({"momentum": 0.9}, (7,)),
+}
+
+
+def test_every_difference_is_covered():
+    assert set(WHERE_IT_MATTERS) == set(DIFFERENCES)
+
+
+@pytest.mark.parametrize("name", list(WHERE_IT_MATTERS))
+def test_each_difference_alone_changes_the_keras_result(name):
+    config, shape = WHERE_IT_MATTERS[name]
+    x, grads = _draw(shape, 11)
+    with_it = _hybrid([name], config, x, grads)
+    try:
+        keras = _hybrid([], config, x, grads)
+    except TypeError:  # Keras's stage cannot run this configuration at all (clipping_threshold=None)
+        assert np.all(np.isfinite(with_it))
+        return
+    assert not np.array_equal(with_it, keras), f"{name} alone changes nothing under {config} on {shape}"
+
+
+# ----------------------------------------------------------------------------- configuration
+def test_config_round_trips_and_is_jsonable():
+    opt = OptaxAdafactor(learning_rate=0.1, momentum=0.9, weight_decay_rate=0.01)
+    config = json.loads(json.dumps(opt.get_config()))
+    assert OptaxAdafactor(**config).get_config() == opt.get_config()
+    assert optimizer_class("optax") is OptaxAdafactor
+
+
+@pytest.mark.parametrize("bad", [{"learning_rate": lambda t: 0.1}, {"weight_decay_mask": [True]},
+                                 {"momentum": 0.9, "dtype_momentum": "not_a_dtype"}])
+def test_refusals_name_the_value(bad):
+    with pytest.raises((ValueError, TypeError)) as info:
+        OptaxAdafactor(**bad)
+    key = next(iter(bad)) if "dtype_momentum" not in bad else "dtype_momentum"
+    assert key in str(info.value)
+
+
+def test_learning_rate_none_is_one():
+    assert OptaxAdafactor().learning_rate(5) == 1.0 and OptaxAdafactor(learning_rate=0.2).learning_rate(5) == 0.2
+
+
+def test_from_keras():
+    mapped = from_keras({"learning_rate": 0.5, "beta_2_decay": -0.6, "epsilon_1": 1e-20, "clip_threshold": 2.0,
+                         "weight_decay": 0.1, "relative_step": True})
+    assert mapped == {"learning_rate": 0.5, "decay_rate": 0.6, "eps": 1e-20, "clipping_threshold": 2.0,
+                      "weight_decay_rate": 0.1 * 0.5}
+    OptaxAdafactor(**mapped)
+    assert from_keras({"learning_rate": 0.1}, closest=True)["min_dim_size_to_factor"] == 1
+    for unmappable in ({"clipnorm": 1.0}, {"use_ema": True}, {"gradient_accumulation_steps": 2},
+                       {"loss_scale_factor": 128.0}, {"epsilon_2": 0.1},
+                       {"learning_rate": {"class_name": "ExponentialDecay"}}):
+        assert from_keras(unmappable) is None, unmappable
+
+
+# ----------------------------------------------------------------------------- the gate
+def test_gate_passes_on_the_optax_vectors():
+    pytest.importorskip("optax")
+    done = subprocess.run([sys.executable, "-m", "conformance", "run", "--adapter",
+                           "conformance.adapters.optax_adapter:OptaxAdapter", "--vectors", "optax/"],
+                          capture_output=True, text=True, cwd=REPO, timeout=900)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
