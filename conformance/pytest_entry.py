@@ -29,12 +29,23 @@ from conformance.tolerance import Policy
 DEFAULT_VECTORS = Path(__file__).resolve().parent.parent / "vectors"
 
 
+#: The vectors each registered adapter replays (its ``dialects`` attribute), for collection.
+DEFAULT_DIALECTS = {"reference": ("keras", "torch", "optax", "transformers"), "torch": ("torch",),
+                    "torch-foreach": ("torch",), "optax": ("optax",), "transformers": ("transformers",)}
+
+
 def conformance_tests(adapter: str, dtypes=("float64", "float32"), modes=("teacher", "trajectory"),
                       vectors=(), flags=(), device: str = "cpu", xfail_files=(), strict: bool = False,
-                      vectors_dir=DEFAULT_VECTORS):
-    """A parametrized pytest test function over the selected vectors."""
+                      vectors_dir=DEFAULT_VECTORS, dialects=None):
+    """A parametrized pytest test function over the selected vectors. ``dialects``: which
+    vectors the adapter replays (``keras``, ``torch``, ``optax``, ``transformers``); by
+    default the registered adapter's own (``torch`` for torch and torch-foreach, ...; every
+    dialect for ``reference``), else ``("keras",)``, known without importing the framework."""
     documents = vf.load_corpus(vectors_dir)
-    selected = runner.select(documents, list(vectors), list(flags))
+    if dialects is None:
+        dialects = DEFAULT_DIALECTS.get(adapter, ("keras",))
+    selected = [(relative, vector) for relative, vector in runner.select(documents, list(vectors), list(flags))
+                if vf.dialect_of(vector) in dialects]
     params = [pytest.param(dtype, mode, relative, vector, id=f"{dtype}-{mode}-{vector['id']}")
               for dtype in dtypes for mode in modes for relative, vector in selected]
     state = {}

@@ -34,3 +34,19 @@ test_port = conformance_tests("conformance.adapters.broken:ClipThresholdIgnored"
 """)
     result = pytester.runpytest_inprocess("-q")
     result.assert_outcomes(failed=2, xfailed=1)
+
+
+def test_entry_point_runs_a_native_dialect(pytester):
+    """A native adapter gets its own dialect's vectors only (here torch's shapes), and passes."""
+    pytest.importorskip("torch")
+    pytester.makepyfile(test_port="""
+from conformance.pytest_entry import conformance_tests
+test_port = conformance_tests("torch", dtypes=["float64"], modes=["teacher"], vectors=["torch/shapes/", "shapes/"])
+""")
+    result = pytester.runpytest_inprocess("-q")
+    from conformance import vectorfile as vf
+    from conformance.pytest_entry import DEFAULT_VECTORS
+
+    docs = vf.load_corpus(DEFAULT_VECTORS)
+    expected = sum(1 for _, v in vf.iter_vectors(docs) if v["id"].startswith("torch/shapes/"))
+    result.assert_outcomes(passed=expected)
