@@ -102,13 +102,7 @@ class TorchSession(Session):
             self.opt.state[p] = entry
 
     def step(self, grads: list) -> None:
-        for i, (p, g) in enumerate(zip(self.params, grads)):
-            if g is None:
-                raise AdapterError(f"vector {self.vector_id!r}: variable {i} has no gradient; torch "
-                                   "counts steps per parameter, which dialect vectors do not record")
-            p.grad = self._tensor(g)
-        self.opt.step()
-        self.iterations += 1
+        step_with_gradients(self, grads, "torch")
 
     def read(self) -> LaneState:
         r, c, v = [], [], []
@@ -135,6 +129,18 @@ class TorchSession(Session):
         kwargs = {"momentum": None} if "momentum" in LaneState.__dataclass_fields__ else {}
         return LaneState(iterations=self.iterations, variables=[self._numpy(p) for p in self.params],
                          r=r, c=c, v=v, average=None, accumulator=None, learning_rate_calls=None, **kwargs)
+
+
+def step_with_gradients(session, grads: list, framework: str) -> None:
+    """Set every parameter's .grad (in the lane dtype) and take one optimizer step; shared by
+    the torch and transformers sessions (both count steps per parameter)."""
+    for i, (p, g) in enumerate(zip(session.params, grads)):
+        if g is None:
+            raise AdapterError(f"vector {session.vector_id!r}: variable {i} has no gradient; {framework} "
+                               "counts steps per parameter, which dialect vectors do not record")
+        p.grad = session._tensor(g)
+    session.opt.step()
+    session.iterations += 1
 
 
 class TorchAdapter(Adapter):

@@ -97,13 +97,9 @@ class TransformersSession(Session):
             self.opt.state[p] = entry
 
     def step(self, grads: list) -> None:
-        for i, (p, g) in enumerate(zip(self.params, grads)):
-            if g is None:
-                raise AdapterError(f"vector {self.vector_id!r}: variable {i} has no gradient; transformers "
-                                   "counts steps per parameter, which dialect vectors do not record")
-            p.grad = self._tensor(g)
-        self.opt.step()
-        self.iterations += 1
+        from conformance.adapters.torch_adapter import step_with_gradients
+
+        step_with_gradients(self, grads, "transformers")
 
     def read(self) -> LaneState:
         out = {kind: [] for kind in _STATE_KEYS}

@@ -65,15 +65,19 @@ class KerasStage:
         axes of every variable with two or more axes (adafactor.py:100, 163)."""
         return (len(shape) - 2, len(shape) - 1) if len(shape) >= 2 else None
 
-    def init_slots(self, x: np.ndarray) -> dict:
-        """Zero state (adafactor.py:84-138): r, c and a full-size v for factored variables."""
+    def statistic_zeros(self, x: np.ndarray) -> dict:
+        """Zero second-moment statistics: r and c for a factored variable, v otherwise."""
         axes = self.factored_axes(x.shape)
         if axes is None:
             return {"v": np.zeros_like(x)}
         row, col = axes
         return {"r": np.zeros(np.delete(x.shape, col), dtype=x.dtype),
-                "c": np.zeros(np.delete(x.shape, row), dtype=x.dtype),
-                "v": np.zeros_like(x)}
+                "c": np.zeros(np.delete(x.shape, row), dtype=x.dtype)}
+
+    def init_slots(self, x: np.ndarray) -> dict:
+        """Zero state (adafactor.py:84-138): r, c and a full-size v for factored variables
+        (Keras keeps V too; the other dialects keep ``statistic_zeros`` only)."""
+        return {**self.statistic_zeros(x), "v": np.zeros_like(x)}
 
     # ------------------------------------------------------------------ step size
     def relative_step(self, t: int, lr: float):

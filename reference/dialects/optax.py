@@ -125,13 +125,7 @@ class OptaxStage(KerasStage):
         """Zeros in the parameter dtype (factorized.py:143-159): r (no axis d0) and c (no
         axis d1) for factored variables, v otherwise; plus the momentum in
         ``dtype_momentum`` (_accumulation.py:118-121, float32 by default)."""
-        axes = self.factored_axes(x.shape)
-        if axes is None:
-            slots = {"v": np.zeros_like(x)}
-        else:
-            row, col = axes
-            slots = {"r": np.zeros(np.delete(x.shape, col), dtype=x.dtype),
-                     "c": np.zeros(np.delete(x.shape, row), dtype=x.dtype)}
+        slots = self.statistic_zeros(x)
         if getattr(self, "momentum", None) is not None:
             slots["momentum"] = np.zeros(x.shape, dtype=momentum_dtype(self.dtype_momentum))
         return slots

@@ -74,10 +74,7 @@ class TorchStage(KerasStage):
     def init_slots(self, x: np.ndarray) -> dict:
         """Zero state (_adafactor.py:95-113): r and c only for dim > 1 (torch keeps them as
         [..., n, 1] and [..., 1, m]; here squeezed), a full ``v`` only for 0-D/1-D."""
-        if self.factored_axes(x.shape) is None:
-            return {"v": np.zeros_like(x)}
-        return {"r": np.zeros(x.shape[:-1], dtype=x.dtype),
-                "c": np.zeros(x.shape[:-2] + x.shape[-1:], dtype=x.dtype)}
+        return self.statistic_zeros(x)
 
     def second_moment(self, q: np.ndarray, slots: dict, beta, axes) -> dict:
         """The EMAs of r, c (or v) only: torch builds V as a temporary each step and never

@@ -82,13 +82,7 @@ class TransformersStage(KerasStage):
     def init_slots(self, x: np.ndarray) -> dict:
         """exp_avg_sq_row/col (r, c) for a factored parameter, exp_avg_sq (v) otherwise, and
         exp_avg (momentum) when beta1 is set; all zero (optimization.py:1230-1242)."""
-        axes = self.factored_axes(x.shape)
-        if axes is None:
-            slots = {"v": np.zeros_like(x)}
-        else:
-            row, col = axes
-            slots = {"r": np.zeros(np.delete(x.shape, col), dtype=x.dtype),
-                     "c": np.zeros(np.delete(x.shape, row), dtype=x.dtype)}
+        slots = self.statistic_zeros(x)
         if getattr(self, "beta1", None) is not None:
             slots["momentum"] = np.zeros_like(x)
         return slots
