@@ -253,3 +253,16 @@ def test_tolerance_override_entry(tmp_path, all_vectors, policy):
         path.write_text(bad)
         with pytest.raises(expectations.ExpectationError, match=message):
             expectations.parse(path)
+
+
+def test_parallel_adapters_merge_into_one_report(tmp_path):
+    """--jobs 2 runs adapter processes side by side and merges every lane into one report;
+    a broken port among them still makes the run non-conforming."""
+    out = tmp_path / "r.json"
+    code = cli.main(["run", "--adapter", "reference", "--adapter", "conformance.adapters.broken:ClipThresholdIgnored",
+                     "--jobs", "2", "--dtype", "float64", "--mode", "teacher",
+                     "--vectors", "arguments/clip_threshold", "--json", str(out)])
+    assert code == cli.EXIT_NONCONFORMING
+    lanes = json.loads(out.read_text())["lanes"]
+    assert sorted(lane["adapter"] for lane in lanes) == ["broken:ClipThresholdIgnored", "reference"]
+    assert cli.main(["run", "--adapter", "reference", "--adapter", "reference", "--jobs", "0"]) == cli.EXIT_ERROR
