@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup check test clean vectors divergence benchmark
+.PHONY: setup check check-gpu test clean vectors divergence benchmark
 
 setup: $(STAMP)
 
@@ -24,6 +24,17 @@ $(STAMP): pyproject.toml constraints.txt
 check: $(STAMP)
 	mkdir -p out
 	$(PY) -m conformance run --adapter all --jobs 2 --json out/report.json --junit out/junit.xml --plot out/errors.png
+
+# The GPU lanes: every installed adapter on the GPU in all four dtypes, one process per adapter
+# and dtype. Adapters that see no GPU are skipped with the reason (exit 0 when nothing can run).
+# The venv holds the CPU build of torch: on a GPU machine run it with a CUDA-enabled Python,
+# e.g. `make check-gpu PY=python3 STAMP=` (conformance/RESULTS.md, "GPU lanes").
+GPU_JOBS ?= 8
+check-gpu: $(STAMP)
+	mkdir -p out
+	XLA_PYTHON_CLIENT_PREALLOCATE=false $(PY) -m conformance run --adapter all --device gpu \
+	  --dtype float64,float32,float16,bfloat16 --split dtype --jobs $(GPU_JOBS) \
+	  --json out/report-gpu.json --junit out/junit-gpu.xml
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -4,6 +4,7 @@
         [--vectors PATTERN ...] [--flags FLAG ...] [--mode teacher|trajectory] \\
         [--xfail-file F ...] [--json OUT] [--junit OUT] [--plot OUT.png]
     python -m conformance run --adapter all          # every installed adapter (the main job)
+    python -m conformance run --adapter all --device gpu   # GPU lanes; adapters without one skip
     python -m conformance grade --results FILE       # a port's results file
     python -m conformance list [--vectors PATTERN]   # the vectors and their flags
 
@@ -45,6 +46,7 @@ REQUIREMENTS = {
     "torch-foreach": ("torch",),
     "optax": ("jax", "optax"),
     "transformers": ("transformers", "torch"),
+    "keras-jax-sharded": ("keras", "jax"),
 }
 
 
@@ -81,11 +83,18 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run an adapter over the vectors")
     run.add_argument("--adapter", action="append", default=[],
                      help=f"registered name ({', '.join(REGISTRY)}), 'all', or package.module:Class")
-    run.add_argument("--dtype", action="append", default=[], help="float64,float32 (default both)")
+    run.add_argument("--dtype", action="append", default=[],
+                     help=f"comma-separated, from {','.join(DTYPES)} (default float64,float32)")
     run.add_argument("--mode", action="append", default=[], help="teacher,trajectory (default both)")
     run.add_argument("--device", default="cpu", choices=DEVICES)
+    run.add_argument("--if-available", action="store_true",
+                     help="skip (exit 0, saying why) an adapter that cannot use --device here instead of "
+                          "failing with exit 2; implied by --adapter all on a device other than cpu")
     run.add_argument("--jobs", type=int, default=1, metavar="N",
                      help="with --adapter all: run up to N adapter processes at once (default 1)")
+    run.add_argument("--split", choices=("adapter", "dtype"), default="adapter",
+                     help="with --adapter all: one process per adapter (default) or per adapter and "
+                          "lane dtype (more, smaller units for many cores)")
     common(run)
     grade = sub.add_parser("grade", help="grade a port's results file")
     grade.add_argument("--results", type=Path, required=True)
@@ -143,10 +152,15 @@ def _run(args, adapter_name: str) -> int:
     modes = _csv(args.mode, MODES, "mode") or list(MODES)
     adapter = resolve(adapter_name)
     why_not = adapter.device_available(args.device)
+    if why_not and args.if_available:
+        print(f"skipped adapter {adapter.name} on {args.device}: {why_not}")
+        if args.json:
+            report.write_json(args.json, [], _run_info(args), skipped=f"{args.device}: {why_not}")
+        return EXIT_OK
     if why_not:
         raise UsageError(f"device {args.device!r} is not available: {why_not}")
     vectors = _selected(args)
-    entries = expectations.for_adapter(adapter.name, args.xfail_file)
+    entries = expectations.for_adapter(adapter.expectations or adapter.name, args.xfail_file)
     policy = Policy.load()
     reports = []
     for dtype in dtypes:
@@ -156,6 +170,9 @@ def _run(args, adapter_name: str) -> int:
         for mode in modes:
             reports.append(runner.run_lane(adapter, vectors, args.vectors_dir, dtype, args.device, mode,
                                            policy, entries))
+    if adapter_name != adapter.name:  # module:Class: reproduction commands must name it so
+        for r in reports:
+            r.environment["adapter_spec"] = adapter_name
     return _emit(args, reports)
 
 
@@ -200,7 +217,7 @@ def _grade(args) -> int:
     except ResultsFileError as exc:
         raise UsageError(str(exc)) from exc
     vectors = _selected(args)
-    entries = expectations.for_adapter(adapter.name, args.xfail_file)
+    entries = expectations.for_adapter(adapter.expectations or adapter.name, args.xfail_file)
     dtype, mode = adapter.data["dtype"], adapter.data["mode"]
     if dtype not in DTYPES or mode not in MODES:
         raise UsageError(f"{args.results}: dtype {dtype!r} or mode {mode!r} unknown")
@@ -216,9 +233,10 @@ def installed(adapter_name: str) -> str | None:
 
 
 def _run_all(args, names=None) -> int:
-    """One process per adapter (a Keras backend is fixed per process); merge the reports.
-    With ``--jobs N`` up to N adapter processes run at once; each one's output is printed
-    whole, in registry order, when it finishes."""
+    """One process per adapter (a Keras backend is fixed per process), or per adapter and
+    lane dtype with ``--split dtype``; merge the reports. With ``--jobs N`` up to N processes
+    run at once, each one's output printed whole as it finishes; the summary table keeps
+    registry order."""
     names = names or list(REGISTRY)
     if args.jobs < 1:
         raise UsageError(f"--jobs {args.jobs}: must be at least 1")
@@ -230,43 +248,60 @@ def _run_all(args, names=None) -> int:
             skipped.append((name, missing))
         else:
             runnable.append(name)
+    if args.split == "dtype":
+        dtypes = _csv(args.dtype, DTYPES, "dtype") or ["float64", "float32"]
+        units = [(name, dtype) for name in runnable for dtype in dtypes]
+    else:
+        units = [(name, None) for name in runnable]
     with tempfile.TemporaryDirectory() as tmp:
-        def command(name):
-            out = Path(tmp) / f"{name.replace(':', '_').replace('/', '_')}.json"
+        def command(name, dtype):
+            label = name.replace(":", "_").replace("/", "_") + (f".{dtype}" if dtype else "")
+            out = Path(tmp) / f"{label}.json"
             cmd = [sys.executable, "-m", "conformance", "run", "--adapter", name, "--device", args.device,
                    "--json", str(out), "--vectors-dir", str(args.vectors_dir)]
-            for key in ("dtype", "mode", "vectors", "flags"):
+            keys = ("mode", "vectors", "flags") if dtype else ("dtype", "mode", "vectors", "flags")
+            for key in keys:
                 for value in getattr(args, key):
                     cmd += [f"--{key}", value]
+            if dtype:
+                cmd += ["--dtype", dtype]
             for path in args.xfail_file:
                 cmd += ["--xfail-file", str(path)]
+            if args.if_available or args.device != "cpu":
+                cmd.append("--if-available")
             if args.verbose:
                 cmd.append("--verbose")
             return cmd, out
 
-        def run_one(name):
-            cmd, out = command(name)
+        def run_one(unit):
+            cmd, out = command(*unit)
             if args.jobs == 1:
-                print(f"\n=== {name}: {' '.join(cmd[1:])}", flush=True)
+                print(f"\n=== {unit[0]}: {' '.join(cmd[1:])}", flush=True)
                 return subprocess.call(cmd, env=dict(os.environ)), out, None
             done = subprocess.run(cmd, env=dict(os.environ), capture_output=True, text=True)
-            return done.returncode, out, f"\n=== {name}: {' '.join(cmd[1:])}\n{done.stdout}{done.stderr}"
+            return done.returncode, out, f"\n=== {unit[0]}: {' '.join(cmd[1:])}\n{done.stdout}{done.stderr}"
 
         if args.jobs == 1:
-            results = [run_one(name) for name in runnable]
+            results = [run_one(unit) for unit in units]
         else:
-            from concurrent.futures import ThreadPoolExecutor
+            from concurrent.futures import ThreadPoolExecutor, as_completed
 
             with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-                futures = [pool.submit(run_one, name) for name in runnable]
-                results = []
-                for future in futures:  # registry order
-                    results.append(future.result())
-                    print(results[-1][2], end="", flush=True)
-        for code, out, _ in results:
+                futures = {pool.submit(run_one, unit): k for k, unit in enumerate(units)}
+                finished = {}
+                for future in as_completed(futures):  # printed as they finish
+                    finished[futures[future]] = future.result()
+                    print(finished[futures[future]][2], end="", flush=True)
+                results = [finished[k] for k in range(len(units))]  # registry order
+        for (name, _), (code, out, _) in zip(units, results):
+            if not out.exists():
+                code = EXIT_ERROR  # it crashed before writing its report (see its output above)
             codes.append(code)
             if out.exists():
-                lane_jsons.extend(json.loads(out.read_text())["lanes"])
+                data = json.loads(out.read_text())
+                lane_jsons.extend(data["lanes"])
+                if data.get("skipped") and name not in [n for n, _ in skipped]:
+                    skipped.append((name, data["skipped"]))
     reports = [runner.LaneReport.from_json(lane) for lane in lane_jsons]
     print("\n=== summary of every adapter")
     print(report.lane_table(reports))
@@ -277,6 +312,9 @@ def _run_all(args, names=None) -> int:
     if any(c == EXIT_ERROR for c in codes):
         print("\nERROR: an adapter could not run (see above)")
         return EXIT_ERROR
+    if not reports:
+        print(f"\nNOTHING CHECKED: no installed adapter can run on {args.device} here")
+        return EXIT_OK
     conforms = all(c == EXIT_OK for c in codes)
     print(f"\n{'CONFORMS' if conforms else 'DOES NOT CONFORM'}")
     return EXIT_OK if conforms else EXIT_NONCONFORMING

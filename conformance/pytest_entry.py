@@ -53,7 +53,8 @@ def conformance_tests(adapter: str, dtypes=("float64", "float32"), modes=("teach
     def setup():
         if not state:
             state["adapter"] = resolve(adapter)
-            state["entries"] = expectations.for_adapter(state["adapter"].name, xfail_files)
+            resolved = state["adapter"]
+            state["entries"] = expectations.for_adapter(resolved.expectations or resolved.name, xfail_files)
             state["policy"] = Policy.load()
         return state["adapter"], state["entries"], state["policy"]
 

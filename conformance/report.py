@@ -63,7 +63,8 @@ def reproduce_command(report: LaneReport, vector_id: str) -> str:
         return "python -m conformance grade " + " ".join(shlex.quote(a) for a in (
             "--results", report.environment.get("file", "?"), "--vectors", vector_id, "--verbose"))
     return ("python -m conformance run " + " ".join(shlex.quote(a) for a in (
-        "--adapter", report.adapter, "--dtype", report.dtype, "--mode", report.mode,
+        "--adapter", report.environment.get("adapter_spec", report.adapter),
+        "--dtype", report.dtype, "--mode", report.mode,
         "--device", report.device, "--vectors", vector_id, "--verbose")))
 
 
@@ -89,14 +90,18 @@ def failures(report: LaneReport, limit: int = 20) -> str:
     return "\n".join(lines)
 
 
-def to_json(reports: list[LaneReport], extra: dict) -> dict:
-    return {
+def to_json(reports: list[LaneReport], extra: dict, skipped: str | None = None) -> dict:
+    """The JSON report; ``skipped`` says why an adapter ran no lane (``--if-available``)."""
+    data = {
         "format": "adafactor-conformance-report",
         "version": 1,
         "run": extra,
         "conforms": all(r.conforms for r in reports),
         "lanes": [_jsonable(r.to_json()) for r in reports],
     }
+    if skipped:
+        data["skipped"] = skipped
+    return data
 
 
 def _jsonable(value):
@@ -109,8 +114,8 @@ def _jsonable(value):
     return value
 
 
-def write_json(path: Path, reports: list[LaneReport], extra: dict) -> None:
-    vf.write_atomic(Path(path), json.dumps(to_json(reports, extra), indent=1, sort_keys=True) + "\n")
+def write_json(path: Path, reports: list[LaneReport], extra: dict, skipped: str | None = None) -> None:
+    vf.write_atomic(Path(path), json.dumps(to_json(reports, extra, skipped), indent=1, sort_keys=True) + "\n")
 
 
 def write_junit(path: Path, reports: list[LaneReport]) -> None:

@@ -92,10 +92,11 @@ def init_slots(x: np.ndarray) -> Slots:
     return Slots(r=None, c=None, v=np.zeros_like(x))
 
 
-def rms(x: np.ndarray):
+def rms(x: np.ndarray, scratch: np.ndarray = None):
     """Root mean square over *all* elements: sqrt(mean(x**2)) (adafactor.py:140-141).
-    The mean is a sum and one division (reference/reductions.py)."""
-    return np.sqrt(reductions.mean(np.square(x)))
+    The mean is a sum and one division (reference/reductions.py). ``scratch``, an array of
+    x's shape and dtype, receives x**2 instead of a fresh allocation (same bits)."""
+    return np.sqrt(reductions.mean(np.square(x, out=scratch)))
 
 
 def update_step(
@@ -134,11 +135,16 @@ def update_step(
     # (2) adafactor.py:158. QUIRK: Keras's `learning_rate` is only the cap on the relative
     # step size (the paper hard-codes 1e-2; Keras's default is 1e-3).
     rho_t = np.minimum(lr, inv_sqrt_step)
-    rms_x = rms(x)
+    # Memory: two variable-sized buffers serve every temporary of the step (`work`, and
+    # `new_x` before it holds the result); each in-place ufunc below rounds exactly as the
+    # expression in its comment (benchmark: conformance/RESULTS.md).
+    work, new_x = np.empty_like(x), np.empty_like(x)
+    rms_x = rms(x, scratch=work)
     alpha_t = np.maximum(epsilon_2, rms_x) * rho_t  # adafactor.py:159
     # QUIRK (paper style) epsilon_1 is added to G**2 before any mean or EMA and appears
     # nowhere else; there is no epsilon in U = G / sqrt(V). adafactor.py:160
-    regulated_grad_square = np.square(g) + dtype(hyper.epsilon_1)
+    regulated_grad_square = np.square(g, out=work)
+    regulated_grad_square += dtype(hyper.epsilon_1)  # G**2 + epsilon_1
     # adafactor.py:161. At t = 1, t**d = 1 exactly, so beta_2 = 0 and the first step
     # copies the new statistics. Note 1 - beta_2 is computed as written, fl(1 - fl(1 - p)),
     # which is not always p.
@@ -158,13 +164,15 @@ def update_step(
         v = beta_2_t * slots.v + one_minus_beta_2_t * regulated_grad_square
         new_slots = Slots(r=None, c=None, v=v)
 
-    u_t = g / np.sqrt(v)  # adafactor.py:209
-    rms_u = rms(u_t)
+    # G**2 + epsilon_1 is spent: `work` holds U from here on.
+    u_t = np.divide(g, np.sqrt(v, out=work), out=work)  # U = G / sqrt(V), adafactor.py:209
+    rms_u = rms(u_t, scratch=new_x)
     clip_denominator = np.maximum(one, rms_u / dtype(hyper.clip_threshold))
-    u_t_hat = u_t / clip_denominator  # adafactor.py:210-213
-    new_x = x - alpha_t * u_t_hat  # adafactor.py:214, assign_sub
+    u_t_hat = np.divide(u_t, clip_denominator, out=work)  # U / max(1, RMS(U)/d), adafactor.py:210-213
+    step = np.multiply(alpha_t, u_t_hat, out=work)  # alpha_t * U_hat
+    new_x = np.subtract(x, step, out=new_x)  # x - alpha_t * U_hat, adafactor.py:214 (assign_sub)
     # NumPy turns 0-D results into scalars; the state stays arrays of the variable's shape.
-    new_x, new_slots = np.asarray(new_x), Slots(r=new_slots.r, c=new_slots.c, v=np.asarray(new_slots.v))
+    new_slots = Slots(r=new_slots.r, c=new_slots.c, v=np.asarray(new_slots.v))
 
     trace = StepTrace(
         local_step=float(local_step),

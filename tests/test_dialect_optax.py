@@ -203,3 +203,15 @@ def test_gate_passes_on_the_optax_vectors():
                            "conformance.adapters.optax_adapter:OptaxAdapter", "--vectors", "optax/"],
                           capture_output=True, text=True, cwd=REPO, timeout=900)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+
+
+def test_gate_passes_on_the_optax_vectors_in_half_precision():
+    """float16 and bfloat16 (teacher-forced): optax keeps its statistics in the parameter
+    dtype and the dialect's honest half-precision lanes bound it."""
+    pytest.importorskip("optax")
+    done = subprocess.run([sys.executable, "-m", "conformance", "run", "--adapter",
+                           "conformance.adapters.optax_adapter:OptaxAdapter", "--vectors", "optax/",
+                           "--dtype", "float16,bfloat16", "--mode", "teacher"],
+                          capture_output=True, text=True, cwd=REPO, timeout=900)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "optax      float16   teacher" in done.stdout and "optax      bfloat16  teacher" in done.stdout

@@ -227,7 +227,7 @@ def test_gate_cli_conforms_on_the_torch_vectors(adapter):
         pytest.fail("vectors/torch/ is missing: run python -m tools.generate_vectors")
     proc = subprocess.run(
         [sys.executable, "-m", "conformance", "run", "--adapter", f"conformance.adapters.torch_adapter:{adapter}",
-         "--vectors", "torch/", "--dtype", "float64,float32", "--mode", "teacher,trajectory"],
+         "--vectors", "torch/", "--dtype", "float64,float32,float16,bfloat16", "--mode", "teacher,trajectory"],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
 

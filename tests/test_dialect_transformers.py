@@ -198,9 +198,11 @@ def test_from_keras():
 
 # ----------------------------------------------------------------------------- the gate
 def test_real_transformers_conforms_on_its_vectors():
+    """Every lane dtype; in float16/bfloat16 transformers steps in float32 and keeps its
+    statistics in float32 (TransformersAdapter.state_dtypes), which the gate checks."""
     result = subprocess.run(
         [sys.executable, "-m", "conformance", "run", "--adapter",
          "conformance.adapters.transformers_adapter:TransformersAdapter", "--vectors", "transformers/",
-         "--dtype", "float64,float32", "--mode", "teacher,trajectory"],
+         "--dtype", "float64,float32,float16,bfloat16", "--mode", "teacher,trajectory"],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]

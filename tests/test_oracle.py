@@ -157,9 +157,9 @@ MUTANTS = [
      "local_step = dtype(iterations + 2)", {"E"}, set()),
     ("clip_threshold_misplaced", "np.maximum(one, rms_u / dtype(hyper.clip_threshold))",
      "np.maximum(one, rms_u) / dtype(hyper.clip_threshold)", {"E", "R"}, set()),
-    ("epsilon_1_dropped", "np.square(g) + dtype(hyper.epsilon_1)", "np.square(g)",
+    ("epsilon_1_dropped", "regulated_grad_square += dtype(hyper.epsilon_1)", "pass",
      {"E", "R"}, set()),
-    ("rms_x_in_float32", "rms_x = rms(x)", "rms_x = dtype(np.float32(rms(x)))",
+    ("rms_x_in_float32", "rms_x = rms(x, scratch=work)", "rms_x = dtype(np.float32(rms(x)))",
      {"E", "R"}, set()),
     # A relative perturbation of 2**-44 (512 U) of alpha_t.
     ("alpha_off_by_512_U", "alpha_t = np.maximum(epsilon_2, rms_x) * rho_t",

@@ -147,6 +147,24 @@ def test_loader_shape_disagrees_with_data(tmp_path):
     assert victim["id"] in str(info.value) and "shape [99]" in str(info.value)
 
 
+def test_loader_without_jsonschema_warns_once_and_still_checks(tmp_path, monkeypatch, capsys):
+    """jsonschema is a test dependency: without it (a bare GPU image) vectors still load,
+    with one warning, and the loader's own checks (array sizes, flags) still name the vector."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "jsonschema", None)  # import jsonschema -> ImportError
+    monkeypatch.setattr(vf, "_WARNED_NO_SCHEMA", False)
+    assert vf.load_file(VECTORS / "keras" / "invalid.json")["vectors"]
+    vf.load_file(VECTORS / "keras" / "shapes.json")
+    assert capsys.readouterr().err.count("jsonschema is not installed") == 1
+    doc = json.loads((VECTORS / "keras" / "shapes.json").read_text())
+    victim = doc["vectors"][1]
+    victim["variables"][0]["initial"]["shape"] = [99]
+    with pytest.raises(vf.VectorFormatError) as info:
+        vf.load_file(_write(tmp_path, json.dumps(doc)))
+    assert victim["id"] in str(info.value) and "shape [99]" in str(info.value)
+
+
 def test_loader_undefined_flag(tmp_path):
     doc = json.loads(_good_text())
     doc["vectors"][0]["flags"].append("NOT_A_FLAG")

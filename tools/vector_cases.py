@@ -256,6 +256,22 @@ case("multi_variable/weight_decay_exclusion", "weight decay with two names exclu
      {"learning_rate": 0.3, "weight_decay": 0.05}, variables=ALL_SHAPES,
      exclude={"var_names": ["scalar", "col"]}, steps=6)
 
+# --- shapes that split evenly over 2 and 4 devices, for sharded ports (conformance/adapters/
+# sharded.py shards the last two axes over a 2x2 mesh): r reduces across the column shards,
+# c across the row shards, RMS(u) and RMS(x) across all of them
+SHARDED = (("kernel", (8, 16)), ("bias", (16,)))
+case("sharding/defaults", "Keras defaults on an 8x16 kernel and a 16 bias", variables=SHARDED, steps=8)
+case("sharding/clipping", "clip_threshold=0.5 with gradient bursts: RMS(u) clips across shards",
+     {"learning_rate": 0.1, "clip_threshold": 0.5}, variables=SHARDED, grads=bursts(), steps=8)
+case("sharding/3d", "learning_rate=0.5 on a 4x6x8 variable (rows and columns split)",
+     {"learning_rate": 0.5}, variables=(("w", (4, 6, 8)),), steps=8)
+case("sharding/weight_decay_ema", "weight decay, EMA with overwrite every 3 steps",
+     {"learning_rate": 0.2, "weight_decay": 0.05, "use_ema": True, "ema_momentum": 0.9,
+      "ema_overwrite_frequency": 3}, variables=SHARDED, steps=8)
+case("sharding/accumulation_global_clipnorm", "accumulation N=2 and global_clipnorm across shards",
+     {"learning_rate": 0.3, "gradient_accumulation_steps": 2, "global_clipnorm": 2.0},
+     variables=SHARDED, grads=normal(2.0), steps=8)
+
 # --- long runs across regime changes
 case("long_runs/relative_step_crossing", "lr=0.3 for 40 steps: 1/sqrt(t) falls below lr at t=12",
      {"learning_rate": 0.3}, steps=40)

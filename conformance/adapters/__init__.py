@@ -18,6 +18,8 @@ REGISTRY = {
     "torch-foreach": "conformance.adapters.torch_adapter:TorchForeachAdapter",
     "optax": "conformance.adapters.optax_adapter:OptaxAdapter",
     "transformers": "conformance.adapters.transformers_adapter:TransformersAdapter",
+    # keras-jax with every variable sharded over a 2x2 device mesh (4 virtual CPU devices).
+    "keras-jax-sharded": "conformance.adapters.sharded:KerasJaxShardedAdapter",
 }
 
 

@@ -122,6 +122,9 @@ class Adapter:
     #: Which vectors the adapter replays: "keras" (the spec) and/or native dialects
     #: (reference/dialects). The runner gives an adapter only its dialects' vectors.
     dialects: tuple = ("keras",)
+    #: The conformance/expectations/<name>.txt file to use, when not the adapter's own name
+    #: (keras-jax-sharded runs the same Keras code as keras-jax: the same known deviations).
+    expectations: str = ""
 
     def environment(self, device: str) -> dict:
         """Versions and settings to print in the report header."""
@@ -130,6 +133,12 @@ class Adapter:
     def device_available(self, device: str) -> Optional[str]:
         """None when ``device`` can be used, else the reason it cannot."""
         return None if device == "cpu" else f"{self.name} has no {device} support"
+
+    def state_dtypes(self, vector: dict, dtype: str) -> dict:
+        """State kinds (``r``, ``c``, ``v``, ``momentum``...) this implementation keeps in a
+        dtype other than the lane's, as ``{kind: np.dtype}``; the runner checks every other
+        array against the lane dtype. Default: none."""
+        return {}
 
     def unsupported(self, vector: dict, dtype: str, device: str) -> Optional[str]:
         """None when this adapter can run ``vector``, else the reason it cannot."""

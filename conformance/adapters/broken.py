@@ -27,9 +27,8 @@ STEP_SOURCE = Path(step_module.__file__)
 STEP_MUTATIONS = {
     "EpsilonOneAfterMean": (
         "epsilon_1 added to the second-moment estimate after the statistics, not to g*g",
-        "regulated_grad_square = np.square(g) + dtype(hyper.epsilon_1)",
-        "regulated_grad_square = np.square(g) + dtype(0.0)"
-        "  # then V += epsilon_1 below",
+        "regulated_grad_square += dtype(hyper.epsilon_1)",
+        "regulated_grad_square += dtype(0.0)  # then V += epsilon_1 below",
     ),
     "BetaFromPreviousStep": (
         "beta_2 computed from step t-1",
@@ -38,7 +37,7 @@ STEP_MUTATIONS = {
     ),
     "RmsOverWrongAxis": (
         "RMS(x) taken per row (over the last axis) instead of over all elements",
-        "rms_x = rms(x)",
+        "rms_x = rms(x, scratch=work)",
         "rms_x = np.sqrt(reductions.mean(np.square(x), axis=-1, keepdims=True)) if x.ndim else rms(x)",
     ),
     "ClipThresholdIgnored": (
@@ -53,17 +52,18 @@ STEP_MUTATIONS = {
     ),
     "MeansInFloat32": (
         "float64 claimed, statistics computed in float32 (what Keras >= 3.12 does on jax/torch)",
-        "def rms(x: np.ndarray):",
-        "def rms(x: np.ndarray):\n    return np.sqrt(np.float32(reductions.mean(np.square(x).astype(np.float32))))\n\n\n"
-        "def _unused(x):",
+        "def rms(x: np.ndarray, scratch: np.ndarray = None):",
+        "def rms(x: np.ndarray, scratch: np.ndarray = None):\n"
+        "    return np.sqrt(np.float32(reductions.mean(np.square(x).astype(np.float32))))\n\n\n"
+        "def _unused(x, scratch=None):",
     ),
 }
 #: Lines added after a mutation (same module), keyed like STEP_MUTATIONS.
 EXTRA = {
     "EpsilonOneAfterMean": (
-        "    u_t = g / np.sqrt(v)  # adafactor.py:209",
+        "    u_t = np.divide(g, np.sqrt(v, out=work), out=work)",
         "    v = v + dtype(hyper.epsilon_1)\n    new_slots = Slots(r=new_slots.r, c=new_slots.c, v=v)\n"
-        "    u_t = g / np.sqrt(v)  # adafactor.py:209",
+        "    u_t = np.divide(g, np.sqrt(v, out=work), out=work)",
     ),
 }
 
@@ -177,3 +177,67 @@ class OneUlpNoise(ReferenceAdapter):
 
     def create(self, vector, dtype, device):
         return _NoisySession(vector, dtype)
+
+
+class CrashesOnStart(ReferenceAdapter):
+    """Not a numerical bug: a port whose setup raises (an import-time failure, a missing
+    driver). The gate must report an ERROR for it, never a silent pass (tests/test_gate.py)."""
+
+    def __init__(self):
+        super().__init__()
+        self.name = "crashes-on-start"
+
+    def environment(self, device):
+        raise RuntimeError("simulated failure while setting the port up")
+
+
+def _local_shard_sharded_adapter():
+    from conformance.adapters.sharded import KerasJaxShardedAdapter
+
+    return KerasJaxShardedAdapter
+
+
+class LocalShardMean(_local_shard_sharded_adapter()):
+    """The distributed bug: Keras's Adafactor on the sharded lane's mesh, but every mean over
+    a sharded axis of a variable-shaped tensor (r over the column shards, c over the row
+    shards, RMS(u) and RMS(x) over all four) is taken over the local shard only, as a port
+    that forgets the all-reduce computes it: ``jax.shard_map`` over the local block with the
+    reduced mesh axes dropped from the output spec (``check_vma=False``), so each device goes
+    on with its own partial mean. Elementwise work is untouched; the gate must fail it on the
+    vectors whose variables split (vectors/keras/sharding.json)."""
+
+    def __init__(self):
+        super().__init__()
+        self.name = "keras-jax-local-shard-mean"
+        self.expectations = ""  # no known deviations: everything it gets wrong is its own
+
+    def _local_mean(self, session):
+        import jax
+        from jax.sharding import PartitionSpec as P
+
+        from conformance.adapters.sharded import is_sharded, variable_spec
+
+        mesh = self.mesh(session.device)
+        specs = {tuple(x.shape): variable_spec(tuple(x.shape)) for x in session.variables}
+
+        def factory(real):
+            def mean(x, axis=None, keepdims=False):
+                spec = specs.get(tuple(x.shape))
+                if spec is None or not is_sharded(spec):
+                    return real(x, axis=axis, keepdims=keepdims)
+                ndim = len(spec)
+                axes = range(ndim) if axis is None else [
+                    a % ndim for a in (axis if isinstance(axis, (tuple, list)) else (axis,))]
+                if all(spec[a] is None for a in axes):
+                    return real(x, axis=axis, keepdims=keepdims)
+                if keepdims:
+                    out = [None if a in axes else spec[a] for a in range(ndim)]
+                else:
+                    out = [spec[a] for a in range(ndim) if a not in axes]
+                local = jax.shard_map(lambda block: real(block, axis=axis, keepdims=keepdims), mesh=mesh,
+                                      in_specs=(P(*spec),), out_specs=P(*out), check_vma=False)
+                return local(x)
+
+            return mean
+
+        return factory

@@ -177,7 +177,7 @@ class OptaxAdapter(Adapter):
     """``optax.adafactor`` replaying the optax dialect's vectors."""
 
     def __init__(self):
-        super().__init__(name="optax", dtypes=("float64", "float32"), devices=("cpu", "gpu"),
+        super().__init__(name="optax", dtypes=("float64", "float32", "float16", "bfloat16"), devices=("cpu", "gpu"),
                          dialects=("optax",))
 
     def environment(self, device: str) -> dict:

@@ -26,6 +26,9 @@ from conformance import replay
 from conformance.adapters import AdapterError
 from conformance.adapters.base import Adapter, LaneState, Session, numpy_dtype
 
+#: Lanes whose parameters transformers steps in float32 (optimization.py:1253-1254).
+HALF_DTYPES = ("float16", "bfloat16")
+
 _STATE_KEYS = {"r": "exp_avg_sq_row", "c": "exp_avg_sq_col", "v": "exp_avg_sq", "momentum": "exp_avg"}
 
 
@@ -47,6 +50,10 @@ class TransformersSession(Session):
         self.dtype_name = dtype
         self.np_dtype = numpy_dtype(dtype)
         self.tdtype = getattr(torch, dtype)
+        # transformers computes half-precision parameters in float32 and keeps their
+        # statistics and momentum in float32 (optimization.py:1220-1221, 1237-1238, 1253-1254,
+        # 1291-1292); the runner expects that dtype for them (TransformersAdapter.state_dtypes).
+        self.state_tdtype = torch.float32 if dtype in HALF_DTYPES else self.tdtype
         self.device = torch.device("cuda" if device == "gpu" else "cpu")
         config = dict(vector["config"])
         if isinstance(config.get("eps"), list):
@@ -59,18 +66,22 @@ class TransformersSession(Session):
         self._check(self.params, "variables", "after creating the variables")
 
     # ------------------------------------------------------------------ plumbing
-    def _tensor(self, x):
-        return self.torch.tensor(np.asarray(x, dtype=np.float64), dtype=self.tdtype, device=self.device)
+    def _tensor(self, x, dtype=None):
+        return self.torch.tensor(np.asarray(x, dtype=np.float64), dtype=dtype or self.tdtype, device=self.device)
 
     def _numpy(self, t) -> np.ndarray:
-        return np.array(t.detach().cpu().numpy(), copy=True)
+        t = t.detach().cpu()
+        if t.dtype == self.torch.bfloat16:
+            return t.float().numpy().astype(self.np_dtype)
+        return np.array(t.numpy(), copy=True)
 
-    def _check(self, tensors, kind: str, when: str) -> None:
+    def _check(self, tensors, kind: str, when: str, expected=None) -> None:
+        expected = expected or self.tdtype
         for i, t in enumerate(tensors):
-            if t is not None and t.dtype != self.tdtype:
+            if t is not None and t.dtype != expected:
                 raise AdapterError(
                     f"vector {self.vector_id!r}: {self.adapter.name} holds {kind}[{i}] in {t.dtype}, "
-                    f"not in the lane dtype {self.dtype_name} ({when})")
+                    f"not in {expected} (lane {self.dtype_name}, {when})")
 
     # ------------------------------------------------------------------ protocol
     def load(self, state: LaneState) -> None:
@@ -85,15 +96,15 @@ class TransformersSession(Session):
         for i, p in enumerate(self.params):
             entry = {"step": self.iterations, "RMS": 0}
             if p.dim() >= 2:
-                entry["exp_avg_sq_row"] = self._tensor(state.r[i])
-                entry["exp_avg_sq_col"] = self._tensor(state.c[i])
+                entry["exp_avg_sq_row"] = self._tensor(state.r[i], self.state_tdtype)
+                entry["exp_avg_sq_col"] = self._tensor(state.c[i], self.state_tdtype)
             else:
-                entry["exp_avg_sq"] = self._tensor(state.v[i])
+                entry["exp_avg_sq"] = self._tensor(state.v[i], self.state_tdtype)
             if self.use_momentum:
                 if momentum is None or momentum[i] is None:
                     raise AdapterError(f"vector {self.vector_id!r}: beta1 is set but the state to load has "
                                        f"no momentum for variable {i}")
-                entry["exp_avg"] = self._tensor(momentum[i])
+                entry["exp_avg"] = self._tensor(momentum[i], self.state_tdtype)
             self.opt.state[p] = entry
 
     def step(self, grads: list) -> None:
@@ -117,8 +128,9 @@ class TransformersSession(Session):
                     out[kind].append(None)
                     continue
                 tensor = s.get(key)
-                self._check([tensor], kind, "after a step")
-                out[kind].append(np.zeros(shapes[kind], self.np_dtype) if tensor is None else self._numpy(tensor))
+                self._check([tensor], kind, "after a step", self.state_tdtype)
+                zeros = np.zeros(shapes[kind], np.float32 if self.dtype_name in HALF_DTYPES else self.np_dtype)
+                out[kind].append(zeros if tensor is None else self._numpy(tensor))
         self._check(self.params, "variables", "after a step")
         kwargs = {}
         if "momentum" in LaneState.__dataclass_fields__:
@@ -129,10 +141,11 @@ class TransformersSession(Session):
 
 
 class TransformersAdapter(Adapter):
-    """transformers.optimization.Adafactor (PyTorch), float64 and float32, cpu and gpu."""
+    """transformers.optimization.Adafactor (PyTorch), float64, float32, float16 and bfloat16
+    (the half lanes computed in float32 by transformers itself), cpu and gpu."""
 
     def __init__(self):
-        super().__init__(name="transformers", dtypes=("float64", "float32"), devices=("cpu", "gpu"),
+        super().__init__(name="transformers", dtypes=("float64", "float32", "float16", "bfloat16"), devices=("cpu", "gpu"),
                          dialects=("transformers",))
 
     def environment(self, device: str) -> dict:
@@ -152,6 +165,14 @@ class TransformersAdapter(Adapter):
         if not torch.cuda.is_available():
             return f"torch {torch.__version__} sees no CUDA device (torch.cuda.is_available() is False)"
         return None
+
+    def state_dtypes(self, vector: dict, dtype: str) -> dict:
+        """transformers keeps the statistics and momentum of float16/bfloat16 parameters in
+        float32 and steps those parameters in float32 (optimization.py:1220-1221, 1237-1240,
+        1253-1254, 1291-1292)."""
+        if dtype in HALF_DTYPES:
+            return {kind: np.dtype(np.float32) for kind in ("r", "c", "v", "momentum")}
+        return {}
 
     def create(self, vector: dict, dtype: str, device: str) -> Session:
         reason = self.device_available(device)
