@@ -25,17 +25,9 @@ from conformance import vectorfile as vf
 from reference.dialects import optimizer_class
 
 
-def generate_dialect_vector(case, seed: int, initial, grads, expect_error) -> dict:
-    """The vector of a dialect ``case`` on the drawn ``initial`` values and ``grads``."""
-    names = [name for name, _ in case.variables]
-    vector = {
-        "id": case.id,
-        "description": case.description,
-        "seed": seed,
-        "variables": [{"name": n, "initial": vf.encode_array(x)} for n, x in zip(names, initial)],
-        "exclude_from_weight_decay": case.exclude,
-        "error": case.error,
-    }
+def generate_dialect_vector(case, vector: dict, initial, grads, expect_error) -> dict:
+    """The vector of a dialect ``case`` on the drawn ``initial`` values and ``grads``;
+    ``vector`` holds the fields every vector starts with (tools/generate_vectors.py)."""
     flags = set(case.flags)
     cls = optimizer_class(case.dialect)
     try:

@@ -150,8 +150,6 @@ def generate_vector(case: Case) -> dict:
     seed = seed_for(case.id)
     rng = np.random.default_rng(seed)
     initial, grads = draw_inputs(case, rng)
-    if case.dialect != DIALECT:
-        return dialect_vectors.generate_dialect_vector(case, seed, initial, grads, _expect_error)
     names = [name for name, _ in case.variables]
     vector = {
         "id": case.id,
@@ -161,6 +159,8 @@ def generate_vector(case: Case) -> dict:
         "exclude_from_weight_decay": case.exclude,
         "error": case.error,
     }
+    if case.dialect != DIALECT:
+        return dialect_vectors.generate_dialect_vector(case, vector, initial, grads, _expect_error)
     flags = set(case.flags)
 
     config = dict(case.config)

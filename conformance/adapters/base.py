@@ -132,7 +132,16 @@ class Adapter:
 
     def device_available(self, device: str) -> Optional[str]:
         """None when ``device`` can be used, else the reason it cannot."""
-        return None if device == "cpu" else f"{self.name} has no {device} support"
+        if device == "cpu":
+            return None
+        if device not in self.devices:
+            return f"{self.name} has no {device} support"
+        return self.gpu_problem()
+
+    def gpu_problem(self) -> Optional[str]:
+        """Why this adapter's framework cannot use a GPU here, or None; adapters that list
+        "gpu" in ``devices`` override it (``jax_gpu_problem``, ``torch_gpu_problem``)."""
+        return f"{self.name} has no gpu support"
 
     def state_dtypes(self, vector: dict, dtype: str) -> dict:
         """State kinds (``r``, ``c``, ``v``, ``momentum``...) this implementation keeps in a
@@ -156,3 +165,23 @@ class Adapter:
         """Construct the optimizer and variables (initial values) for ``vector``.
         Must raise the implementation's own error for an invalid configuration."""
         raise NotImplementedError
+
+
+def jax_gpu_problem() -> Optional[str]:
+    """Why JAX cannot use a GPU here, or None."""
+    import jax
+
+    try:
+        devices = jax.devices("gpu")
+    except RuntimeError as exc:
+        return f"JAX sees no GPU ({jax.default_backend()} backend): {str(exc).splitlines()[0]}"
+    return None if devices else "JAX sees no GPU"
+
+
+def torch_gpu_problem() -> Optional[str]:
+    """Why torch cannot use a CUDA device here, or None."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return f"torch {torch.__version__} sees no CUDA device (torch.cuda.is_available() is False)"
+    return None

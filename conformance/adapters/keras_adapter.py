@@ -33,7 +33,8 @@ from typing import Optional
 import numpy as np
 
 from conformance import replay
-from conformance.adapters.base import Adapter, LaneState, Session, numpy_dtype
+from conformance.adapters.base import (Adapter, LaneState, Session, jax_gpu_problem, numpy_dtype,
+                                       torch_gpu_problem)
 
 # No import cycle: conformance/adapters/__init__.py defines AdapterError and never imports
 # this module (resolve() imports it by name, after the package is initialised).
@@ -357,19 +358,9 @@ class KerasJaxAdapter(KerasAdapter):
                 "jax_enable_x64": ("on for float64 lanes, off (JAX's default) for the others"
                                    if self.x64 else "off")}
 
-    def device_available(self, device: str) -> Optional[str]:
-        if device == "cpu":
-            return None
-        if device != "gpu":
-            return f"{self.name} knows no device {device!r}"
+    def gpu_problem(self) -> Optional[str]:
         self._keras()
-        import jax
-
-        try:
-            devices = jax.devices("gpu")
-        except RuntimeError as exc:
-            return f"JAX sees no GPU ({jax.default_backend()} backend): {str(exc).splitlines()[0]}"
-        return None if devices else "JAX sees no GPU"
+        return jax_gpu_problem()
 
     def _device_description(self, device: str) -> str:
         import jax
@@ -389,17 +380,9 @@ class KerasTorchAdapter(KerasAdapter):
 
         return {"torch": torch.__version__}
 
-    def device_available(self, device: str) -> Optional[str]:
-        if device == "cpu":
-            return None
-        if device != "gpu":
-            return f"{self.name} knows no device {device!r}"
+    def gpu_problem(self) -> Optional[str]:
         self._keras()
-        import torch
-
-        if not torch.cuda.is_available():
-            return f"torch {torch.__version__} sees no CUDA device (torch.cuda.is_available() is False)"
-        return None
+        return torch_gpu_problem()
 
     def _device_description(self, device: str) -> str:
         import torch
@@ -419,11 +402,7 @@ class KerasTensorFlowAdapter(KerasAdapter):
 
         return {"tensorflow": tf.__version__}
 
-    def device_available(self, device: str) -> Optional[str]:
-        if device == "cpu":
-            return None
-        if device != "gpu":
-            return f"{self.name} knows no device {device!r}"
+    def gpu_problem(self) -> Optional[str]:
         self._keras()
         import tensorflow as tf
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from conformance import replay
 from conformance.adapters import AdapterError
-from conformance.adapters.base import Adapter, LaneState, Session, numpy_dtype
+from conformance.adapters.base import Adapter, LaneState, Session, jax_gpu_problem, numpy_dtype
 
 _HAS_MOMENTUM = "momentum" in LaneState.__dataclass_fields__
 
@@ -194,17 +194,8 @@ class OptaxAdapter(Adapter):
                 "numpy": np.__version__, "jax_enable_x64": "on for float64 lanes (and float64 dtype_momentum)",
                 "device": where, "apply": "jax.jit(tx.update + optax.apply_updates), compiled once per vector"}
 
-    def device_available(self, device: str) -> Optional[str]:
-        if device == "cpu":
-            return None
-        if device != "gpu":
-            return f"{self.name} knows no device {device!r}"
-        jax = _jax()
-        try:
-            devices = jax.devices("gpu")
-        except RuntimeError as exc:
-            return f"JAX sees no GPU ({jax.default_backend()} backend): {str(exc).splitlines()[0]}"
-        return None if devices else "JAX sees no GPU"
+    def gpu_problem(self) -> Optional[str]:
+        return jax_gpu_problem()
 
     def create(self, vector: dict, dtype: str, device: str) -> Session:
         reason = self.device_available(device)

@@ -22,7 +22,7 @@ import numpy as np
 
 from conformance import replay
 from conformance.adapters import AdapterError
-from conformance.adapters.base import Adapter, LaneState, Session, numpy_dtype
+from conformance.adapters.base import Adapter, LaneState, Session, numpy_dtype, torch_gpu_problem
 
 _TORCH_DTYPES = {"float64": "float64", "float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
 
@@ -160,15 +160,9 @@ class TorchAdapter(Adapter):
                 "path": "foreach (_multi_tensor_adafactor)" if self.force_foreach
                 else "single-tensor (_single_tensor_adafactor) unless the vector sets foreach"}
 
-    def device_available(self, device: str) -> Optional[str]:
-        if device == "cpu":
-            return None
-        if device != "gpu":
-            return f"{self.name} knows no device {device!r}"
-        torch = _torch()
-        if not torch.cuda.is_available():
-            return f"torch {torch.__version__} sees no CUDA device (torch.cuda.is_available() is False)"
-        return None
+    def gpu_problem(self) -> Optional[str]:
+        _torch()
+        return torch_gpu_problem()
 
     def create(self, vector: dict, dtype: str, device: str) -> Session:
         reason = self.device_available(device)

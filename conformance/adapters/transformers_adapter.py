@@ -24,7 +24,7 @@ import numpy as np
 
 from conformance import replay
 from conformance.adapters import AdapterError
-from conformance.adapters.base import Adapter, LaneState, Session, numpy_dtype
+from conformance.adapters.base import Adapter, LaneState, Session, numpy_dtype, torch_gpu_problem
 
 #: Lanes whose parameters transformers steps in float32 (optimization.py:1253-1254).
 HALF_DTYPES = ("float16", "bfloat16")
@@ -156,15 +156,9 @@ class TransformersAdapter(Adapter):
                 "device": "cpu" if device == "cpu" else (torch.cuda.get_device_name(0)
                                                          if torch.cuda.is_available() else "none")}
 
-    def device_available(self, device: str) -> Optional[str]:
-        if device == "cpu":
-            return None
-        if device != "gpu":
-            return f"{self.name} knows no device {device!r}"
-        torch, _ = _imports()
-        if not torch.cuda.is_available():
-            return f"torch {torch.__version__} sees no CUDA device (torch.cuda.is_available() is False)"
-        return None
+    def gpu_problem(self) -> Optional[str]:
+        _imports()
+        return torch_gpu_problem()
 
     def state_dtypes(self, vector: dict, dtype: str) -> dict:
         """transformers keeps the statistics and momentum of float16/bfloat16 parameters in
