@@ -23,6 +23,7 @@ import numpy as np
 from conformance import replay
 from conformance import vectorfile as vf
 from reference.dialects import optimizer_class
+from tools.gradient_flags import special_value_flags
 
 
 def generate_dialect_vector(case, vector: dict, initial, grads, expect_error) -> dict:
@@ -101,14 +102,7 @@ def _flags(flags: set, case, opt, grads, has_momentum: bool) -> None:
     if case.exclude:
         flags.add("WEIGHT_DECAY_EXCLUSION")
     for g in (g for row in grads for g in row):
-        if not np.all(np.isfinite(g)):
-            flags.add("NONFINITE_GRADIENT")
-        with np.errstate(over="ignore"):
-            if np.any(np.isfinite(g) & ~np.isfinite(g * g)):
-                flags.add("SQUARE_OVERFLOW")
-        finite = g[np.isfinite(g)]
-        if np.any((finite != 0) & (np.abs(finite) < np.finfo(np.float64).tiny)):
-            flags.add("SUBNORMAL_GRADIENT")
+        flags |= special_value_flags(g)
 
 
 #: Flags only dialect vectors carry (merged into the generator's NOTES).

@@ -27,6 +27,7 @@ from conformance import replay
 from conformance import vectorfile as vf
 from reference import Adafactor, schedules
 from tools import dialect_cases, dialect_vectors
+from tools.gradient_flags import special_value_flags
 from tools.vector_cases import CASES, Case
 
 GENERATOR_VERSION = "1.0.0"
@@ -292,14 +293,7 @@ def _derive_case_flags(flags: set, case: Case, opt: Adafactor, grads) -> None:
         # their None gradients in the arrays themselves.
         flags.add("NONE_GRADIENT")
     for g in (g for row in grads for g in row if g is not None):
-        if not np.all(np.isfinite(g)):
-            flags.add("NONFINITE_GRADIENT")
-        with np.errstate(over="ignore"):
-            if np.any(np.isfinite(g) & ~np.isfinite(g * g)):
-                flags.add("SQUARE_OVERFLOW")
-        finite = g[np.isfinite(g)]
-        if np.any((finite != 0) & (np.abs(finite) < np.finfo(np.float64).tiny)):
-            flags.add("SUBNORMAL_GRADIENT")
+        flags |= special_value_flags(g)
         if np.any(np.isfinite(g) & (g * g < 2.0**20 * opt.epsilon_1)):
             flags.add("EPSILON_1_SIGNIFICANT")
     config_flags = {
