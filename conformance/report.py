@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import math
 import shlex
-from collections import defaultdict
+import os
+import tempfile
+from collections import Counter, defaultdict
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
@@ -15,7 +17,7 @@ from tabulate import tabulate
 from conformance import vectorfile as vf
 from conformance.runner import LaneReport
 
-STATUSES = ("pass", "fail", "acceptable", "xfail", "xpass", "skip")
+STATUSES = ("pass", "model", "fail", "acceptable", "xfail", "xpass", "skip")
 
 
 def header(reports: list[LaneReport], extra: dict) -> str:
@@ -39,9 +41,35 @@ def lane_table(reports: list[LaneReport]) -> str:
         c = r.counts()
         worst = max((o.worst_ratio for o in r.outcomes if o.status in ("pass", "fail")), default=0.0)
         rows.append([r.adapter, r.dtype, r.mode, r.device, *(c[s] for s in STATUSES),
-                     _fmt(worst), f"{r.seconds:.1f}", "yes" if r.conforms else "NO"])
+                     _fmt(worst), f"{r.seconds:.1f}", _conforms_cell(r)])
     return tabulate(rows, headers=["adapter", "dtype", "mode", "device", *STATUSES,
                                    "worst err/budget (pass+fail)", "seconds", "conforms"])
+
+
+def _conforms_cell(r: LaneReport) -> str:
+    if r.counts()["fail"]:
+        return "NO"
+    return "yes" if r.graded else "none graded"
+
+
+def why_not_graded(r: LaneReport) -> str:
+    """Why a lane graded no vector (empty when it graded one): the reason it did not run,
+    or what became of each vector it was given (skip and xfail reasons, most common first)."""
+    if r.graded:
+        return ""
+    if r.not_run:
+        return r.not_run
+    if not r.outcomes:
+        return "no selected vector is of a dialect this adapter replays"
+    reasons = Counter(f"{o.status}: {o.reason}" for o in r.outcomes)
+    shown = "; ".join(f"{n} x {why}" for why, n in reasons.most_common(3))
+    more = f"; and {len(reasons) - 3} other reasons" if len(reasons) > 3 else ""
+    return f"all {len(r.outcomes)} vectors skipped or xfail ({shown}{more})"
+
+
+def not_graded(reports: list[LaneReport]) -> list[str]:
+    """One line per lane that graded nothing: adapter, dtype, mode, device and why."""
+    return [f"{r.adapter} {r.dtype} {r.mode} {r.device}: {why_not_graded(r)}" for r in reports if not r.graded]
 
 
 def flag_table(report: LaneReport) -> str:
@@ -90,15 +118,28 @@ def failures(report: LaneReport, limit: int = 20) -> str:
     return "\n".join(lines)
 
 
-def to_json(reports: list[LaneReport], extra: dict, skipped: str | None = None) -> dict:
-    """The JSON report; ``skipped`` says why an adapter ran no lane (``--if-available``)."""
+def to_json(reports: list[LaneReport], extra: dict, skipped: str | None = None, verdict: str | None = None,
+            exit_status: int | None = None, errors=()) -> dict:
+    """The JSON report; ``skipped`` says why an adapter ran no lane (``--if-available``).
+    ``verdict`` is the run's (CONFORMS, DOES NOT CONFORM, NOTHING CHECKED, ERROR) with its
+    ``exit_status``; ``conforms`` is true only for CONFORMS. ``not_graded`` lists the lanes
+    that graded nothing, with why; ``errors`` the adapter processes that could not run."""
+    if verdict is None:
+        verdict = ("DOES NOT CONFORM" if any(r.counts()["fail"] for r in reports)
+                   else "CONFORMS" if any(r.graded for r in reports) else "NOTHING CHECKED")
     data = {
         "format": "adafactor-conformance-report",
         "version": 1,
         "run": extra,
-        "conforms": all(r.conforms for r in reports),
+        "verdict": verdict,
+        "conforms": verdict == "CONFORMS",
+        "graded": sum(r.graded for r in reports),
+        "not_graded": not_graded(reports),
+        "errors": list(errors),
         "lanes": [_jsonable(r.to_json()) for r in reports],
     }
+    if exit_status is not None:
+        data["exit_status"] = exit_status
     if skipped:
         data["skipped"] = skipped
     return data
@@ -106,7 +147,7 @@ def to_json(reports: list[LaneReport], extra: dict, skipped: str | None = None) 
 
 def _jsonable(value):
     if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -114,11 +155,16 @@ def _jsonable(value):
     return value
 
 
-def write_json(path: Path, reports: list[LaneReport], extra: dict, skipped: str | None = None) -> None:
-    vf.write_atomic(Path(path), json.dumps(to_json(reports, extra, skipped), indent=1, sort_keys=True) + "\n")
+def write_json(path: Path, reports: list[LaneReport], extra: dict, skipped: str | None = None, **verdict) -> None:
+    """Written atomically (a temporary file and a rename): never half a report."""
+    vf.write_atomic(Path(path), json.dumps(to_json(reports, extra, skipped, **verdict), indent=1,
+                                           sort_keys=True) + "\n")
 
 
-def write_junit(path: Path, reports: list[LaneReport]) -> None:
+def write_junit(path: Path, reports: list[LaneReport], verdict: str | None = None, problems=()) -> None:
+    """One test case per vector and lane. A run whose verdict is ERROR or NOTHING CHECKED
+    gets one more suite, ``gate``, whose ``verdict`` case is an error naming the problems,
+    so a dashboard that counts JUnit cases never shows such a run green."""
     suites = ET.Element("testsuites")
     for r in reports:
         c = r.counts()
@@ -132,6 +178,12 @@ def write_junit(path: Path, reports: list[LaneReport]) -> None:
                 failure.text = f"{o.reason}\nreproduce: {reproduce_command(r, o.id)}"
             elif o.status in ("skip", "xfail"):
                 ET.SubElement(case, "skipped", message=f"{o.status}: {o.reason}"[:500])
+    if verdict in ("ERROR", "NOTHING CHECKED"):
+        suite = ET.SubElement(suites, "testsuite", name="gate", tests="1", failures="0", errors="1",
+                              skipped="0", time="0")
+        case = ET.SubElement(suite, "testcase", classname="gate", name="verdict")
+        error = ET.SubElement(case, "error", message=f"{verdict}: {'; '.join(problems)}"[:500])
+        error.text = "\n".join([verdict, *problems])
     ET.indent(suites)
     vf.write_atomic(Path(path), ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n")
 
@@ -176,6 +228,17 @@ def write_plot(path: Path, reports: list[LaneReport]) -> str | None:
         ax.set_title(f"{dtype}: error versus step (floor 1e-2 = exact)")
         ax.legend(fontsize="x-small")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:  # atomically, as the other reports: a temporary file and a rename
+        with os.fdopen(fd, "wb") as handle:
+            fig.savefig(handle, format=path.suffix.lstrip(".").lower() or "png")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    finally:
+        plt.close(fig)
     return None

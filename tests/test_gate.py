@@ -192,16 +192,18 @@ def test_results_file_protocol(tmp_path, all_vectors, capsys):
     some = [(r, v) for r, v in all_vectors if v["id"].startswith(("arguments/clipnorm", "invalid/"))]
     path = tmp_path / "results.json"
     path.write_text(json.dumps(_results_from_reference(some)))
-    assert cli.main(["grade", "--results", str(path)]) == 0
+    selection = ["--vectors", "arguments/clipnorm", "--vectors", "invalid/"]  # the file covers exactly these
+    assert cli.main(["grade", "--results", str(path), *selection]) == 0
     assert "test port" in capsys.readouterr().out
 
     def tamper(out):
         bits = out["arguments/clipnorm/0.5"]["steps"][2]["variables"][0]["bits"]
-        bits[0] = vf.float_to_bits(vf.bits_to_float(bits[0]) * (1 + 2**-10))
+        wrong = np.float32(vf.bits_to_float(bits[0])) * np.float32(1 + 2**-10)  # still a float32 value
+        bits[0] = vf.float_to_bits(float(wrong))
         out["invalid/clipnorm_and_clipvalue"] = {"error": "TypeError"}
 
     path.write_text(json.dumps(_results_from_reference(some, tamper=tamper)))
-    assert cli.main(["grade", "--results", str(path)]) == 1
+    assert cli.main(["grade", "--results", str(path), *selection]) == 1
     out = capsys.readouterr().out
     assert "arguments/clipnorm/0.5" in out and "step 3" in out
     assert "raised TypeError" in out
@@ -289,22 +291,25 @@ def test_split_by_dtype_merges_lanes_and_a_crash_is_an_error(tmp_path, capsys):
 
 def test_gpu_lanes_skip_adapters_that_see_no_gpu(tmp_path, capsys):
     """--device gpu with --adapter all (or --if-available) skips, with the reason, each adapter
-    that cannot use a GPU here: exit 0 and NOTHING CHECKED when none can; naming one adapter
-    without --if-available is a usage error (exit 2) that says why."""
+    that cannot use a GPU here; when none can, nothing was checked: exit 3, NOTHING CHECKED
+    (never 0). Naming one adapter without --if-available is a usage error (exit 2) that says why."""
     out = tmp_path / "r.json"
     code = cli.main(["run", "--adapter", "reference", "--adapter", "reference", "--device", "gpu",
                      "--vectors", "arguments/clip_threshold", "--json", str(out)])
     text = capsys.readouterr().out
-    assert code == cli.EXIT_OK
+    assert code == cli.EXIT_NOTHING_CHECKED
     assert "skipped adapter reference: gpu: reference has no gpu support" in text
     assert "NOTHING CHECKED" in text
-    assert json.loads(out.read_text())["lanes"] == []
+    data = json.loads(out.read_text())
+    assert data["lanes"] == [] and data["verdict"] == "NOTHING CHECKED" and not data["conforms"]
+    assert data["exit_status"] == cli.EXIT_NOTHING_CHECKED
     assert cli.main(["run", "--adapter", "reference", "--device", "gpu"]) == cli.EXIT_ERROR
     assert "has no gpu support" in capsys.readouterr().err
     single = tmp_path / "one.json"
     assert cli.main(["run", "--adapter", "reference", "--device", "gpu", "--if-available",
-                     "--json", str(single)]) == cli.EXIT_OK
-    assert json.loads(single.read_text())["skipped"] == "gpu: reference has no gpu support"
+                     "--json", str(single)]) == cli.EXIT_NOTHING_CHECKED
+    assert "NOTHING CHECKED" in capsys.readouterr().out
+    assert json.loads(single.read_text())["skipped"] == "reference: gpu: reference has no gpu support"
 
 class _CarriedUlpSession:
     """The reference, except that every step lands ``ulps`` ulp of the *previous* variable

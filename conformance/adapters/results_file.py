@@ -9,7 +9,8 @@ one JSON file:
      "dtype": "float32", "mode": "trajectory",        # or "teacher": the port loaded the
      "device": "cpu",                                 #   golden state before every step
      "vectors": {
-      "<vector id>": {"steps": [state after step 1, state after step 2, ...]},
+      "<vector id>": {"steps": [state after step 1, state after step 2, ...],
+                      "initial": state before step 1}, # optional (trajectory: its own build)
       "<invalid vector id>": {"error": "ValueError"}, # the error class the port raised at
       "<other invalid id>": {"error": "ValueError", "step": 1, "steps": [...]}
                                                       # construction, or at step k (0-based)
@@ -18,22 +19,41 @@ one JSON file:
 
 A state is ``{"iterations": n, "variables": [array...], "r": [array or null...],
 "c": [...], "v": [...], "average": [...] or null, "accumulator": [...] or null}``
-(optionally ``"learning_rate_calls": n``, how often a callable learning rate has been
-called so far; graded when present) with
+(optionally ``"momentum": [...]`` for the dialects with a first moment, ``"learning_rate_calls":
+n``, how often a callable learning rate has been called so far, and ``"is_update_step"`` /
+``"ema_overwritten"``, booleans of the last step; each graded when present) with
 arrays encoded as in the vectors (``{"shape": [...], "bits": [...]}``, float64 bit
-patterns of the port's values widened exactly to float64). Vectors the file does not
-mention are skipped. ``python -m conformance grade --results FILE`` grades it with the
-same runner, metrics and tolerance policy as every adapter.
+patterns of the port's values widened exactly to float64).
+
+What ``python -m conformance grade --results FILE`` checks before grading anything (each
+an error, exit 2, naming the file, vector id, step and field): every vector id is in the
+corpus; no vector has more steps than the vector itself; ``dtype``, ``mode`` and ``device``
+are known (``device`` one of base.DEVICES); every state has its fields; every value is a
+value of the declared ``dtype`` (it round-trips through that dtype exactly: float64 values
+that a float32 port cannot hold are refused, never rounded). Then it grades the file with
+the same runner, metrics and tolerance policy as every adapter, over the whole corpus of the
+file's dialect(s) (those of the ids it names; Keras when it names none): a selected vector
+of those dialects that the file lacks is a failure, "missing from the results file", unless
+``--allow-partial`` is given (then it is skipped, and the header and JSON report say so).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from conformance import vectorfile as vf
-from conformance.adapters.base import Adapter, LaneState, Session
+from conformance.adapters.base import DEVICES, DTYPES, Adapter, LaneState, Session, numpy_dtype
 
 RESULTS_FORMAT = "adafactor-conformance-results"
+MODES = ("teacher", "trajectory")
+#: The reason of a selected vector the results file does not hold (a failure by default).
+MISSING = "missing from the results file"
+#: Array fields of a state, and the ones every state must have.
+STATE_ARRAYS = ("variables", "r", "c", "v", "average", "accumulator", "momentum")
+REQUIRED = ("iterations", "variables", "r", "c", "v")
+STEP_FLAGS = ("is_update_step", "ema_overwritten")
 
 
 class ResultsFileError(ValueError):
@@ -47,19 +67,29 @@ class PortError(Exception):
 def load_results(path) -> dict:
     path = Path(path)
     data = vf.read_json(path, ResultsFileError)
-    if data.get("format") != RESULTS_FORMAT or data.get("schema_version") != 1:
-        raise ResultsFileError(f"{path}: not a version-1 results file (format={data.get('format')!r}, "
-                               f"schema_version={data.get('schema_version')!r})")
+    if not isinstance(data, dict) or data.get("format") != RESULTS_FORMAT or data.get("schema_version") != 1:
+        got = data if not isinstance(data, dict) else data.get("format")
+        version = None if not isinstance(data, dict) else data.get("schema_version")
+        raise ResultsFileError(f"{path}: not a version-1 results file (format={got!r}, "
+                               f"schema_version={version!r})")
     for key in ("dtype", "mode", "vectors"):
         if key not in data:
             raise ResultsFileError(f"{path}: missing field {key!r}")
+    for key, allowed in (("dtype", DTYPES), ("mode", MODES), ("device", DEVICES)):
+        value = data.get(key, "cpu")
+        if value not in allowed:
+            raise ResultsFileError(f"{path}: {key} {value!r} is unknown; choose from {list(allowed)}")
+    if not isinstance(data["vectors"], dict):
+        raise ResultsFileError(f"{path}: 'vectors' must be an object of vector id -> results, "
+                               f"not {type(data['vectors']).__name__}")
     return data
 
 
 class _RecordedSession(Session):
-    def __init__(self, steps: list, path, vector_id, error=None, error_step=None):
-        self.steps, self.index, self.path, self.vector_id = steps, 0, path, vector_id
-        self.error, self.error_step = error, error_step
+    def __init__(self, steps: list, path, vector, error=None, error_step=None, initial=None):
+        self.steps, self.index, self.path, self.vector = steps, 0, path, vector
+        self.vector_id = vector["id"]
+        self.error, self.error_step, self.initial = error, error_step, initial
 
     def load(self, state: LaneState) -> None:
         pass  # the port did its own loading (teacher mode) or ran free (trajectory)
@@ -70,20 +100,29 @@ class _RecordedSession(Session):
         self.index += 1
 
     def read(self) -> LaneState:
+        if self.index == 0:  # before step 1 (trajectory mode reads the port's own build)
+            if self.initial is None:  # not reported: the vector's initial state (not graded)
+                from conformance import runner
+
+                return runner.initial_state(self.vector, self.path)
+            return _state(self.initial, self.path, self.vector_id, "the initial state")
         if self.index > len(self.steps):
-            raise ResultsFileError(f"{self.path}: vector {self.vector_id!r} has only {len(self.steps)} steps")
-        s = self.steps[self.index - 1]
+            raise ResultsFileError(f"{self.path}: vector {self.vector_id!r} holds only {len(self.steps)} of the "
+                                   f"vector's {len(self.vector['steps'])} steps")
+        return _state(self.steps[self.index - 1], self.path, self.vector_id, f"step {self.index}")
 
-        def arrays(items):
-            return None if items is None else [vf.decode_optional(a, self.path, self.vector_id) for a in items]
 
-        try:
-            return LaneState(int(s["iterations"]), arrays(s["variables"]), arrays(s["r"]), arrays(s["c"]),
-                             arrays(s["v"]), arrays(s.get("average")), arrays(s.get("accumulator")),
-                             s.get("learning_rate_calls"))
-        except (KeyError, TypeError) as exc:
-            raise ResultsFileError(f"{self.path}: vector {self.vector_id!r} step {self.index}: "
-                                   f"malformed state ({exc})") from exc
+def _state(s: dict, path, vector_id, where) -> LaneState:
+    def arrays(items):
+        return None if items is None else [vf.decode_optional(a, path, vector_id) for a in items]
+
+    try:
+        flags = {key: s[key] for key in STEP_FLAGS if s.get(key) is not None}
+        return LaneState(int(s["iterations"]), arrays(s["variables"]), arrays(s["r"]), arrays(s["c"]),
+                         arrays(s["v"]), arrays(s.get("average")), arrays(s.get("accumulator")),
+                         s.get("learning_rate_calls"), arrays(s.get("momentum")), flags or None)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ResultsFileError(f"{path}: vector {vector_id!r} {where}: malformed state ({exc})") from exc
 
 
 def _port_error(name) -> PortError:
@@ -91,8 +130,8 @@ def _port_error(name) -> PortError:
 
 
 class ResultsFileAdapter(Adapter):
-    """Grades a results file; arrays are read as float64 and rounded to the file's dtype
-    (a lossless round trip when the port wrote its lane values)."""
+    """Grades a results file; arrays are read as float64 and must be values of the file's
+    dtype (``validate`` checks it), then converted to that dtype losslessly."""
 
     def __init__(self, path):
         self.path = Path(path)
@@ -103,25 +142,103 @@ class ResultsFileAdapter(Adapter):
     def environment(self, device: str) -> dict:
         return {"implementation": self.data.get("implementation", "?"), "file": str(self.path)}
 
+    def validate(self, documents: dict) -> None:
+        """Check the file against the whole corpus (``vf.load_corpus``) and set
+        ``dialects`` to the dialects of the vectors it names (Keras when it names none).
+        Raises ResultsFileError naming the file, vector id, step and field."""
+        from conformance.runner import fixed_state_dtypes
+
+        corpus = {vector["id"]: vector for _, vector in vf.iter_vectors(documents)}
+        unknown = sorted(i for i in self.data["vectors"] if i not in corpus)
+        if unknown:
+            shown = ", ".join(repr(i) for i in unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+            raise ResultsFileError(f"{self.path}: vector id {shown} is not in the corpus: unknown vector id")
+        lane = numpy_dtype(self.data["dtype"])
+        for vector_id, entry in self.data["vectors"].items():
+            vector = corpus[vector_id]
+            where = f"{self.path}: vector {vector_id!r}"
+            if not isinstance(entry, dict):
+                raise ResultsFileError(f"{where}: must be an object, not {type(entry).__name__}")
+            steps = entry.get("steps", [])
+            if not isinstance(steps, list):
+                raise ResultsFileError(f"{where}: 'steps' must be a list, not {type(steps).__name__}")
+            if "error" in entry and not isinstance(entry["error"], str):
+                raise ResultsFileError(f"{where}: 'error' must be the name of an error class, not {entry['error']!r}")
+            error_step = entry.get("step")
+            if error_step is not None and (not isinstance(error_step, int) or isinstance(error_step, bool)
+                                           or not 0 <= error_step < len(vector["steps"])):
+                raise ResultsFileError(f"{where}: 'step' {error_step!r} is not a step index of the vector "
+                                       f"(0 to {len(vector['steps']) - 1})")
+            allowed = error_step if "error" in entry and error_step is not None else len(vector["steps"])
+            if len(steps) > allowed:
+                limit = (f"has {allowed} steps" if allowed == len(vector["steps"])
+                         else f"raises at step index {allowed}")
+                raise ResultsFileError(f"{where} step {allowed + 1}: extra steps (the file holds {len(steps)}, "
+                                       f"the vector {limit})")
+            fixed = fixed_state_dtypes(vector)
+            states = [("the initial state", entry["initial"])] if entry.get("initial") is not None else []
+            states += [(f"step {k}", s) for k, s in enumerate(steps, 1)]
+            for label, state in states:
+                self._check_state(state, f"{where} {label}", vector_id, lane, fixed)
+        named = {vf.dialect_of(corpus[i]) for i in self.data["vectors"]}
+        self.dialects = tuple(sorted(named)) if named else ("keras",)
+
+    def _check_state(self, state, where: str, vector_id: str, lane, fixed: dict) -> None:
+        if not isinstance(state, dict):
+            raise ResultsFileError(f"{where}: a state must be an object, not {type(state).__name__}")
+        missing = [key for key in REQUIRED if key not in state]
+        if missing:
+            raise ResultsFileError(f"{where}: field {missing[0]!r} missing")
+        if not isinstance(state["iterations"], int) or isinstance(state["iterations"], bool):
+            raise ResultsFileError(f"{where}: field 'iterations' must be an integer, not {state['iterations']!r}")
+        for kind in STATE_ARRAYS:
+            items = state.get(kind)
+            if items is None:
+                continue
+            if not isinstance(items, list):
+                raise ResultsFileError(f"{where}: field {kind!r} must be a list of arrays (or null)")
+            dtype = fixed.get(kind, lane)
+            for i, obj in enumerate(items):
+                a = vf.decode_optional(obj, self.path, vector_id)
+                if a is None:
+                    continue
+                with np.errstate(all="ignore"):
+                    back = a.astype(dtype).astype(np.float64)
+                same = (back == a) | (np.isnan(back) & np.isnan(a))
+                if not same.all():
+                    at = tuple(int(j) for j in np.argwhere(~same)[0])
+                    raise ResultsFileError(
+                        f"{where}: field {kind}[{i}] element {list(at)} holds {float(a[at])!r}, which is not a "
+                        f"{dtype.name} value (nearest {float(back[at])!r}): the file declares dtype "
+                        f"{self.data['dtype']}, so its values must be {dtype.name} values widened exactly to float64")
+
     def unsupported(self, vector, dtype, device):
         if vector["id"] not in self.data["vectors"]:
-            return "not in the results file"
+            from conformance.runner import representability
+
+            # A vector no port can run in this dtype is skipped as for every adapter; any
+            # other selected vector of the file's dialects that it lacks is MISSING
+            # (cli.py makes that a failure unless --allow-partial).
+            return super().unsupported(vector, dtype, device) or representability(vector, dtype) or MISSING
         return super().unsupported(vector, dtype, device)
 
     def create(self, vector, dtype, device) -> Session:
         entry = self.data["vectors"][vector["id"]]
         if "error" in entry and entry.get("step") is None:
             raise _port_error(entry["error"])
-        session = _RecordedSession(entry.get("steps", []), self.path, vector["id"],
-                                   entry.get("error"), entry.get("step"))
-        return _Casting(session, dtype)
+        session = _RecordedSession(entry.get("steps", []), self.path, vector, entry.get("error"),
+                                   entry.get("step"), entry.get("initial"))
+        from conformance.runner import fixed_state_dtypes
+
+        return _Casting(session, dtype, fixed_state_dtypes(vector))
 
 
 class _Casting(Session):
-    """Round what the file holds to the lane dtype (the runner checks dtypes)."""
+    """Convert what the file holds to the lane dtype (and state kinds the vector keeps in a
+    dtype of their own to that one). ``validate`` has checked that this is exact."""
 
-    def __init__(self, inner: _RecordedSession, dtype: str):
-        self.inner, self.dtype = inner, dtype
+    def __init__(self, inner: _RecordedSession, dtype: str, fixed: dict):
+        self.inner, self.dtype, self.fixed = inner, dtype, fixed
 
     def load(self, state):
         self.inner.load(state)
@@ -130,4 +247,11 @@ class _Casting(Session):
         self.inner.step(grads)
 
     def read(self):
-        return self.inner.read().cast(self.dtype)
+        raw = self.inner.read()
+        state = raw.cast(self.dtype)
+        for kind, dtype in self.fixed.items():
+            items = getattr(raw, kind)
+            if items is not None:
+                setattr(state, kind, [None if a is None else np.asarray(a, dtype=np.float64).astype(dtype)
+                                      for a in items])
+        return state
