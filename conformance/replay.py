@@ -17,6 +17,11 @@ from conformance import vectorfile as vf
 from reference import Adafactor, schedules
 
 
+class CallsExhausted(RuntimeError):
+    """An implementation called a recorded learning-rate callable more often than the
+    spec did: a call-count difference (graded as ``learning_rate_calls``), not a crash."""
+
+
 class RecordedCallable:
     """A zero-argument learning rate that returns recorded values in call order (how a
     vector stores a Python callable: Keras may call it several times per step)."""
@@ -28,7 +33,7 @@ class RecordedCallable:
 
     def __call__(self) -> float:
         if self.position >= len(self.values):
-            raise RuntimeError(
+            raise CallsExhausted(
                 f"vector {self.vector_id!r}: the learning-rate callable was called "
                 f"{self.position + 1} times, but only {len(self.values)} calls were recorded")
         value = self.values[self.position]
@@ -62,7 +67,19 @@ def initial_variables(vector: dict, path="<memory>") -> list:
 
 
 def decode_grads(vector: dict, step: dict, path="<memory>") -> list:
-    return [vf.decode_optional(g, path, vector["id"]) for g in step["grads"]]
+    """One array (or None) per variable, each of its variable's shape. The loader checked
+    this for every vector it read (vectorfile.check_vector); vectors built in memory are
+    checked here, so a malformed one is a VectorFormatError, not a broadcast error."""
+    variables = vector["variables"]
+    if len(step["grads"]) != len(variables):
+        raise vf.VectorFormatError(path, f"a step holds {len(step['grads'])} gradients for "
+                                         f"{len(variables)} variables", vector["id"])
+    grads = [vf.decode_optional(g, path, vector["id"]) for g in step["grads"]]
+    for i, (g, variable) in enumerate(zip(grads, variables)):
+        if g is not None and list(g.shape) != list(variable["initial"]["shape"]):
+            raise vf.VectorFormatError(path, f"grads[{i}] has shape {list(g.shape)}, variable {i} has shape "
+                                             f"{list(variable['initial']['shape'])}", vector["id"])
+    return grads
 
 
 def build(opt: Adafactor, variables: list, names: list, exclude: Optional[dict]) -> None:

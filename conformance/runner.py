@@ -30,11 +30,16 @@ from conformance import metrics, replay
 from conformance import vectorfile as vf
 from conformance.adapters import AdapterError
 from conformance.adapters.base import Adapter, LaneState, finfo, numpy_dtype
-from conformance.expectations import Entry, budget_factors, lookup
+from conformance.expectations import Entry, budget_factors, check_lane, lookup, lookup_models
 from conformance.tolerance import Policy
 
-KINDS = ("variables", "update", "r", "c", "v", "average", "accumulator", "momentum")
 MAX_FAILURES_KEPT = 5
+#: Statuses of a vector that was not graded: skipped (never run), or xfail (its result was
+#: replaced by an expectation entry). Every other status (pass, model, fail, acceptable,
+#: xpass) is a vector whose own verdict stands.
+UNGRADED = ("skip", "xfail")
+#: Per-step booleans of the vectors, graded exactly where an adapter reports them.
+STEP_FLAGS = ("is_update_step", "ema_overwritten")
 
 
 @dataclass
@@ -58,12 +63,17 @@ class VectorOutcome:
     file: str
     result: str  # valid | acceptable | invalid (the vector's own grade)
     flags: list
-    status: str  # pass | fail | acceptable | skip | xfail | xpass
+    status: str  # pass | model | fail | acceptable | skip | xfail | xpass
     reason: str = ""
     first_bad_step: Optional[int] = None
     worst_ratio: float = 0.0  # max over steps and tensors of normwise / budget
     curve: dict = field(default_factory=dict)  # kind -> [max normwise per step, lane eps]
     failures: list = field(default_factory=list)
+    # Graded under a deviation model (conformance/deviations.py): its name, the worst
+    # error/budget against the spec plus the model, and against the spec alone.
+    model: Optional[str] = None
+    model_ratio: Optional[float] = None
+    spec_ratio: Optional[float] = None
 
 
 @dataclass
@@ -76,20 +86,31 @@ class LaneReport:
     seconds: float
     outcomes: list
     unused_expectations: list = field(default_factory=list)
+    #: Why the lane ran no vector at all ("" when it ran): the adapter does not run this
+    #: dtype, or no selected vector is of a dialect it replays. Such a lane graded nothing.
+    not_run: str = ""
 
     def counts(self) -> dict:
-        out = {s: 0 for s in ("pass", "fail", "acceptable", "xfail", "xpass", "skip")}
+        out = {s: 0 for s in ("pass", "model", "fail", "acceptable", "xfail", "xpass", "skip")}
         for o in self.outcomes:
-            out[o.status] += 1
+            out[o.status] = out.get(o.status, 0) + 1
         return out
 
     @property
+    def graded(self) -> int:
+        """Vectors run, compared, and whose verdict stands (every status but UNGRADED)."""
+        return sum(o.status not in UNGRADED for o in self.outcomes)
+
+    @property
     def conforms(self) -> bool:
-        return self.counts()["fail"] == 0
+        """No failure, and at least one vector graded: a lane that checked nothing never
+        conforms (cli.py turns a run where no lane graded anything into NOTHING CHECKED)."""
+        return self.counts()["fail"] == 0 and self.graded > 0
 
     def to_json(self) -> dict:
         data = asdict(self)
         data["counts"] = self.counts()
+        data["graded"] = self.graded
         data["conforms"] = self.conforms
         return data
 
@@ -132,7 +153,8 @@ def golden_states(vector: dict, path="<memory>") -> list[LaneState]:
         calls += len(step.get("learning_rate_calls", []))
         e = replay.decode_expected(vector, step["expected"], path)
         states.append(LaneState(e["iterations"], e["variables"], e["r"], e["c"], e["v"],
-                                e["average"], e["accumulator"], calls, e.get("momentum")))
+                                e["average"], e["accumulator"], calls, e.get("momentum"),
+                                {key: e[key] for key in STEP_FLAGS if e.get(key) is not None}))
     return states
 
 
@@ -291,17 +313,30 @@ def run_vector(adapter: Adapter, vector: dict, path, dtype: str, device: str, mo
         _grade_invalid(adapter, vector, path, dtype, device, outcome)
     else:
         factors = budget_factors(entries, vector, dtype, mode, device)
-        _grade_trajectory(adapter, vector, path, dtype, device, mode, policy, outcome, factors)
+        _grade_valid(adapter, vector, path, dtype, device, mode, policy, outcome, factors,
+                     lookup_models(entries, vector, dtype, mode, device))
 
     if entry is not None and entry.verdict == "xfail":
-        if outcome.status in ("fail", "acceptable"):
-            outcome.status, outcome.reason = "xfail", f"{entry.reason} [{entry.source}]"
-        else:
-            outcome.status, outcome.reason = "xpass", f"expected to fail: {entry.reason} [{entry.source}]"
+        _apply_xfail(entry, outcome)
     elif outcome.status == "fail" and vector["result"] == "acceptable":
         outcome.status = "acceptable"
         outcome.reason = "deviates on an acceptable vector: " + outcome.reason
     return outcome
+
+
+def _apply_xfail(entry: Entry, outcome: VectorOutcome) -> None:
+    """An xfail entry excuses only the failure it names (``because=``): any other failure
+    stays a failure, and a pass is an XPASS."""
+    where = f"[{entry.source}]"
+    if outcome.status not in ("fail", "acceptable"):
+        outcome.status, outcome.reason = "xpass", f"expected to fail: {entry.reason} {where}"
+        return
+    problem = entry.unexplained(outcome.reason, outcome.failures)
+    if problem:
+        outcome.status = "fail"
+        outcome.reason = f"{outcome.reason} (not the failure {entry.source} expects: {problem})"
+        return
+    outcome.status, outcome.reason = "xfail", f"{entry.reason} {where}"
 
 
 def _grade_invalid(adapter, vector, path, dtype, device, outcome: VectorOutcome) -> None:
@@ -338,48 +373,176 @@ def _grade_invalid(adapter, vector, path, dtype, device, outcome: VectorOutcome)
         outcome.status, outcome.reason = "fail", "; ".join(problems)
 
 
-def _grade_trajectory(adapter, vector, path, dtype, device, mode, policy, outcome, factors) -> None:
+@dataclass
+class Replay:
+    """What one replay of a valid vector produced: per step, the state the implementation
+    stepped from (teacher: the loaded golden; trajectory: its own previous state) and the
+    state it read back, as float64-castable copies."""
+
+    start: LaneState  # the state before step 1 as the implementation holds it
+    previous: list  # LaneState per step
+    actual: list  # LaneState per step
+
+
+def _copy_state(state: LaneState) -> LaneState:
+    """A deep copy: the runner never keeps a reference into what it hands over or reads
+    back (an implementation may update the loaded arrays in place, or return live buffers)."""
+    def conv(items):
+        return None if items is None else [None if a is None else np.array(a, copy=True) for a in items]
+
+    return LaneState(state.iterations, conv(state.variables), conv(state.r), conv(state.c), conv(state.v),
+                     conv(state.average), conv(state.accumulator), state.learning_rate_calls,
+                     conv(state.momentum), None if state.flags is None else dict(state.flags))
+
+
+def replay_states(adapter, vector, path, dtype, device, mode, start: LaneState, goldens: list) -> Replay:
+    """Run the implementation over the vector. Teacher mode loads the golden state before
+    every step. Trajectory mode starts from the implementation's own freshly built state
+    (read before any load, so its ``build()`` is checked too) and runs free."""
     lane = numpy_dtype(dtype)
-    names = [v["name"] for v in vector["variables"]]
-    goldens = golden_states(vector, path)
-    start = initial_state(vector, path)
     grads = [[None if g is None else g.astype(lane) for g in replay.decode_grads(vector, s, path)]
              for s in vector["steps"]]
+    fixed = {**fixed_state_dtypes(vector), **adapter.state_dtypes(vector, dtype)}
+    session = adapter.create(vector, dtype, device)
     try:
-        session = adapter.create(vector, dtype, device)
-        session.load(start.cast(dtype))
-        previous_actual = start.cast(dtype)
-        carried = [0.0] * len(start.variables)  # trajectory: largest |x_j| seen so far, per variable
+        if mode == "trajectory":
+            built = _copy_state(session.read())
+            _check_dtypes(built, lane, adapter.name, vector["id"], 0, fixed)
+            previous_actual = built
+        else:
+            session.load(_copy_state(start.cast(dtype)))
+            previous_actual = built = start.cast(dtype)
+        previous, actual = [], []
         for k, golden in enumerate(goldens):
-            before = goldens[k - 1] if k else start
-            if mode == "trajectory":
-                carried = [max(c, _largest(x)) for c, x in zip(carried, before.variables)]
             if mode == "teacher":
-                loaded = before.cast(dtype)
-                session.load(loaded)
+                loaded = (goldens[k - 1] if k else start).cast(dtype)
+                session.load(_copy_state(loaded))
                 previous_actual = loaded
-            session.step(grads[k])
-            actual = session.read()
-            _check_dtypes(actual, lane, adapter.name, vector["id"], k + 1,
-                          {**fixed_state_dtypes(vector), **adapter.state_dtypes(vector, dtype)})
-            _grade_step(k + 1, before, golden, previous_actual, actual, dtype, mode, policy, names, outcome,
-                        factors, ema_momentum=vector["config"].get("ema_momentum", 0.99),
-                        dialect=vf.dialect_of(vector), carried=carried if mode == "trajectory" else None)
-            previous_actual = actual
+            session.step([None if g is None else g.copy() for g in grads[k]])
+            read = _copy_state(session.read())
+            _check_dtypes(read, lane, adapter.name, vector["id"], k + 1, fixed)
+            previous.append(previous_actual)
+            actual.append(read)
+            previous_actual = read
+    finally:
         session.close()
+    return Replay(built, previous, actual)
+
+
+def _grade_valid(adapter, vector, path, dtype, device, mode, policy, outcome, factors,
+                 model_entries: list = ()) -> None:
+    """Replay once; grade against the golden vector; where that fails and ``model`` entries
+    apply, grade the same replay against the spec plus those deviation models."""
+    goldens = golden_states(vector, path)
+    start = initial_state(vector, path)
+    try:
+        run = replay_states(adapter, vector, path, dtype, device, mode, start, goldens)
     except AdapterError:
         raise
     except Exception as exc:  # noqa: BLE001 - a crash of the implementation is a failure
         outcome.status, outcome.worst_ratio = "fail", np.inf
+        if _exhausted(exc):  # called the recorded callable more often than the spec
+            outcome.reason = f"learning_rate_calls: {_exhausted(exc)}"
+            outcome.failures.append(Failure(0, "learning_rate_calls", -1, "", None, None, None, np.inf, np.inf, 0,
+                                            f"{_exhausted(exc)}: "))
+            return
         outcome.reason = f"raised {type(exc).__name__}: {exc}"
         outcome.failures.append(Failure(0, "exception", -1, "", None, None, None, 0, 0, 0,
                                         traceback.format_exc(limit=3)))
         return
+    grade_states(vector, run, start, goldens, goldens, dtype, mode, policy, factors, outcome)
+    if outcome.status != "fail" or not model_entries:
+        return
+    from conformance import deviations
+
+    names = [e.model for e in model_entries]
+    name = " + ".join(names)
+    sources = ", ".join(e.source for e in model_entries)
+    try:
+        expected = deviations.expected_states(names, vector, path, mode, start, goldens)
+    except Exception as exc:  # noqa: BLE001 - the model cannot run this vector: the spec's verdict stands
+        outcome.reason += f" (deviation model {name} [{sources}] could not replay it: {type(exc).__name__}: {exc})"
+        return
+    under = VectorOutcome(outcome.id, outcome.file, outcome.result, outcome.flags, "pass")
+    grade_states(vector, run, start, goldens, expected, dtype, mode, policy.for_models(names), factors, under)
+    outcome.model = name
+    outcome.model_ratio = under.worst_ratio
+    outcome.spec_ratio = outcome.worst_ratio
+    if under.status == "pass":
+        outcome.status = "model"
+        outcome.reason = (f"the spec plus deviation model {name} ({under.worst_ratio:.3g} of its budget; "
+                          f"{outcome.worst_ratio:.3g} of the spec's) [{sources}]")
+        outcome.worst_ratio = under.worst_ratio
+        outcome.curve = under.curve
+        outcome.failures = []
+        outcome.first_bad_step = None
+    else:
+        outcome.reason = (f"beyond the spec ({outcome.worst_ratio:.3g} of its budget) and beyond the spec plus "
+                          f"deviation model {name} [{sources}]: {under.reason}")
+        outcome.failures = under.failures
+        outcome.first_bad_step = under.first_bad_step
+
+
+def _exhausted(exc: BaseException) -> Optional[str]:
+    """The message of a replay.CallsExhausted in ``exc`` or its causes, else None."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, replay.CallsExhausted):
+            return str(exc)
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
+
+
+def grade_states(vector, run: Replay, start: LaneState, goldens: list, expected: list, dtype, mode, policy,
+                  factors, outcome: VectorOutcome) -> None:
+    """Grade a replay against ``expected`` (the golden states, or a model's from the same
+    starting points)."""
+    names = [v["name"] for v in vector["variables"]]
+    if mode == "trajectory":
+        _grade_built(run.start, start, dtype, outcome)
+    carried = [0.0] * len(start.variables)  # trajectory: largest |x_j| seen so far, per variable
+    for k, golden in enumerate(expected):
+        # The float64 state the expected step starts from: teacher mode loads the golden
+        # state; a free-running trajectory is compared with the expected trajectory's own.
+        before = (goldens if mode == "teacher" else expected)[k - 1] if k else start
+        if mode == "trajectory":
+            carried = [max(c, _largest(x)) for c, x in zip(carried, before.variables)]
+        _grade_step(k + 1, before, golden, run.previous[k], run.actual[k], dtype, mode, policy, names, outcome,
+                    factors, ema_momentum=vector["config"].get("ema_momentum", 0.99),
+                    dialect=vf.dialect_of(vector), carried=carried if mode == "trajectory" else None)
     if outcome.failures:
         outcome.status = "fail"
         f = outcome.failures[0]
         outcome.reason = (f"step {f.step}: {f.kind} of {f.name!r}: {f.message or ''}"
                           f"normwise {f.normwise:.3g} eps > budget {f.budget:.3g} eps")
+
+
+def _grade_built(built: LaneState, start: LaneState, dtype: str, outcome: VectorOutcome) -> None:
+    """The implementation's own freshly built state must be the vector's initial state
+    exactly: the variables as given (rounded to the lane dtype), zero statistics of the
+    right shapes, iteration 0. Whatever the implementation reports is checked; a state kind
+    it holds that the vector has none of is not graded."""
+    expected = start.cast(dtype)
+    problems = []
+    if built.iterations != 0:
+        problems.append(f"iterations {built.iterations}, expected 0")
+    for kind, i, want in expected.arrays():
+        have_list = getattr(built, kind)
+        have = None if have_list is None or i >= len(have_list) else have_list[i]
+        if have is None:
+            problems.append(f"{kind}[{i}] missing")
+            continue
+        have = np.asarray(have)
+        if have.shape != want.shape:
+            problems.append(f"{kind}[{i}] has shape {list(have.shape)}, expected {list(want.shape)}")
+        elif not np.array_equal(have.astype(np.float64), want.astype(np.float64), equal_nan=True):
+            problems.append(f"{kind}[{i}] differs from the initial state")
+    if problems:
+        outcome.first_bad_step = outcome.first_bad_step or 0
+        outcome.worst_ratio = np.inf
+        outcome.failures.insert(0, Failure(0, "built state", -1, "", None, None, None, np.inf, np.inf, 0,
+                                           "the freshly built optimizer state is not the vector's initial "
+                                           f"state: {'; '.join(problems[:4])}: "))
 
 
 def _relative_deviation(actual, golden) -> float:
@@ -439,6 +602,12 @@ def _grade_step(step, before: LaneState, golden: LaneState, prev_actual: LaneSta
                                         actual.learning_rate_calls, np.inf, np.inf, 0,
                                         "the callable learning rate was called a different number of times: "))
         outcome.first_bad_step = outcome.first_bad_step or step
+    for key, want in (golden.flags or {}).items():
+        have = (actual.flags or {}).get(key)
+        if have is not None and bool(have) != bool(want):
+            outcome.failures.append(Failure(step, key, -1, "", None, float(want), float(have), np.inf, np.inf, 0,
+                                            f"{key} is {bool(have)}, the vector says {bool(want)}: "))
+            outcome.first_bad_step = outcome.first_bad_step or step
     if actual.iterations != golden.iterations:
         outcome.failures.append(Failure(step, "iterations", -1, "", None, golden.iterations,
                                         actual.iterations, np.inf, np.inf, 0,
@@ -546,12 +715,19 @@ def select(documents: dict, patterns=(), flags=()) -> list[tuple[str, dict]]:
 
 
 def run_lane(adapter: Adapter, vectors: list[tuple[str, dict]], directory, dtype: str, device: str,
-             mode: str, policy: Policy, entries: list[Entry]) -> LaneReport:
+             mode: str, policy: Policy, entries: list[Entry], corpus: Optional[list] = None) -> LaneReport:
+    """Run ``vectors`` (those of the adapter's dialects) in one lane. ``corpus``: every
+    vector of the corpus, against which no skip/xfail entry may match a whole lane
+    (expectations.check_lane; not checked against a narrow selection, which one entry may
+    rightly cover)."""
     start = time.perf_counter()
     environment = adapter.environment(device)
     dialects = getattr(adapter, "dialects", ("keras",))
+    mine = [(relative, vector) for relative, vector in vectors if vf.dialect_of(vector) in dialects]
+    if corpus is not None:
+        check_lane(entries, [v for _, v in corpus if vf.dialect_of(v) in dialects], dtype, mode, device)
     outcomes = [run_vector(adapter, vector, f"{directory}/{relative}", dtype, device, mode, policy, entries)
-                for relative, vector in vectors if vf.dialect_of(vector) in dialects]
+                for relative, vector in mine]
     unused = [f"{e.source}: {e.verdict} {' '.join(f'{k}={v}' for k, v in e.selectors.items())}"
               for e in entries if e.used == 0 and _entry_applies_to_lane(e, dtype, mode, device)]
     return LaneReport(adapter.name, dtype, device, mode, environment, time.perf_counter() - start,
@@ -573,6 +749,8 @@ def _from_jsonable(value):
         return float("inf")
     if value == "-inf":
         return float("-inf")
+    if value == "nan":
+        return float("nan")
     if isinstance(value, list):
         return [_from_jsonable(v) for v in value]
     if isinstance(value, dict):
@@ -588,7 +766,7 @@ def _lane_from_json(data: dict) -> LaneReport:
         o["failures"] = [Failure(**f) for f in o["failures"]]
         outcomes.append(VectorOutcome(**o))
     return LaneReport(data["adapter"], data["dtype"], data["device"], data["mode"], data["environment"],
-                      data["seconds"], outcomes, data.get("unused_expectations", []))
+                      data["seconds"], outcomes, data.get("unused_expectations", []), data.get("not_run", ""))
 
 
 LaneReport.from_json = staticmethod(_lane_from_json)

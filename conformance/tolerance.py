@@ -53,6 +53,26 @@ class Policy:
     rate: dict
     scale: float = 1.0  # a uniform multiplier (1 for the derived policy)
     dialects: dict = field(default_factory=dict)  # name -> {"teacher": ..., "rate": ...}
+    #: Deviation models (conformance/deviations.py): name -> {"teacher": {dtype: {kind}},
+    #: "rate": ...}, float64 only, derived from the spread of each model's variants.
+    models: dict = field(default_factory=dict)
+
+    def for_models(self, names) -> "Policy":
+        """The budgets a lane is graded with against the spec plus deviation models
+        ``names``: per tensor, the largest of the spec's budget and the models' derived ones
+        (a model's budgets are float64; other dtypes keep the spec's)."""
+        teacher = {d: dict(k) for d, k in self.teacher.items()}
+        rate = {d: dict(k) for d, k in self.rate.items()}
+        for name in names:
+            if name not in self.models:
+                raise KeyError(f"no derived budget for deviation model {name!r} in {POLICY_PATH.name}; "
+                               f"run python -m conformance.tolerance")
+            model = self.models[name]
+            for dtype, kinds in model["teacher"].items():
+                for kind, value in kinds.items():
+                    teacher[dtype][kind] = max(teacher[dtype][kind], value)
+                    rate[dtype][kind] = max(rate[dtype][kind], model["rate"][dtype][kind])
+        return Policy(teacher, rate, self.scale)
 
     def budget(self, dtype: str, mode: str, kind: str, step: int, dialect: str = "keras") -> float:
         teacher, rate = self.teacher, self.rate
@@ -68,7 +88,10 @@ class Policy:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         dialects = {name: {"teacher": d["budgets"]["teacher"], "rate": d["budgets"]["trajectory_rate"]}
                     for name, d in data.get("dialects", {}).items()}
-        return cls(teacher=data["budgets"]["teacher"], rate=data["budgets"]["trajectory_rate"], dialects=dialects)
+        models = {name: {"teacher": m["budgets"]["teacher"], "rate": m["budgets"]["trajectory_rate"]}
+                  for name, m in data.get("models", {}).items()}
+        return cls(teacher=data["budgets"]["teacher"], rate=data["budgets"]["trajectory_rate"], dialects=dialects,
+                   models=models)
 
     @classmethod
     def unlimited(cls) -> "Policy":
@@ -77,20 +100,33 @@ class Policy:
 
 
 # ----------------------------------------------------------------------------- derivation
-def _sequential_sum(x, axis=None, keepdims=False):
-    x = np.asarray(x)
+def _sequential_accumulate(x, axis=None, keepdims=False):
+    """A left-to-right sum in the accumulator dtype of x (reference.reductions.accumulator:
+    float32 for float16/bfloat16, as real frameworks sum them; x's own dtype otherwise),
+    not yet rounded back to x's dtype."""
+    from reference import reductions
+
+    acc = reductions.accumulator(x.dtype)
     if axis is None:
         flat = x.reshape(-1)
-        total = np.cumsum(flat, dtype=x.dtype)[-1] if flat.size else x.dtype.type(0)
+        total = np.cumsum(flat, dtype=acc)[-1] if flat.size else acc.type(0)
         return np.reshape(total, (1,) * x.ndim) if keepdims else total
-    total = np.take(np.cumsum(x, axis=axis, dtype=x.dtype), -1, axis=axis)
+    total = np.take(np.cumsum(x, axis=axis, dtype=acc), -1, axis=axis)
     return np.expand_dims(total, axis) if keepdims else total
 
 
+def _sequential_sum(x, axis=None, keepdims=False):
+    x = np.asarray(x)
+    return np.asarray(_sequential_accumulate(x, axis, keepdims)).astype(x.dtype)[()]
+
+
 def _sequential_mean(x, axis=None, keepdims=False):
+    """The sequential sum divided once by the count, both in the accumulator dtype, rounded
+    once to x's dtype (as reference.reductions.mean)."""
     x = np.asarray(x)
     count = x.size if axis is None else x.shape[axis]
-    return _sequential_sum(x, axis, keepdims) / x.dtype.type(count)
+    total = _sequential_accumulate(x, axis, keepdims)
+    return np.asarray(total / total.dtype.type(count)).astype(x.dtype)[()]
 
 
 @contextlib.contextmanager
@@ -133,6 +169,62 @@ def measure(documents_dir: Path, dtypes=DERIVED_DTYPES, dialect: str = "keras") 
     return samples
 
 
+def measure_model(documents_dir: Path, name: str) -> dict:
+    """Per mode and kind: (normwise, step) samples of every other variant of deviation model
+    ``name`` against the model proper, over the valid Keras vectors, in float64 (the only
+    lane a model grades). A model with one variant has no open choice: no samples."""
+    from conformance import deviations, runner
+    from conformance import vectorfile as vf
+
+    chosen = deviations.model(name)
+    documents = vf.load_corpus(documents_dir)
+    vectors = [(rel, v) for rel, v in vf.iter_vectors(documents)
+               if v["result"] == "valid" and vf.dialect_of(v) == "keras"]
+    samples = {m: {k: [] for k in KINDS} for m in MODES}
+    unlimited = Policy.unlimited()
+    for mode in MODES:
+        expected = {}
+        for variant in chosen.variants[1:]:
+            adapter = deviations.adapter(name, variant.name)
+            for relative, vector in vectors:
+                path = f"{documents_dir}/{relative}"
+                goldens, start = runner.golden_states(vector, path), runner.initial_state(vector, path)
+                if vector["id"] not in expected:
+                    expected[vector["id"]] = deviations.expected_states(name, vector, path, mode, start, goldens)
+                with np.errstate(all="ignore"):
+                    run = runner.replay_states(adapter, vector, path, "float64", "cpu", mode, start, goldens)
+                outcome = runner.VectorOutcome(vector["id"], path, "valid", [], "pass")
+                runner.grade_states(vector, run, start, goldens, expected[vector["id"]], "float64", mode,
+                                    unlimited, {}, outcome)
+                for kind, values in outcome.curve.items():
+                    samples[mode][kind].extend((float(v), step) for step, v in enumerate(values, 1))
+    return samples
+
+
+def _derive_model(documents_dir: Path, name: str) -> dict:
+    """Budgets of one deviation model, as for the honest lanes: SAFETY_FACTOR times the
+    envelope of its variants' spread (teacher), the worst rate per step (trajectory)."""
+    from conformance import deviations
+
+    samples = measure_model(documents_dir, name)
+    teacher, rate, envelope = {}, {}, {}
+    for kind in KINDS:
+        t = np.array([v for v, _ in samples["teacher"][kind]] or [0.0])
+        r = np.array([v / step for v, step in samples["trajectory"][kind]] or [0.0])
+        t, r = t[np.isfinite(t)], r[np.isfinite(r)]
+        top_t = float(t.max()) if t.size else 0.0
+        top_r = float(r.max()) if r.size else 0.0
+        teacher[kind] = _sig_up(max(FLOOR, SAFETY_FACTOR * top_t))
+        rate[kind] = _sig_up(top_r)
+        envelope[kind] = {"samples": len(samples["teacher"][kind]), "teacher_max": _sig(top_t),
+                          "trajectory_rate_max": _sig(top_r)}
+    chosen = deviations.model(name)
+    return {"summary": chosen.summary, "source": chosen.source,
+            "variants": [v.name for v in chosen.variants],
+            "budgets": {"teacher": {"float64": teacher}, "trajectory_rate": {"float64": rate}},
+            "envelopes": {"float64": envelope}}
+
+
 def _sig(x: float, digits: int = 4) -> float:
     return float(f"{x:.{digits}g}")
 
@@ -146,6 +238,7 @@ def _sig_up(x: float, digits: int = 4) -> float:
 
 
 def derive(documents_dir: Path) -> dict:
+    from conformance import deviations
     from reference.dialects import DIALECTS
 
     policy = _derive_one(documents_dir, "keras")
@@ -164,6 +257,7 @@ def derive(documents_dir: Path) -> dict:
         "budgets": policy["budgets"],
         "envelopes": policy["envelopes"],
         "dialects": dialects,
+        "models": {name: _derive_model(documents_dir, name) for name in sorted(deviations.MODELS)},
     }
 
 
@@ -196,7 +290,30 @@ def render_markdown_table(policy: dict) -> str:
     for name, one in policy.get("dialects", {}).items():
         kinds = [k for k in KINDS if any(one["envelopes"][d][k]["samples"] for d in DERIVED_DTYPES)]
         out.append(f"\nDialect `{name}` (its own vectors, vectors/{name}/):\n\n" + _render_one(one, kinds))
+    if policy.get("models"):
+        out.append("\nDeviation models (conformance/deviations.py), float64, graded with the larger of "
+                   "this and the spec's budget; variants: the model proper first, then its open choices:\n")
+        out.append(_render_models(policy["models"]))
     return "\n".join(out)
+
+
+def _render_models(models: dict) -> str:
+    from tabulate import tabulate
+
+    rows = []
+    for name, m in models.items():
+        for kind in KINDS:
+            e = m["envelopes"]["float64"][kind]
+            if not e["samples"]:
+                continue
+            teacher = m["budgets"]["teacher"]["float64"][kind]
+            rate = m["budgets"]["trajectory_rate"]["float64"][kind]
+            rows.append([name, kind, e["samples"], e["teacher_max"], teacher, e["trajectory_rate_max"],
+                         f"max({teacher:g}, {_sig(SAFETY_FACTOR * rate):g}*k)"])
+        if not any(m["envelopes"]["float64"][k]["samples"] for k in KINDS):
+            rows.append([name, "(all)", 0, "-", "spec's", "-", "spec's: an exact emulation, one variant"])
+    return tabulate(rows, headers=["model", "tensor", "samples", "variant spread max", "teacher budget",
+                                   "rate/step", "trajectory budget at step k"], tablefmt="github")
 
 
 def _render_one(policy: dict, kinds) -> str:

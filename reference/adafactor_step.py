@@ -29,7 +29,7 @@ from typing import Optional
 
 import numpy as np
 
-from reference import reductions
+from reference import minmax, reductions
 
 
 @dataclass(frozen=True)
@@ -130,17 +130,17 @@ def update_step(
     # the same min unconditionally, and min(min(lr, s), s) == min(lr, s) bit for bit.
     # Schedules and callables skip (1) and still get (2).
     if not learning_rate_is_callable and hyper.relative_step:
-        lr = np.minimum(lr, inv_sqrt_step)
+        lr = minmax.minimum(lr, inv_sqrt_step)
 
     # (2) adafactor.py:158. QUIRK: Keras's `learning_rate` is only the cap on the relative
     # step size (the paper hard-codes 1e-2; Keras's default is 1e-3).
-    rho_t = np.minimum(lr, inv_sqrt_step)
+    rho_t = minmax.minimum(lr, inv_sqrt_step)
     # Memory: two variable-sized buffers serve every temporary of the step (`work`, and
     # `new_x` before it holds the result); each in-place ufunc below rounds exactly as the
     # expression in its comment (benchmark: conformance/RESULTS.md).
     work, new_x = np.empty_like(x), np.empty_like(x)
     rms_x = rms(x, scratch=work)
-    alpha_t = np.maximum(epsilon_2, rms_x) * rho_t  # adafactor.py:159
+    alpha_t = minmax.maximum(epsilon_2, rms_x) * rho_t  # adafactor.py:159
     # QUIRK (paper style) epsilon_1 is added to G**2 before any mean or EMA and appears
     # nowhere else; there is no epsilon in U = G / sqrt(V). adafactor.py:160
     regulated_grad_square = np.square(g, out=work)
@@ -167,7 +167,7 @@ def update_step(
     # G**2 + epsilon_1 is spent: `work` holds U from here on.
     u_t = np.divide(g, np.sqrt(v, out=work), out=work)  # U = G / sqrt(V), adafactor.py:209
     rms_u = rms(u_t, scratch=new_x)
-    clip_denominator = np.maximum(one, rms_u / dtype(hyper.clip_threshold))
+    clip_denominator = minmax.maximum(one, rms_u / dtype(hyper.clip_threshold))
     u_t_hat = np.divide(u_t, clip_denominator, out=work)  # U / max(1, RMS(U)/d), adafactor.py:210-213
     step = np.multiply(alpha_t, u_t_hat, out=work)  # alpha_t * U_hat
     new_x = np.subtract(x, step, out=new_x)  # x - alpha_t * U_hat, adafactor.py:214 (assign_sub)

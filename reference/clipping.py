@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from reference import reductions
+from reference import minmax, reductions
 
 
 def clip_by_norm(g: np.ndarray, clipnorm: float) -> np.ndarray:
@@ -27,7 +27,7 @@ def clip_by_norm(g: np.ndarray, clipnorm: float) -> np.ndarray:
     dtype = g.dtype.type
     l2sum = reductions.total(np.square(g), keepdims=True)
     l2norm = np.where(l2sum > 0, np.sqrt(np.where(l2sum > 0, l2sum, 1)), l2sum)
-    return (g * dtype(clipnorm)) / np.maximum(l2norm, dtype(clipnorm))
+    return (g * dtype(clipnorm)) / minmax.maximum(l2norm, dtype(clipnorm))
 
 
 def global_norm(grads: list) -> float:
@@ -47,7 +47,7 @@ def clip_by_global_norm(grads: list, clipnorm: float) -> list:
     infinite norm into a NaN scale, so every gradient becomes NaN.
     """
     n = global_norm(grads)
-    scale_for_finite = clipnorm * np.minimum(1.0 / n, 1.0 / clipnorm)
+    scale_for_finite = clipnorm * minmax.minimum(1.0 / n, 1.0 / clipnorm)
     scale = scale_for_finite + (n - n)
     return [None if g is None else g * g.dtype.type(scale) for g in grads]
 

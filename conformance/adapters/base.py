@@ -68,6 +68,10 @@ class LaneState:
     accumulator: Optional[list] = None
     learning_rate_calls: Optional[int] = 0  # None: not reported (not graded)
     momentum: Optional[list] = None  # dialects with a first moment (optax, transformers)
+    #: What the last step was, where the implementation reports it: ``is_update_step``
+    #: (False on a micro-step that only accumulated) and ``ema_overwritten`` (the EMA was
+    #: copied into the variables); graded exactly. None or a missing key: not reported.
+    flags: Optional[dict] = None
 
     def arrays(self):
         """(kind, index, array) for every array present."""
@@ -87,7 +91,8 @@ class LaneState:
 
         return LaneState(self.iterations, conv(self.variables), conv(self.r), conv(self.c),
                          conv(self.v), conv(self.average), conv(self.accumulator),
-                         self.learning_rate_calls, conv(self.momentum))
+                         self.learning_rate_calls, conv(self.momentum),
+                         None if self.flags is None else dict(self.flags))
 
 
 class Session:

@@ -42,12 +42,12 @@ STEP_MUTATIONS = {
     ),
     "ClipThresholdIgnored": (
         "update clipping with d = 1 whatever clip_threshold says",
-        "clip_denominator = np.maximum(one, rms_u / dtype(hyper.clip_threshold))",
-        "clip_denominator = np.maximum(one, rms_u)",
+        "clip_denominator = minmax.maximum(one, rms_u / dtype(hyper.clip_threshold))",
+        "clip_denominator = minmax.maximum(one, rms_u)",
     ),
     "NoRelativeStep": (
         "rho = lr: the 1/sqrt(t) cap dropped",
-        "rho_t = np.minimum(lr, inv_sqrt_step)",
+        "rho_t = minmax.minimum(lr, inv_sqrt_step)",
         "rho_t = lr",
     ),
     "MeansInFloat32": (

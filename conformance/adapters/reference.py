@@ -27,13 +27,13 @@ def reference_class(dtype_name: str):
 
 
 class ReferenceSession(Session):
-    def __init__(self, vector: dict, dtype: str):
+    def __init__(self, vector: dict, dtype: str, cls=None):
         self.dtype = numpy_dtype(dtype)
         self.callable = None
         lr = replay.decode_learning_rate(vector) if "learning_rate" in vector["config"] else None
         if isinstance(lr, replay.RecordedCallable):
             self.callable = lr
-        self.opt = replay.make_optimizer(vector, learning_rate=lr, cls=reference_class(dtype))
+        self.opt = replay.make_optimizer(vector, learning_rate=lr, cls=cls or reference_class(dtype))
         self.variables = [x.astype(self.dtype) for x in replay.initial_variables(vector)]
         replay.build(self.opt, self.variables, [v["name"] for v in vector["variables"]],
                      vector["exclude_from_weight_decay"])
@@ -64,6 +64,9 @@ class ReferenceSession(Session):
             average=None if s.average is None else list(s.average),
             accumulator=None if s.accumulator is None else list(s.accumulator),
             learning_rate_calls=0 if self.callable is None else self.callable.position,
+            flags=None if self.opt.last_step is None else {
+                "is_update_step": self.opt.last_step.is_update_step,
+                "ema_overwritten": self.opt.last_step.ema_overwritten},
         )
 
 
