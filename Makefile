@@ -26,7 +26,8 @@ check: $(STAMP)
 	$(PY) -m conformance run --adapter all --jobs 2 --json out/report.json --junit out/junit.xml --plot out/errors.png
 
 # The GPU lanes: every installed adapter on the GPU in all four dtypes, one process per adapter
-# and dtype. Adapters that see no GPU are skipped with the reason (exit 0 when nothing can run).
+# and dtype. Adapters that see no GPU are skipped with the reason; when none sees one nothing is
+# checked: exit 3, NOTHING CHECKED with each adapter's reason (make says "Error 3"), never a pass.
 # The venv holds the CPU build of torch: on a GPU machine run it with a CUDA-enabled Python,
 # e.g. `make check-gpu PY=python3 STAMP=` (conformance/RESULTS.md, "GPU lanes").
 GPU_JOBS ?= 8
