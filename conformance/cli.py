@@ -340,9 +340,11 @@ def _grade(args) -> int:
     adapter.validate(documents)
     vectors = _select(documents, args)
     entries = expectations.for_adapter(adapter.expectations or adapter.name, args.xfail_file)
+    corpus = list(vf.iter_vectors(documents))
+    expectations.check_flags(entries, {f for _, v in corpus for f in v["flags"]})
     dtype, mode = adapter.data["dtype"], adapter.data["mode"]
     lane = runner.run_lane(adapter, vectors, args.vectors_dir, dtype, adapter.devices[0], mode,
-                           Policy.load(), entries)
+                           Policy.load(), entries, corpus=corpus)
     for o in lane.outcomes:
         if o.status == "skip" and o.reason == MISSING:
             if args.allow_partial:
@@ -415,8 +417,10 @@ def _work(args) -> int:
     if why_not:
         skipped = f"{args.device}: {why_not}"
     else:
-        vectors = _selected(args)
+        documents = vf.load_corpus(args.vectors_dir)
+        vectors, corpus = _select(documents, args), list(vf.iter_vectors(documents))
         entries = expectations.for_adapter(adapter.expectations or adapter.name, args.xfail_file)
+        expectations.check_flags(entries, {f for _, v in corpus for f in v["flags"]})
         policy = Policy.load()
         dialects = getattr(adapter, "dialects", ("keras",))
         _watch(adapter, progress)
@@ -428,7 +432,8 @@ def _work(args) -> int:
                         adapter.name, dtype, args.device, mode, adapter.environment(args.device), 0.0, [],
                         not_run=f"{adapter.name} does not run {dtype} (it runs {', '.join(adapter.dtypes)})"))
                     continue
-                lane = runner.run_lane(adapter, vectors, args.vectors_dir, dtype, args.device, mode, policy, entries)
+                lane = runner.run_lane(adapter, vectors, args.vectors_dir, dtype, args.device, mode, policy, entries,
+                                       corpus=corpus)
                 if not lane.outcomes and not lane.not_run:
                     lane.not_run = (f"none of the {len(vectors)} selected vectors is of {adapter.name}'s "
                                     f"dialect(s) ({', '.join(dialects)})")
