@@ -205,3 +205,24 @@ def test_an_xfail_excuses_only_the_failure_it_names(tmp_path, corpus):
     entries = _entries(tmp_path, "xfail id=shapes/ because=raises:RuntimeError  # test")
     outcomes = _run(adapter, [(r, v) for r, v in vectors if v["id"] in failing], entries)
     assert all(o.status == "fail" and "not the failure" in o.reason for o in outcomes.values())
+
+
+def test_real_tensorflow_schedules_stay_within_the_models_ulps():
+    """The keras-tensorflow-float32-schedules model assumes a float32 schedule lands within
+    SCHEDULE_ULPS float32 ulps of the float64 value rounded once; measure it on real Keras."""
+    import importlib.util
+    import json
+    import os
+    import subprocess
+    import sys
+
+    for module in ("keras", "tensorflow"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} is not installed (`make test` installs it)")
+    worker = Path(__file__).resolve().parent / "schedule_ulps_worker.py"
+    proc = subprocess.run([sys.executable, str(worker)], capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    worst = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert worst and max(worst.values()) > 0, worst  # TF really computes in float32
+    assert max(worst.values()) <= deviations.SCHEDULE_ULPS, worst
