@@ -10,13 +10,37 @@ its own pid and its child's, once both are running.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+from conformance import vectorfile as vf
 from conformance.adapters.reference import ReferenceAdapter
+
+REPO = Path(__file__).resolve().parent.parent
+#: A small corpus for fast runs: 3 valid Keras vectors of 2 steps, the Keras and torch invalid ones.
+MINI_FILES = ("keras/regression.json", "keras/invalid.json", "torch/invalid.json")
+
+
+def mini_corpus(directory: Path) -> Path:
+    """Copy MINI_FILES of the real corpus to ``directory`` with a manifest of their own."""
+    manifest = json.loads((REPO / "vectors" / vf.MANIFEST_NAME).read_text())
+    files = {}
+    for relative in MINI_FILES:
+        text = (REPO / "vectors" / relative).read_text()
+        (directory / relative).parent.mkdir(parents=True, exist_ok=True)
+        (directory / relative).write_text(text)
+        files[relative] = {"sha256": hashlib.sha256(text.encode()).hexdigest(),
+                           "vectors": len(json.loads(text)["vectors"])}
+    manifest["files"] = files
+    manifest["total_vectors"] = sum(f["vectors"] for f in files.values())
+    (directory / vf.MANIFEST_NAME).write_text(json.dumps(manifest, indent=1))
+    return directory
 
 
 class _Dying:
@@ -132,3 +156,11 @@ class SupportsNothing(ReferenceAdapter):
 
     def unsupported(self, vector, dtype, device):
         return "this port supports no configuration"
+
+
+class RaisesInStep(_DiesInStep):
+    """Raises FloatingPointError in step: a failure the runner grades (not a crash of the
+    process), and one an ``xfail because=raises:FloatingPointError`` entry can name."""
+
+    def die(self):
+        raise FloatingPointError("simulated overflow trap")

@@ -16,7 +16,6 @@ The real CLI runs in a subprocess over a small copy of the corpus (three files),
 run takes seconds. The dying adapters are in tests/fail_closed_adapters.py.
 """
 
-import hashlib
 import json
 import os
 import signal
@@ -31,31 +30,17 @@ import pytest
 from conformance import cli, runner
 from conformance import vectorfile as vf
 from conformance.adapters.reference import ReferenceAdapter
+from tests.fail_closed_adapters import mini_corpus
 
 REPO = Path(__file__).resolve().parent.parent
 ADAPTERS = "tests.fail_closed_adapters"
-MINI_FILES = ("keras/regression.json", "keras/invalid.json", "torch/invalid.json")
 VALID = ("regression/float32-beta2-decay-cancellation", "regression/float32-ema-overwrite-cancellation",
          "regression/float32-update-envelope")
 
 
 @pytest.fixture(scope="module")
 def mini(tmp_path_factory):
-    """A corpus of three files of the real one (3 valid Keras vectors of 2 steps, the Keras
-    and torch invalid vectors), with its own manifest."""
-    directory = tmp_path_factory.mktemp("vectors")
-    manifest = json.loads((REPO / "vectors" / vf.MANIFEST_NAME).read_text())
-    files = {}
-    for relative in MINI_FILES:
-        text = (REPO / "vectors" / relative).read_text()
-        (directory / relative).parent.mkdir(parents=True, exist_ok=True)
-        (directory / relative).write_text(text)
-        files[relative] = {"sha256": hashlib.sha256(text.encode()).hexdigest(),
-                           "vectors": len(json.loads(text)["vectors"])}
-    manifest["files"] = files
-    manifest["total_vectors"] = sum(f["vectors"] for f in files.values())
-    (directory / vf.MANIFEST_NAME).write_text(json.dumps(manifest, indent=1))
-    return directory
+    return mini_corpus(tmp_path_factory.mktemp("vectors"))
 
 
 def gate(*args, env=None, timeout=120):

@@ -129,21 +129,39 @@ def test_dtype_check_catches_silent_downcast(all_vectors, policy):
 
 
 # ----------------------------------------------------------------------------- expectations
+class _RaisesOnClipThreshold(ReferenceAdapter):
+    """The reference, except that it raises FloatingPointError in step on the clip_threshold
+    vectors: a non-numeric failure, the kind an ``xfail because=raises:...`` entry names."""
+
+    def __init__(self):
+        super().__init__()
+        self.name = "raises-on-clip-threshold"
+
+    def create(self, vector, dtype, device):
+        session = super().create(vector, dtype, device)
+        if vector["id"].startswith("arguments/clip_threshold/") or vector["id"] == "sharding/clipping":
+            def step(grads):
+                raise FloatingPointError("simulated trap")
+            session.step = step
+        return session
+
+
 def test_expectation_file_xfail_xpass_and_unused(tmp_path, all_vectors, policy):
     path = tmp_path / "x.txt"
     path.write_text(
         "# known deviations\n"
-        "xfail id=arguments/clip_threshold/  # clip_threshold ignored (example link)\n"
-        "xfail id=sharding/clipping  # clip_threshold=0.5 there too\n"
-        "xfail id=shapes/defaults/scalar dtype=float64  # passes: reported as XPASS\n"
+        "xfail id=arguments/clip_threshold/ because=raises:FloatingPointError  # traps (example link)\n"
+        "xfail id=sharding/clipping because=raises:FloatingPointError  # clip_threshold=0.5 there too\n"
+        "xfail id=shapes/defaults/scalar dtype=float64 because=raises:FloatingPointError  # passes: XPASS\n"
         "skip flag=LONG_RUN  # too slow here\n"
-        "xfail id=does/not/exist  # stale entry\n")
+        "xfail id=does/not/exist because=raises:FloatingPointError  # stale entry\n")
     entries = expectations.parse(path)
-    report = runner.run_lane(broken.ClipThresholdIgnored(), all_vectors, VECTORS, "float64", "cpu",
+    report = runner.run_lane(_RaisesOnClipThreshold(), all_vectors, VECTORS, "float64", "cpu",
                              "teacher", policy, entries)
     counts = report.counts()
     assert counts["fail"] == 0 and counts["xfail"] == 4 and counts["xpass"] == 1
-    assert counts["skip"] == sum("LONG_RUN" in v["flags"] for _, v in all_vectors if vf.dialect_of(v) == "keras")
+    skipped_by_entry = [o for o in report.outcomes if o.status == "skip" and "too slow here" in o.reason]
+    assert len(skipped_by_entry) == sum("LONG_RUN" in v["flags"] for _, v in all_vectors)  # every dialect
     assert any("does/not/exist" in u for u in report.unused_expectations)
     assert report.conforms  # xfail and xpass keep the lane conforming
 
@@ -251,7 +269,7 @@ def test_tolerance_override_entry(tmp_path, all_vectors, policy):
                                expectations.parse(path)).conforms
     for bad, message in [("tolerance dtype=float64 # r\n", "needs a factor"),
                          ("tolerance kind=q x2  # r\n", "unknown kind"),
-                         ("xfail kind=v  # r\n", "tolerance entries only"),
+                         ("xfail id=shapes/ kind=v because=iterations  # r\n", "tolerance entries only"),
                          ("tolerance kind=v x0.5  # r\n", "must be > 1")]:
         path.write_text(bad)
         with pytest.raises(expectations.ExpectationError, match=message):
