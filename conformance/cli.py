@@ -210,6 +210,9 @@ def _print_reports(args, reports, info) -> None:
     print(report.header(reports, info))
     print()
     print(report.lane_table(reports))
+    models = report.model_summary(reports)
+    if models:
+        print(models)
     for r in reports:
         if args.verbose:
             print(f"\n{r.adapter} {r.dtype} {r.mode}: per flag")
@@ -233,13 +236,15 @@ def _problems(code, reports, errors=(), skipped=()) -> list[str]:
     return []
 
 
-def _print_verdict(code, reports, errors=(), skipped=()) -> None:
+def _print_verdict(code, reports, errors=(), skipped=(), unit: str = "") -> None:
+    """The verdict line (and why, for ERROR and NOTHING CHECKED). ``unit``: the verdict of
+    one adapter process of a run of several, printed in its section (the run's comes last)."""
     problems = _problems(code, reports, errors, skipped)
     if code == EXIT_ERROR:
         print(f"\nERROR: {len(problems)} adapter process{'es' if len(problems) != 1 else ''} did not run to the end "
               f"(nothing it did counts):")
     elif code == EXIT_NOTHING_CHECKED:
-        print("\nNOTHING CHECKED: no vector was graded (exit 3):")
+        print(f"\nNOTHING CHECKED by {unit}:" if unit else "\nNOTHING CHECKED: no vector was graded (exit 3):")
     else:
         empty = report.not_graded(reports)
         if empty:
@@ -633,7 +638,8 @@ def _supervise(args) -> int:
     if not args.timeout >= 0:
         raise UsageError(f"--timeout {args.timeout}: must be >= 0 seconds (0: no limit)")
     _check_outputs(args, _inputs(args))
-    _select(vf.load_corpus(args.vectors_dir, validate_schema=False), args)  # fail fast on an empty selection
+    if not single:  # one clear error, not one per adapter process (a single child says it itself)
+        _select(vf.load_corpus(args.vectors_dir, validate_schema=False), args)
     skipped, runnable = [], []
     for name in names:
         missing = None if single else installed(name)
@@ -687,7 +693,7 @@ def _run_units(args, units, single, skipped, info) -> int:
                 print(f"skipped adapter {unit.name} on {args.device}: {skip.split(': ', 1)[-1]}")
             else:
                 _print_reports(args, lanes, info)
-                _print_verdict(_verdict(lanes), lanes)
+                _print_verdict(_verdict(lanes), lanes, unit=unit.label)
             sys.stdout.flush()
 
     while pending or running:
@@ -731,6 +737,9 @@ def _run_units(args, units, single, skipped, info) -> int:
         return _finish(args, reports, info, errors, skipped)
     print("\n=== summary of every adapter")
     print(report.lane_table(reports))
+    models = report.model_summary(reports)
+    if models:
+        print(models)
     for name, why in skipped:
         print(f"skipped adapter {name}: {why}")
     return _finish(args, reports, info, errors, skipped)

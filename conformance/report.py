@@ -39,11 +39,11 @@ def lane_table(reports: list[LaneReport]) -> str:
     rows = []
     for r in reports:
         c = r.counts()
-        worst = max((o.worst_ratio for o in r.outcomes if o.status in ("pass", "fail")), default=0.0)
+        worst = max((o.worst_ratio for o in r.outcomes if o.status in ("pass", "model", "fail")), default=0.0)
         rows.append([r.adapter, r.dtype, r.mode, r.device, *(c[s] for s in STATUSES),
                      _fmt(worst), f"{r.seconds:.1f}", _conforms_cell(r)])
     return tabulate(rows, headers=["adapter", "dtype", "mode", "device", *STATUSES,
-                                   "worst err/budget (pass+fail)", "seconds", "conforms"])
+                                   "worst err/budget (pass+model+fail)", "seconds", "conforms"])
 
 
 def _conforms_cell(r: LaneReport) -> str:
@@ -94,6 +94,21 @@ def reproduce_command(report: LaneReport, vector_id: str) -> str:
         "--adapter", report.environment.get("adapter_spec", report.adapter),
         "--dtype", report.dtype, "--mode", report.mode,
         "--device", report.device, "--vectors", vector_id, "--verbose")))
+
+
+def model_summary(reports: list[LaneReport]) -> str:
+    """One line per lane and deviation model: how many vectors conform only under it, and
+    the worst error/budget under the model. Empty when no vector needed a model."""
+    lines = []
+    for r in reports:
+        by_model = defaultdict(list)
+        for o in r.outcomes:
+            if o.status == "model":
+                by_model[o.model].append(o.model_ratio or 0.0)
+        for name, ratios in sorted(by_model.items()):
+            lines.append(f"  {r.adapter} {r.dtype} {r.mode}: {len(ratios)} vectors conform under deviation model "
+                         f"{name} (worst {_fmt(max(ratios))} of its budget)")
+    return ("graded under deviation models (conformance/deviations.py):\n" + "\n".join(lines)) if lines else ""
 
 
 def failures(report: LaneReport, limit: int = 20) -> str:
