@@ -510,3 +510,478 @@ def test_nan_persists_in_unfactored_v():
     # beta * NaN + ...: the NaN element of v never recovers; x stays NaN
     assert np.isnan(opt.slots(0).v[0]) and not np.isnan(opt.slots(0).v[1])
     assert np.isnan(x).all()
+
+
+# ============================================================================ damaged vectors
+# A damaged or hand-made vector must be a format error (VectorFormatError; exit 2 from the
+# gate) naming the file and the vector, never a DOES NOT CONFORM blamed on the
+# implementation. Each test damages one vector of a small corpus written to tmp_path with a
+# MANIFEST that matches it (sha256 and counts), so only the damage itself can be refused.
+from pathlib import Path  # noqa: E402
+
+from conformance import vectorfile as vf  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+VECTORS = REPO / "vectors"
+KERAS_FILE, KERAS_ID = "keras/arguments.json", "arguments/learning_rate/0.01"  # kernel (5, 3), bias (3,)
+
+
+def one_vector(relative, vector_id):
+    """The vector file ``relative`` holding only the vector ``vector_id`` (parsed)."""
+    document = json.loads((VECTORS / relative).read_text())
+    document["vectors"] = [v for v in document["vectors"] if v["id"] == vector_id]
+    assert len(document["vectors"]) == 1, vector_id
+    return document
+
+
+def write_corpus(directory, files):
+    """Write ``files`` ({relative path: document or raw text}) and a MANIFEST.json that
+    matches them; return the directory."""
+    directory = Path(directory)
+    entries = {}
+    for relative, content in files.items():
+        text = content if isinstance(content, str) else vf.dumps(content)
+        target = directory / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        count = len(json.loads(text, parse_constant=lambda token: 0.0)["vectors"])
+        entries[relative] = {"sha256": vf.sha256_of(target), "vectors": count}
+    manifest = {"format": vf.FORMAT_NAME, "schema_version": vf.SCHEMA_VERSION,
+                "total_vectors": sum(e["vectors"] for e in entries.values()), "files": entries}
+    (directory / vf.MANIFEST_NAME).write_text(vf.dumps(manifest))
+    return directory
+
+
+def damaged(tmp_path, damage, relative=KERAS_FILE, vector_id=KERAS_ID):
+    """A one-vector corpus with ``damage(vector)`` applied; returns its directory."""
+    document = one_vector(relative, vector_id)
+    damage(document["vectors"][0])
+    return write_corpus(tmp_path / "v", {relative: document})
+
+
+def refused(directory, *fragments, vector_id=KERAS_ID, relative=KERAS_FILE):
+    """load_corpus refuses ``directory`` with a message naming the file, the vector id and
+    every fragment."""
+    with pytest.raises(vf.VectorFormatError) as info:
+        vf.load_corpus(directory)
+    message = str(info.value)
+    assert relative in message, message
+    if vector_id is not None:
+        assert repr(vector_id) in message and info.value.vector_id == vector_id, message
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+def test_the_undamaged_one_vector_corpus_loads(tmp_path):
+    directory = damaged(tmp_path, lambda v: None)
+    (vector,) = vf.load_corpus(directory)[KERAS_FILE]["vectors"]
+    assert vector["id"] == KERAS_ID
+
+
+def _transpose_shape(array):
+    array["shape"] = array["shape"][::-1]  # (5, 3) -> (3, 5): the same 15 values
+
+
+def test_expected_array_of_the_wrong_shape_with_the_right_count(tmp_path):
+    directory = damaged(tmp_path, lambda v: _transpose_shape(v["steps"][2]["expected"]["variables"][0]))
+    refused(directory, "steps[2].expected.variables[0]", "[3, 5]", "[5, 3]")
+
+
+def test_expected_state_of_the_wrong_shape_with_the_right_count(tmp_path):
+    def damage(vector):  # r of the (5, 3) kernel is (5,); make it (1, 5)
+        vector["steps"][0]["expected"]["r"][0]["shape"] = [1, 5]
+    refused(damaged(tmp_path, damage), "steps[0].expected.r[0]", "[1, 5]", "expected [5]")
+
+
+def test_expected_state_present_where_keras_keeps_none(tmp_path):
+    def damage(vector):  # the bias is 1-D: Keras keeps no r for it
+        expected = vector["steps"][0]["expected"]
+        expected["r"][1] = expected["v"][1]
+    refused(damaged(tmp_path, damage), "steps[0].expected.r[1] must be null")
+
+
+def test_gradient_of_the_wrong_shape_with_the_right_count(tmp_path):
+    directory = damaged(tmp_path, lambda v: _transpose_shape(v["steps"][4]["grads"][0]))
+    refused(directory, "steps[4].grads[0]", "[3, 5]", "[5, 3]")
+
+
+def test_fewer_gradients_than_variables(tmp_path):
+    directory = damaged(tmp_path, lambda v: v["steps"][1]["grads"].pop())
+    refused(directory, "steps[1].grads holds 1 gradients for 2 variables")
+
+
+def test_null_gradient_without_its_flag(tmp_path):
+    def damage(vector):
+        vector["steps"][1]["grads"][1] = None
+    refused(damaged(tmp_path, damage), "steps[1].grads[1] is null", "NONE_GRADIENT")
+
+
+def test_fewer_expected_arrays_than_variables(tmp_path):
+    directory = damaged(tmp_path, lambda v: v["steps"][3]["expected"]["v"].pop())
+    refused(directory, "steps[3].expected.v holds 1 entries for 2 variables")
+
+
+NAN, INF = "7ff8000000000000", "7ff0000000000000"
+
+
+def test_nan_gradient_in_a_valid_vector_without_the_flag(tmp_path):
+    def damage(vector):
+        vector["steps"][2]["grads"][1]["bits"][0] = NAN
+    refused(damaged(tmp_path, damage), "steps[2].grads[1] holds NaN or inf", "NONFINITE_GRADIENT")
+
+
+def test_inf_in_the_expected_state_without_the_flag(tmp_path):
+    def damage(vector):
+        vector["steps"][5]["expected"]["c"][0]["bits"][1] = INF
+    refused(damaged(tmp_path, damage), "steps[5].expected.c[0] holds NaN or inf", "NONFINITE_STATE")
+
+
+def test_nan_initial_value_without_the_flag(tmp_path):
+    def damage(vector):
+        vector["variables"][0]["initial"]["bits"][3] = NAN
+    refused(damaged(tmp_path, damage), "variables[0].initial holds NaN or inf", "NONFINITE_STATE")
+
+
+def test_subnormal_and_overflowing_gradients_need_their_flags(tmp_path):
+    def subnormal(vector):
+        vector["steps"][0]["grads"][0]["bits"][0] = "0000000000000001"
+    refused(damaged(tmp_path / "a", subnormal), "steps[0].grads[0] holds a subnormal value", "SUBNORMAL_GRADIENT")
+
+    def huge(vector):
+        vector["steps"][0]["grads"][0]["bits"][0] = vf.float_to_bits(1e160)
+    refused(damaged(tmp_path / "b", huge), "square overflows", "SQUARE_OVERFLOW")
+
+
+def test_a_special_gradient_flag_on_a_valid_vector(tmp_path):
+    def damage(vector):
+        vector["flags"] = sorted(vector["flags"] + ["NONFINITE_GRADIENT"])
+    document = one_vector(KERAS_FILE, KERAS_ID)
+    damage(document["vectors"][0])
+    document["notes"]["NONFINITE_GRADIENT"] = "a gradient holds NaN or +-inf"
+    directory = write_corpus(tmp_path / "v", {KERAS_FILE: document})
+    refused(directory, "NONFINITE_GRADIENT", "result is valid")
+
+
+def test_flagged_non_finite_vectors_load():
+    """The corpus's own NaN/inf vectors carry their flags and load (the positive case)."""
+    document = vf.load_file(VECTORS / "keras" / "special_values.json")
+    nan_vector = next(v for v in document["vectors"] if v["id"] == "special_values/nan_gradient")
+    assert {"NONFINITE_GRADIENT", "NONFINITE_STATE"} <= set(nan_vector["flags"])
+    assert nan_vector["result"] == "acceptable"
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
+def test_bare_nan_or_infinity_json_token(tmp_path, token):
+    text = vf.dumps(one_vector(KERAS_FILE, KERAS_ID))
+    assert '"learning_rate": 0.01' in text
+    directory = write_corpus(tmp_path / "v", {KERAS_FILE: text.replace('"learning_rate": 0.01',
+                                                                        f'"learning_rate": {token}', 1)})
+    refused(directory, f"bare {token} token", "vectors/0/config/learning_rate")
+
+
+def test_bare_nan_token_in_the_manifest(tmp_path):
+    directory = write_corpus(tmp_path / "v", {KERAS_FILE: one_vector(KERAS_FILE, KERAS_ID)})
+    manifest = directory / vf.MANIFEST_NAME
+    manifest.write_text(manifest.read_text().replace('"total_vectors": 1', '"total_vectors": NaN'))
+    with pytest.raises(vf.VectorFormatError, match=r"MANIFEST\.json: invalid JSON at total_vectors: bare NaN"):
+        vf.load_corpus(directory)
+
+
+@pytest.mark.parametrize("key,value,fragment", [
+    ("learning_rate", "fast", 'config.learning_rate = "fast"'),
+    ("learning_rate", 1, "config.learning_rate = 1: expected a float"),
+    ("use_ema", "yes", 'config.use_ema = "yes": expected boolean'),
+    ("epsilon_1", True, "config.epsilon_1 = true: expected number"),
+    ("gradient_accumulation_steps", "2", 'config.gradient_accumulation_steps = "2": expected number or null'),
+    ("ema_overwrite_frequency", True, "config.ema_overwrite_frequency = true: expected number or null"),
+    ("clipnorm", [1.0], "config.clipnorm = [1.0]: expected number or null"),
+    ("name", None, "config.name = null: expected string"),
+    ("beta_1", 0.9, "unknown argument(s) ['beta_1']"),
+    ("learning_rate", {"module": "keras.optimizers.schedules", "class_name": "ExponentialDecay",
+                       "config": {"initial_learning_rate": 0.5, "decay_steps": "3", "decay_rate": 0.5},
+                       "registered_name": None}, 'config.learning_rate.config.decay_steps = "3"'),
+    ("learning_rate", {"module": "keras.optimizers.schedules", "class_name": "ExponentialDecay",
+                       "config": {"initial_learning_rate": 0.5, "decay_rate": 0.5},
+                       "registered_name": None}, "ExponentialDecay needs ['decay_steps']"),
+    ("learning_rate", {"module": "keras.optimizers.schedules", "class_name": "ExponentialDecay",
+                       "config": {"initial_learning_rate": 0.5, "decay_steps": 3, "decay_rate": 0.5,
+                                  "speed": 2}, "registered_name": None}, "unknown argument(s) ['speed']"),
+])
+def test_wrongly_typed_or_unknown_configuration(tmp_path, key, value, fragment):
+    def damage(vector):
+        vector["config"][key] = value
+    refused(damaged(tmp_path, damage, ), fragment)
+
+
+def test_an_invalid_vectors_bad_configuration_is_what_it_tests():
+    """Invalid vectors carry bad configurations on purpose (learning_rate "0.01", an unknown
+    argument): only their structure is checked, and they load."""
+    document = vf.load_file(VECTORS / "keras" / "invalid.json")
+    configs = {v["id"]: v["config"] for v in document["vectors"]}
+    assert configs["invalid/learning_rate_string"] == {"learning_rate": "0.01"}
+    assert configs["invalid/unknown_argument"] == {"beta_1": 0.9}
+
+
+def test_dialect_argument_of_the_wrong_type(tmp_path):
+    vector_id = "torch/shapes/defaults/tall"
+    directory = damaged(tmp_path, lambda v: v["config"].update(eps=[None]), "torch/shapes.json", vector_id)
+    refused(directory, "config.eps = [null]: expected [number or null, number]", vector_id=vector_id,
+            relative="torch/shapes.json")
+
+
+@pytest.mark.parametrize("relative,vector_id,damage,fragment", [
+    # torch keeps r and c, no v, for a matrix
+    ("torch/shapes.json", "torch/shapes/defaults/tall",
+     lambda v: v["steps"][0]["expected"].update(v=[v["steps"][0]["expected"]["variables"][0]]),
+     "steps[0].expected.v[0] must be null"),
+    # optax factors its two largest axes: for (2, 3, 5) r lacks axis 2, c lacks axis 1
+    ("optax/shapes.json", "optax/shapes/factor_all/3d",
+     lambda v: v["steps"][1]["expected"]["c"][0].update(shape=[5, 2]),
+     "steps[1].expected.c[0] has shape [5, 2], expected [2, 5]"),
+    # ... not the last two: for (5, 3) r lacks axis 0 (the largest), c axis 1; swapped is wrong
+    ("optax/shapes.json", "optax/shapes/factor_all/tall",
+     lambda v: v["steps"][0]["expected"].update(r=v["steps"][0]["expected"]["c"], c=v["steps"][0]["expected"]["r"]),
+     "steps[0].expected.r[0] has shape [5], expected [3]"),
+    ("optax/shapes.json", "optax/shapes/defaults/3d",  # not factored at min_dim_size_to_factor=128
+     lambda v: v["steps"][1]["expected"].update(r=[v["steps"][1]["expected"]["v"][0]]),
+     "steps[1].expected.r[0] must be null"),
+    # transformers with beta1 keeps a momentum per variable
+    ("transformers/arguments.json", "transformers/arguments/beta1/0.9",
+     lambda v: v["steps"][0]["expected"].pop("momentum"),
+     "steps[0].expected.momentum holds null entries for 2 variables"),
+])
+def test_dialect_state_shapes(tmp_path, relative, vector_id, damage, fragment):
+    refused(damaged(tmp_path, damage, relative, vector_id), fragment, vector_id=vector_id, relative=relative)
+
+
+def test_duplicate_id_across_two_files_names_both(tmp_path):
+    document = one_vector(KERAS_FILE, KERAS_ID)
+    directory = write_corpus(tmp_path / "v", {KERAS_FILE: document, "keras/copy.json": document})
+    message = refused(directory, "duplicate vector id", relative="keras/copy.json")
+    assert KERAS_FILE in message
+
+
+def test_vector_file_not_in_the_manifest(tmp_path):
+    directory = write_corpus(tmp_path / "v", {KERAS_FILE: one_vector(KERAS_FILE, KERAS_ID)})
+    (directory / "keras" / "extra.json").write_text(vf.dumps(one_vector("keras/shapes.json", "shapes/defaults/scalar")))
+    refused(directory, "does not list", "make vectors", vector_id=None, relative="keras/extra.json")
+
+
+def test_error_step_must_be_the_last_and_unexpected(tmp_path):
+    relative, vector_id = "keras/invalid.json", "invalid/all_gradients_none"
+    directory = damaged(tmp_path, lambda v: v["error"].update(step=0), relative, vector_id)
+    refused(directory, "error.step = 0: the step that raises must be the last", vector_id=vector_id,
+            relative=relative)
+
+
+def test_malformed_structure_is_a_format_error_even_without_the_schema(tmp_path, monkeypatch):
+    """Without jsonschema the loader's own checks still turn structural garbage into a
+    format error naming the vector (not a KeyError traceback)."""
+    import sys as _sys
+
+    monkeypatch.setitem(_sys.modules, "jsonschema", None)
+    monkeypatch.setattr(vf, "_WARNED_NO_SCHEMA", True)
+    directory = damaged(tmp_path, lambda v: v["steps"][0].pop("expected"))
+    refused(directory)
+    directory = damaged(tmp_path / "b", lambda v: v["steps"][0]["grads"][0].update(bits=[1] * 15))
+    refused(directory, "gradients: a value is not a 16-digit bit string")
+
+
+def test_manifest_total_must_match(tmp_path):
+    directory = write_corpus(tmp_path / "v", {KERAS_FILE: one_vector(KERAS_FILE, KERAS_ID)})
+    manifest = directory / vf.MANIFEST_NAME
+    manifest.write_text(manifest.read_text().replace('"total_vectors": 1', '"total_vectors": 2'))
+    with pytest.raises(vf.VectorFormatError, match=r"MANIFEST\.json: total_vectors = 2, but its files hold 1"):
+        vf.load_corpus(directory)
+
+
+def test_a_dialect_invalid_vector_is_checked_for_structure_only(tmp_path):
+    """A dialect's invalid vector may carry any configuration (it is what the vector tests);
+    its state arrays are then checked for structure, not against a layout that the
+    configuration would decide."""
+    relative, vector_id = "torch/shapes.json", "torch/shapes/defaults/tall"
+
+    def damage(vector):
+        vector.update(result="invalid", error={"class": "ValueError", "message_contains": "eps", "at": "step",
+                                               "step": len(vector["steps"]) - 1})
+        vector["steps"][-1]["expected"] = None
+        vector["config"]["eps"] = "not a pair"
+        vector["flags"] = sorted(set(vector["flags"]) | {"INVALID_STEP"})
+
+    document = one_vector(relative, vector_id)
+    damage(document["vectors"][0])
+    document["notes"]["INVALID_STEP"] = "a step must be rejected"
+    (vector,) = vf.load_corpus(write_corpus(tmp_path / "v", {relative: document}))[relative]["vectors"]
+    assert vector["config"]["eps"] == "not a pair"
+
+
+def test_replay_refuses_a_malformed_in_memory_vector():
+    """Vectors built in memory skip the loader; replay's decoder still refuses a missing or
+    misshapen gradient with a format error naming the vector, not a broadcast error."""
+    from conformance import replay
+
+    vector = one_vector(KERAS_FILE, KERAS_ID)["vectors"][0]
+    step = vector["steps"][0]
+    assert [g.shape for g in replay.decode_grads(vector, step)] == [(5, 3), (3,)]
+    with pytest.raises(vf.VectorFormatError, match=r"arguments/learning_rate/0\.01.*1 gradients for 2 variables"):
+        replay.decode_grads(vector, {**step, "grads": step["grads"][:1]})
+    _transpose_shape(step["grads"][0])
+    with pytest.raises(vf.VectorFormatError, match=r"grads\[0\] has shape \[3, 5\], variable 0 has shape \[5, 3\]"):
+        replay.decode_grads(vector, step)
+
+
+# ----------------------------------------------------------------------------- the tables
+def test_argument_tables_match_the_constructors():
+    """The loader's argument tables name exactly the arguments of reference.Adafactor, the
+    reference schedules and the reference dialects (and the schedules' required ones)."""
+    import inspect
+
+    from reference.dialects import optimizer_class
+
+    keras = [n for n in inspect.signature(Adafactor).parameters if n != "kwargs"]
+    assert sorted(vf.KERAS_ARGUMENTS) == sorted(keras)
+    for name, (table, required) in vf.SCHEDULE_ARGUMENTS.items():
+        parameters = inspect.signature(getattr(schedules, name)).parameters
+        assert sorted(table) == sorted(parameters), name
+        assert sorted(required) == sorted(n for n, p in parameters.items() if p.default is p.empty), name
+    for dialect, table in vf.DIALECT_ARGUMENTS.items():
+        assert sorted(table) == sorted(inspect.signature(optimizer_class(dialect)).parameters), dialect
+
+
+def test_gradient_flag_rule_matches_the_generators():
+    """The loader requires exactly the flags tools/gradient_flags.py gives a gradient."""
+    from tools.gradient_flags import special_value_flags
+
+    tiny, limit = np.finfo(np.float64).tiny, np.sqrt(np.finfo(np.float64).max)
+    for values in ([1.0, 2.0], [np.nan], [np.inf, 1.0], [1e160], [limit], [np.nextafter(limit, np.inf)],
+                   [-np.nextafter(limit, np.inf)], [tiny / 2], [tiny], [0.0, -0.0], [-1e-310, 1e200, -np.inf]):
+        g = f64(values)
+        with np.errstate(all="ignore"):
+            assert vf.gradient_flags(g) == special_value_flags(g), values
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        with np.errstate(all="ignore"):
+            g = rng.normal(size=4) * 10.0 ** rng.integers(-330, 310)
+            assert vf.gradient_flags(g) == special_value_flags(g), g
+
+
+# ----------------------------------------------------------------------------- through the gate
+def _gate(directory, *extra):
+    return subprocess.run([sys.executable, "-m", "conformance", "run", "--adapter", "reference",
+                           "--dtype", "float64", "--mode", "teacher", "--vectors-dir", str(directory), *extra],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("kind", ["expected_shape", "bare_nan", "learning_rate_fast", "duplicate_id"])
+def test_the_gate_exits_2_naming_file_and_vector(tmp_path, kind):
+    """End to end: the real CLI on a damaged corpus exits 2 with the file and the vector id,
+    instead of running the reference into DOES NOT CONFORM."""
+    document = one_vector(KERAS_FILE, KERAS_ID)
+    vector = document["vectors"][0]
+    files = {KERAS_FILE: document}
+    if kind == "expected_shape":
+        _transpose_shape(vector["steps"][2]["expected"]["variables"][0])
+    elif kind == "learning_rate_fast":
+        vector["config"]["learning_rate"] = "fast"
+    elif kind == "bare_nan":
+        files[KERAS_FILE] = vf.dumps(document).replace('"learning_rate": 0.01', '"learning_rate": NaN', 1)
+    elif kind == "duplicate_id":
+        files["keras/copy.json"] = document
+    done = _gate(write_corpus(tmp_path / "v", files))
+    assert done.returncode == 2, (done.returncode, done.stdout[-2000:], done.stderr[-2000:])
+    assert "DOES NOT CONFORM" not in done.stdout and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert KERAS_FILE in done.stderr and repr(KERAS_ID) in done.stderr, done.stderr[-2000:]
+
+
+def test_the_gate_exits_2_on_a_file_missing_from_the_manifest(tmp_path):
+    directory = write_corpus(tmp_path / "v", {KERAS_FILE: one_vector(KERAS_FILE, KERAS_ID)})
+    (directory / "keras" / "extra.json").write_text(vf.dumps(one_vector("keras/shapes.json", "shapes/defaults/scalar")))
+    done = _gate(directory)
+    assert done.returncode == 2 and "keras/extra.json" in done.stderr and "does not list" in done.stderr, done.stderr
+
+
+# ============================================================================ promotion
+from tools import promote  # noqa: E402
+
+CASE = REPO / "tools" / "regressions" / "float32-beta2-decay-cancellation.json"
+
+
+def fuzz_case(tmp_path, damage=None, raw=None):
+    data = json.loads(CASE.read_text())
+    data["id"] = "regression/fuzz-0123456789ab"
+    if damage is not None:
+        damage(data)
+    path = tmp_path / "case.json"
+    path.write_text(raw(json.dumps(data)) if raw else json.dumps(data))
+    return path
+
+
+def test_promote_writes_a_sound_case(tmp_path):
+    out = tmp_path / "regressions"
+    target = promote.promote(fuzz_case(tmp_path), "sound-case", directory=out)
+    assert target == out / "sound-case.json"
+    assert json.loads(target.read_text())["id"] == "regression/sound-case"
+    assert [p.name for p in out.iterdir()] == ["sound-case.json"]
+
+
+def _second_step_bits(data, bits):
+    data["grads"][1][0]["bits"] = [bits]
+
+
+@pytest.mark.parametrize("damage,fragments", [
+    (lambda d: d.update(grads=[]), ["grads", "no steps"]),
+    (lambda d: _second_step_bits(d, "3ff00000000000"), ["grads[1][0].bits[0]", "16 lowercase hex digits"]),
+    (lambda d: _second_step_bits(d, "3FF0000000000000"), ["grads[1][0].bits[0]"]),
+    (lambda d: _second_step_bits(d, "zzzzzzzzzzzzzzzz"), ["grads[1][0].bits[0]"]),
+    (lambda d: d["grads"][0][0].update(shape=[1]), ["grads[0][0]", "has shape [1]", "has shape []"]),
+    (lambda d: d["initial"][0].update(shape=[1, 1]), ["initial[0]", "has shape [1, 1]"]),
+    (lambda d: d["grads"][1].append(None), ["grads[1]", "2 gradients for 1 variables"]),
+    (lambda d: d["config"].update(beta_1=0.9), ["config", "unknown argument(s) ['beta_1']"]),
+    (lambda d: d["config"].update(learning_rate="fast"), ['config.learning_rate = "fast"']),
+    (lambda d: d["config"].update(use_ema="yes"), ['config.use_ema = "yes"']),
+    (lambda d: d.update(exclude_from_weight_decay={"var_index": [3]}), ["exclude_from_weight_decay.var_index"]),
+    (lambda d: d.pop("found_by"), ["missing field 'found_by'"]),
+    (lambda d: d.update(format="something-else"), ["not a version-1 fuzz case"]),
+])
+def test_promote_refuses_a_broken_case_and_writes_nothing(tmp_path, damage, fragments):
+    path = fuzz_case(tmp_path, damage)
+    out = tmp_path / "regressions"
+    with pytest.raises(promote.PromotionError) as info:
+        promote.promote(path, "broken", directory=out)
+    message = str(info.value)
+    for fragment in fragments:
+        assert fragment in message, message
+    assert str(path) in message or "fuzz case" in message or "not a version-1" in message, message
+    assert not out.exists() or not list(out.iterdir())
+
+
+def test_promote_refuses_a_bare_nan_token(tmp_path):
+    path = fuzz_case(tmp_path, raw=lambda text: text.replace('"beta_2_decay": -0.0078125', '"beta_2_decay": NaN'))
+    with pytest.raises(promote.PromotionError, match=r"case\.json: invalid JSON at config/beta_2_decay: bare NaN"):
+        promote.promote(path, "broken", directory=tmp_path / "regressions")
+    assert not (tmp_path / "regressions").exists()
+
+
+def test_promote_refuses_what_the_generator_refuses(tmp_path, monkeypatch):
+    """A case that passes the field checks but that the generator cannot build (here: the
+    reference raises at a step) is refused before anything is written."""
+    def damage(data):  # a legal config whose first step has no gradient at all: Keras raises
+        data["grads"][0][0] = None
+    path = fuzz_case(tmp_path, damage)
+    with pytest.raises(promote.PromotionError, match="the generator cannot build this vector"):
+        promote.promote(path, "broken", directory=tmp_path / "regressions")
+    assert not (tmp_path / "regressions").exists()
+
+
+def test_promote_refuses_a_taken_id(tmp_path):
+    with pytest.raises(promote.PromotionError, match="taken by an existing case"):
+        promote.promote(fuzz_case(tmp_path), CASE.stem, directory=tmp_path / "regressions")
+
+
+def test_promote_cli_exit_status(tmp_path, capsys):
+    path = fuzz_case(tmp_path, lambda d: d.update(grads=[]))
+    assert promote.main([str(path), "--name", "zero-steps"]) == 2
+    err = capsys.readouterr().err
+    assert "case.json: grads: no steps" in err
+    assert not (promote.REGRESSIONS / "zero-steps.json").exists()
