@@ -209,6 +209,156 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
 
 
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, SystemExit, OSError])
+def test_atomic_write_removes_its_temporary_file_when_interrupted(tmp_path, monkeypatch, interrupt):
+    """Ctrl-C (KeyboardInterrupt), SIGTERM under the generator (SystemExit) or an error while
+    the text is written: the old file stays and no .NAME.json.XXXX.tmp is left."""
+    path = tmp_path / "f.json"
+    path.write_text("old")
+    real_fdopen = vf.os.fdopen
+
+    class Interrupted:
+        def __init__(self, *args, **kwargs):
+            self.handle = real_fdopen(*args, **kwargs)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+        def write(self, text):
+            self.handle.write(text[:3])
+            raise interrupt()
+
+    monkeypatch.setattr(vf.os, "fdopen", Interrupted)
+    with pytest.raises(interrupt):
+        vf.write_atomic(path, "new text")
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
+
+
+def test_generator_sigterm_raises_so_temporary_files_are_removed():
+    """While the generator writes, SIGTERM becomes SystemExit (write_atomic's cleanup runs);
+    the previous handler is restored afterwards."""
+    import os
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit):
+        with gen._sigterm_as_exit():
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):  # the handler runs at the next bytecode boundary
+                pass
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def _litter(directory, name, age_s):
+    import os
+    import time
+
+    tmp = directory / name
+    tmp.write_text("{half a fi")
+    os.utime(tmp, (time.time() - age_s, time.time() - age_s))
+    return tmp
+
+
+def test_generator_removes_stale_temporary_files_and_reports_young_ones(tmp_path, capsys):
+    (tmp_path / "keras").mkdir()
+    stale = _litter(tmp_path / "keras", ".shapes.json.k2j4h1x0.tmp", 3600)
+    manifest = _litter(tmp_path, ".MANIFEST.json.a1b2c3d4.tmp", 3600)
+    young = _litter(tmp_path / "keras", ".arguments.json.zz99yy88.tmp", 1)
+    keep = tmp_path / "keras" / "shapes.json"
+    keep.write_text("{}")
+    removed = gen.remove_stale_temporary_files(tmp_path)
+    assert sorted(removed) == sorted([stale, manifest])
+    assert not stale.exists() and not manifest.exists() and young.exists() and keep.exists()
+    err = capsys.readouterr().err
+    assert "removed" in err and str(stale) in err and "another writer may be running" in err
+
+
+def test_freshness_check_reports_temporary_file_litter(tmp_path):
+    """`--check` and the freshness test list a temporary file a killed run left behind (the
+    texts compared are the directory's own, so the litter is the only difference)."""
+    shutil.copytree(VECTORS, tmp_path / "v")
+    texts = {p.relative_to(tmp_path / "v").as_posix(): p.read_text(encoding="utf-8")
+             for p in (tmp_path / "v").rglob("*") if p.is_file() and "schema" not in p.parts}
+    assert gen.compare_with(texts, tmp_path / "v") == []
+    _litter(tmp_path / "v" / "keras", ".shapes.json.k2j4h1x0.tmp", 0)
+    problems = gen.compare_with(texts, tmp_path / "v")
+    assert problems == ["keras/.shapes.json.k2j4h1x0.tmp: temporary file left by an interrupted write "
+                        "(`make vectors` removes it)"]
+
+
+def test_corpus_has_no_temporary_file_litter():
+    assert vf.stale_temporary_files(VECTORS) == [], "remove them or run `make vectors`"
+
+
+def test_loader_refuses_duplicate_ids_across_files(tmp_path):
+    shutil.copytree(VECTORS, tmp_path / "v")
+    source = tmp_path / "v" / "keras" / "invalid.json"
+    copy = tmp_path / "v" / "keras" / "invalid_copy.json"
+    copy.write_text(source.read_text())
+    manifest = json.loads((tmp_path / "v" / "MANIFEST.json").read_text())
+    manifest["files"]["keras/invalid_copy.json"] = dict(manifest["files"]["keras/invalid.json"])
+    manifest["total_vectors"] += manifest["files"]["keras/invalid.json"]["vectors"]
+    (tmp_path / "v" / "MANIFEST.json").write_text(json.dumps(manifest))
+    with pytest.raises(vf.VectorFormatError) as info:
+        vf.load_corpus(tmp_path / "v", validate_schema=False)
+    assert "invalid_copy.json" in str(info.value) and "keras/invalid.json" in str(info.value)
+    assert "duplicate vector id" in str(info.value) and info.value.vector_id.startswith("invalid/")
+
+
+def test_loader_refuses_a_vector_file_the_manifest_omits(tmp_path):
+    shutil.copytree(VECTORS, tmp_path / "v")
+    (tmp_path / "v" / "keras" / "forgotten.json").write_text((VECTORS / "keras" / "invalid.json").read_text())
+    with pytest.raises(vf.VectorFormatError, match=r"forgotten\.json: a vector file that MANIFEST\.json does not list"):
+        vf.load_corpus(tmp_path / "v", validate_schema=False)
+
+
+def test_loader_validates_the_same_bytes_once_per_process(tmp_path, monkeypatch):
+    """load_corpus skips validation only for bytes that passed it before in this process,
+    and a schema-less pass does not stand in for the schema."""
+    small = ("keras/invalid.json", "keras/regression.json")  # a small corpus: the schema step is slow
+    manifest = json.loads((VECTORS / "MANIFEST.json").read_text())
+    manifest["files"] = {name: manifest["files"][name] for name in small}
+    manifest["total_vectors"] = sum(entry["vectors"] for entry in manifest["files"].values())
+    for name in small:
+        (tmp_path / "v" / "keras").mkdir(parents=True, exist_ok=True)
+        shutil.copy(VECTORS / name, tmp_path / "v" / name)
+    (tmp_path / "v" / "MANIFEST.json").write_text(json.dumps(manifest))
+    calls = {"validate": 0, "check_document": 0}
+    real_validate, real_check = vf.validate, vf.check_document
+
+    def counting(name, real):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(vf, "_VALIDATED", {})
+    monkeypatch.setattr(vf, "validate", counting("validate", real_validate))
+    monkeypatch.setattr(vf, "check_document", counting("check_document", real_check))
+    files = len(small)
+    vf.load_corpus(tmp_path / "v", validate_schema=False)
+    assert calls == {"validate": 0, "check_document": files}
+    vf.load_corpus(tmp_path / "v", validate_schema=False)
+    assert calls == {"validate": 0, "check_document": files}
+    vf.load_corpus(tmp_path / "v")  # the schema has not run on these bytes yet
+    assert calls["validate"] == files
+    vf.load_corpus(tmp_path / "v")
+    assert calls["validate"] == files
+    # other bytes are validated again: a damaged vector with a matching manifest is refused
+    path = tmp_path / "v" / "keras" / "invalid.json"
+    doc = json.loads(path.read_text())
+    doc["vectors"][-1]["steps"][0]["grads"].pop()
+    path.write_text(vf.dumps(doc))
+    manifest["files"]["keras/invalid.json"]["sha256"] = vf.sha256_of(path)
+    (tmp_path / "v" / "MANIFEST.json").write_text(json.dumps(manifest))
+    with pytest.raises(vf.VectorFormatError, match="gradients for 2 variables"):
+        vf.load_corpus(tmp_path / "v", validate_schema=False)
+
+
 def test_float_encoding_is_exact_for_specials():
     values = np.array([0.0, -0.0, np.inf, -np.inf, 5e-324, 1.7976931348623157e308, 0.1])
     decoded = vf.decode_array(vf.encode_array(values))

@@ -7,13 +7,19 @@
 Output is byte-for-byte deterministic: no dates, sorted keys, per-case seeds derived
 from the case id. Every file is written through a temporary file and a rename, and
 MANIFEST.json (sha256 and vector count of every file) is written last, so an interrupted
-run leaves either the old corpus or one whose manifest check fails loudly.
+run leaves either the old corpus or one whose manifest check fails loudly. An interrupted
+write (Ctrl-C, SIGTERM) removes its temporary file; one left by a killed run
+(``.NAME.json.XXXXXXXX.tmp``) is removed by the next run once it is a minute old, and
+``--check`` (and the freshness test) reports any as a difference.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import time
 import warnings
 import zlib
 from collections import Counter
@@ -35,6 +41,9 @@ DIALECT = "keras"
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "vectors"
 KNIFE_EDGE = 2.0**-40  # margins below this can flip with float64 rounding differences
+#: A temporary file older than this is litter of a killed run; a younger one may belong to a
+#: writer that is still running (another `make vectors` in the same checkout), so it is left.
+STALE_AFTER_S = 60.0
 
 NOTES = {
     "SCALAR": "has a 0-D variable (unfactored)",
@@ -428,10 +437,50 @@ def build_outputs(readme_source: Path) -> dict[str, str]:
 
 
 def write_outputs(texts: dict[str, str], out: Path) -> None:
-    for path, text in texts.items():
-        if path != vf.MANIFEST_NAME:
-            vf.write_atomic(out / path, text)
-    vf.write_atomic(out / vf.MANIFEST_NAME, texts[vf.MANIFEST_NAME])  # last
+    remove_stale_temporary_files(out)
+    with _sigterm_as_exit():
+        for path, text in texts.items():
+            if path != vf.MANIFEST_NAME:
+                vf.write_atomic(out / path, text)
+        vf.write_atomic(out / vf.MANIFEST_NAME, texts[vf.MANIFEST_NAME])  # last
+
+
+def remove_stale_temporary_files(out: Path, now: float | None = None) -> list[Path]:
+    """Remove the temporary files killed runs left in ``out`` (older than STALE_AFTER_S);
+    say which, and name any younger one that is left alone. Returns the removed paths."""
+    now = time.time() if now is None else now
+    removed = []
+    for tmp in vf.stale_temporary_files(out):
+        try:
+            age = now - tmp.stat().st_mtime
+        except FileNotFoundError:  # its writer just renamed or removed it
+            continue
+        if age < STALE_AFTER_S:
+            print(f"note: {tmp} is {age:.0f} s old: another writer may be running; left in place",
+                  file=sys.stderr)
+            continue
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+        print(f"removed {tmp}: a temporary file left by an interrupted run", file=sys.stderr)
+    return removed
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit():
+    """While files are written, SIGTERM raises SystemExit (as Ctrl-C raises
+    KeyboardInterrupt), so write_atomic removes its temporary file before the process ends."""
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: signals cannot be handled here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def compare_with(texts: dict[str, str], directory: Path) -> list[str]:
@@ -467,6 +516,9 @@ def compare_with(texts: dict[str, str], directory: Path) -> list[str]:
         relative = stray.relative_to(directory).as_posix()
         if relative not in known:
             problems.append(f"{relative}: not produced by the generator (stale file?)")
+    for tmp in vf.stale_temporary_files(directory):
+        problems.append(f"{tmp.relative_to(directory).as_posix()}: temporary file left by an interrupted "
+                        "write (`make vectors` removes it)")
     return problems
 
 
