@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup check check-gpu test clean vectors divergence benchmark
+.PHONY: setup check check-gpu test clean vectors divergence benchmark mutation
 
 setup: $(STAMP)
 
@@ -54,3 +54,16 @@ divergence: $(STAMP)
 # Step-time benchmark of the reference against torch.optim.Adafactor and a memory floor.
 benchmark: $(STAMP)
 	$(PY) -m tools.benchmark
+
+# Corpus strength: cosmic-ray mutates the spec's source (on a private copy: the tree is never
+# modified, even if interrupted) and the gate (reference, float64) must fail on every mutant;
+# writes reference/MUTATION.md atomically, exit 1 while a survivor is unexplained
+# (tools/mutation_equivalents.py). About half an hour to an hour on one core; not part of CI.
+# MUTATION_ARGS="--workers 2" for two mutants at a time.
+MUTATION_STAMP := $(VENV)/.installed-mutation
+$(MUTATION_STAMP): $(STAMP)
+	$(PY) -m pip install -q -c constraints.txt -e '.[mutation]'
+	touch $(MUTATION_STAMP)
+
+mutation: $(MUTATION_STAMP)
+	$(PY) -m tools.mutation $(MUTATION_ARGS)

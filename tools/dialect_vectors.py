@@ -68,7 +68,11 @@ def generate_dialect_vector(case, vector: dict, initial, grads, expect_error) ->
             if not np.all(np.isfinite(a)):
                 flags.add("NONFINITE_STATE")
     _flags(flags, case, opt, grads, has_momentum)
-    vector.update(config=vf.as_jsonable(opt.get_config()), steps=steps, flags=sorted(flags))
+    config = opt.get_config()
+    if case.given_only:  # only the arguments given: a replay leaves the others to the framework
+        config = {key: value for key, value in config.items() if key in case.config}
+        flags.add("DEFAULT_ARGUMENTS")
+    vector.update(config=vf.as_jsonable(config), steps=steps, flags=sorted(flags))
     special = {"NONFINITE_GRADIENT", "SQUARE_OVERFLOW", "SUBNORMAL_GRADIENT"}
     vector["result"] = "acceptable" if flags & special else "valid"
     return vector

@@ -86,6 +86,10 @@ NOTES = {
     "INVALID_CONFIGURATION": "the configuration must be rejected at construction",
     "INVALID_STEP": "a step must be rejected",
     "REGRESSION": "promoted from a failing fuzz example (tools/promote.py); the description says what found it",
+    "DEFAULT_ARGUMENTS": "the config lists only the arguments given: an argument it leaves out is not passed to "
+                         "the constructor, so the implementation's own default is used and graded",
+    "SQUARE_UNDERFLOW": "a nonzero finite gradient whose square underflows to 0 in float64 (a zero norm for "
+                        "clipnorm/global_clipnorm); lanes that cannot hold the gradient skip the vector",
 }
 
 # Keras's defaults, for the coverage table (an argument counts where it differs).
@@ -113,6 +117,8 @@ def draw_inputs(case: Case, rng: np.random.Generator):
             initial.append(np.asarray(rng.normal(size=shape) * 0.01))
         elif case.init == "tiny":
             initial.append(np.asarray(rng.normal(size=shape) * 1e-5))
+        elif case.init == "below_epsilon_2":  # RMS(x) ~ 5.6e-4 < 1e-3, every |x| normal in float16
+            initial.append(np.asarray(rng.choice((-1.0, 1.0), size=shape) * rng.uniform(1e-4, 9e-4, size=shape)))
         else:
             initial.append(np.asarray(rng.normal(size=shape), dtype=np.float64))
     grads = []
@@ -147,6 +153,9 @@ def _config_json(case: Case, opt: Adafactor | None) -> dict:
     config = opt.get_config()
     if case.make_learning_rate is not None:
         config["learning_rate"] = {"callable": "recorded"}
+    if case.given_only:  # only the arguments given: a replay leaves the others to the implementation
+        config = {key: value for key, value in config.items()
+                  if key in case.config or (key == "learning_rate" and case.make_learning_rate is not None)}
     return vf.as_jsonable(config)
 
 
@@ -303,6 +312,9 @@ def _derive_case_flags(flags: set, case: Case, opt: Adafactor, grads) -> None:
         flags.add("NONE_GRADIENT")
     for g in (g for row in grads for g in row if g is not None):
         flags |= special_value_flags(g)
+        with np.errstate(under="ignore"):
+            if np.any(np.isfinite(g) & (g != 0) & (g * g == 0)):
+                flags.add("SQUARE_UNDERFLOW")
         if np.any(np.isfinite(g) & (g * g < 2.0**20 * opt.epsilon_1)):
             flags.add("EPSILON_1_SIGNIFICANT")
     config_flags = {
@@ -325,6 +337,8 @@ def _derive_case_flags(flags: set, case: Case, opt: Adafactor, grads) -> None:
         flags.add("SCHEDULE")
     if case.make_learning_rate is not None:
         flags.add("CALLABLE_LEARNING_RATE")
+    if case.given_only:
+        flags.add("DEFAULT_ARGUMENTS")
 
 
 # ----------------------------------------------------------------------------- corpus

@@ -47,6 +47,16 @@ def constant(value: float) -> GradFn:
     return draw
 
 
+def signed_uniform(low: float = 0.5, high: float = 2.0) -> GradFn:
+    """Gradients of random sign and magnitude uniform in [low, high]: no element is near 0,
+    so every g*g and every statistic of them stays in float16's normal range and a large
+    variable runs in the half-precision lanes too (normal gradients of 1000+ elements have
+    some g*g below 6.1e-5 there, and the lane skips the vector)."""
+    def draw(rng, step, shape):
+        return np.asarray(rng.choice((-1.0, 1.0), size=shape) * rng.uniform(low, high, size=shape))
+    return draw
+
+
 def with_values(base: GradFn, values: dict) -> GradFn:
     """``base`` gradients with element 0 of variable ``var`` set at ``step``:
     values = {(step, var): value}. The variable index is passed in by the generator."""
@@ -104,6 +114,7 @@ class Case:
     variables: tuple = KERNEL_BIAS  # (name, shape) pairs
     steps: int = 10
     init: str = "normal"  # normal | small (N(0, 0.01^2)) | tiny (N(0, 1e-10)) | zeros | ones
+    #                     | below_epsilon_2 (random sign, magnitude uniform in [1e-4, 9e-4])
     grads: GradFn = field(default_factory=normal)
     none_at: frozenset = frozenset()  # {(step, variable index)}: gradient None
     exclude: Optional[dict] = None  # {"var_names": [...], "var_index": [...]}
@@ -116,6 +127,10 @@ class Case:
     # Which Adafactor the vector is for: "keras" (the spec) or a native dialect of
     # reference/dialects/ (ids "<dialect>/<file>/..."; config = that framework's arguments).
     dialect: str = "keras"
+    # The vector's config holds only the arguments in ``config``: every other argument is
+    # left out, so a replay does not pass it and the implementation's own default is used
+    # (and graded). Flag DEFAULT_ARGUMENTS. Otherwise the config lists every argument.
+    given_only: bool = False
 
     @property
     def file(self) -> str:
@@ -171,6 +186,14 @@ case("arguments/weight_decay/exclude_by_variable", "weight decay, the kernel exc
 for cn in (0.5, 100.0, 0.0):
     case(f"arguments/clipnorm/{cn:g}", f"clipnorm={cn!r}" + (" (0 disables it)" if cn == 0 else ""),
          {"learning_rate": 0.1, "clipnorm": cn}, grads=normal(2.0))
+for key in ("clipnorm", "global_clipnorm", "clipvalue"):
+    # base_optimizer.py:870-881 tests `if self.clipnorm and self.clipnorm > 0`: a negative value is accepted
+    # at construction and silently disables the clipping, as 0 does
+    case(f"arguments/{key}/-0.5", f"{key}=-0.5: accepted, and disables clipping (only a value > 0 clips)",
+         {"learning_rate": 0.1, key: -0.5}, grads=normal(2.0), steps=3)
+case("arguments/clipnorm/0.25_norms_below_1", "clipnorm=0.25 with gradient norms between 0.1 and 0.6: the norm "
+     "is the square root of a sum of squares below 1 (a port that takes the sum itself, or 1, differs)",
+     {"learning_rate": 0.1, "clipnorm": 0.25}, grads=normal(0.1), steps=4)
 for cv in (0.1, 0.0):
     case(f"arguments/clipvalue/{cv:g}", f"clipvalue={cv!r}" + (" (0 disables it)" if cv == 0 else ""),
          {"learning_rate": 0.1, "clipvalue": cv})
@@ -182,6 +205,10 @@ for gn in (1.0, 49.0, 0.0):
 for m in (0.99, 0.5):
     case(f"arguments/use_ema/momentum_{m:g}", f"use_ema=True, ema_momentum={m!r}: the first EMA step copies",
          {"learning_rate": 0.1, "use_ema": True, "ema_momentum": m})
+for m, what in ((1.0, "the average keeps the first copy"), (0.0, "the average is the variable")):
+    # the closed range [0, 1] of base_optimizer.py:111-116: both ends are valid
+    case(f"arguments/use_ema/momentum_{m:g}", f"use_ema=True, ema_momentum={m!r} (an end of the valid range "
+         f"[0, 1]): {what}", {"learning_rate": 0.1, "use_ema": True, "ema_momentum": m}, steps=3)
 for f in (0, 1, 3):
     case(f"arguments/ema_overwrite_frequency/{f}", f"use_ema with ema_overwrite_frequency={f}",
          {"learning_rate": 0.1, "use_ema": True, "ema_momentum": 0.9, "ema_overwrite_frequency": f})
@@ -272,6 +299,17 @@ case("sharding/accumulation_global_clipnorm", "accumulation N=2 and global_clipn
      {"learning_rate": 0.3, "gradient_accumulation_steps": 2, "global_clipnorm": 2.0},
      variables=SHARDED, grads=normal(2.0), steps=8)
 
+# --- reductions well past 256 elements: a half-precision sum that does not accumulate in
+# float32 (as every framework does, reference/reductions.py) stalls once the partial sum is
+# 256 times a term (bfloat16) or 2048 times (float16); two steps each, to keep the corpus small
+# (gradients away from 0, signed_uniform, so that the float16 lanes run them too)
+case("long_reductions/last_axis_1024", "a (2, 1024) kernel: r is a mean over 1024 columns, RMS(x) and "
+     "RMS(U) over 2048 elements", {"learning_rate": 0.1}, variables=(("kernel", (2, 1024)),),
+     grads=signed_uniform(), steps=2)
+case("long_reductions/rows_3d_clipnorm", "a (1, 640, 2) variable under clipnorm: c and the mean of r are over "
+     "640 rows, the gradient norm and the RMSs over 1280 elements", {"learning_rate": 0.1, "clipnorm": 4.0},
+     variables=(("w3d", (1, 640, 2)),), grads=signed_uniform(), steps=2)
+
 # --- long runs across regime changes
 case("long_runs/relative_step_crossing", "lr=0.3 for 40 steps: 1/sqrt(t) falls below lr at t=12",
      {"learning_rate": 0.3}, steps=40)
@@ -307,6 +345,45 @@ case("special_values/negative_zero_gradients", "gradients of -0.0",
      grads=constant(-0.0), steps=3)
 case("special_values/subnormal_gradients", "subnormal gradients (flushed to zero on some accelerators)",
      grads=normal(1e-310), steps=3)
+# Gradients of ~1e-170 are normal float64 numbers whose squares underflow to 0: the norm is 0.
+# Keras keeps a zero sum of squares as the norm itself (the "two-tap where",
+# keras/src/optimizers/base_optimizer.py:1110-1114; on TensorFlow tf.clip_by_norm,
+# tensorflow/python/ops/clip_ops.py:227-237, called from keras/src/backend/tensorflow/
+# optimizer.py:224-227), so g * clipnorm / max(0, clipnorm) leaves g as it is; a port that
+# treats a zero norm as 1 (or takes sqrt of the safe value) divides by max(1, clipnorm) and,
+# with clipnorm < 1, shrinks g. global_clipnorm: 1/0 = inf, clipnorm * min(inf, 1/clipnorm)
+# (base_optimizer.py:1190-1197). Zero variables, so the step (epsilon_2 * rho * g/sqrt(eps1),
+# about 1e-158) is the whole variable and visible; epsilon_2 = 2**-10 is exact in float32, which
+# Keras on TensorFlow casts it through (SPEC.md section 7). Lanes below float64 cannot hold these
+# gradients (they underflow to 0 there) and skip the vectors (runner.representability).
+for clip_key in ("clipnorm", "global_clipnorm"):
+    case(f"special_values/{clip_key}_squares_underflow", f"{clip_key}=0.25 with gradients of ~1e-170: g*g "
+         "underflows to 0 in float64, so the norm is 0 and nothing is clipped",
+         {"learning_rate": 0.1, "epsilon_2": 2.0**-10, clip_key: 0.25}, init="zeros", grads=normal(1e-170),
+         steps=4)
+
+# --- the implementation's own defaults: these configs leave arguments out (given_only), so a
+# replay does not pass them and a port with a wrong default fails (every other vector passes all
+# 16). Inputs make each default bind: learning_rate 0.001 < 1/sqrt(t) sets rho; bursts switch
+# update clipping (clip_threshold 1.0) on; variables below 1e-3 make epsilon_2 (1e-3) the step-size
+# floor (from zero variables the steps of 1e-6 would be subnormal in float16); gradients of 1e-15 make epsilon_1 (1e-30) and an (absent) loss scale visible; EMA
+# momentum 0.99 and no overwrite; beta_2_decay -0.8 from step 2. weight_decay, clipnorm,
+# clipvalue, global_clipnorm, gradient_accumulation_steps default to off: a port that turns
+# one on changes the result. relative_step (True) is a no-op in Keras (SPEC Q1) and name is
+# not numeric: no vector can see their defaults.
+case("defaults/empty", "Adafactor() with every default: lr 0.001 caps the step, bursts of large gradients "
+     "make update clipping bind", {}, grads=bursts(every=3), steps=8, given_only=True)
+case("defaults/empty_small_variables", "Adafactor() on variables of 1e-4 to 9e-4: epsilon_2 = 1e-3 sets the "
+     "step size on every step", {}, init="below_epsilon_2", steps=6, given_only=True)
+case("defaults/empty_tiny_gradients", "Adafactor() with gradients of 1e-15: g*g is comparable to "
+     "epsilon_1 = 1e-30", {}, grads=normal(1e-15), steps=6, given_only=True)
+case("defaults/use_ema_only", "Adafactor(use_ema=True): ema_momentum 0.99, no overwrite",
+     {"use_ema": True}, steps=6, given_only=True)
+case("defaults/learning_rate_only", "Adafactor(learning_rate=0.5) on every shape class: 1/sqrt(t) caps the "
+     "step from t=5, the other arguments at their defaults", {"learning_rate": 0.5}, variables=ALL_SHAPES,
+     steps=5, given_only=True)
+case("defaults/accumulation_only", "Adafactor(gradient_accumulation_steps=2): accumulation with every "
+     "other argument at its default", {"gradient_accumulation_steps": 2}, steps=6, given_only=True)
 
 # --- invalid configurations
 INVALID = {

@@ -5,7 +5,7 @@ canonicalize (_accumulation.py:116), which is the one invalid vector."""
 
 from __future__ import annotations
 
-from tools.vector_cases import SHAPES, Case, bursts, normal, with_values
+from tools.vector_cases import SHAPES, Case, bursts, normal, signed_uniform, with_values
 
 CASES: list[Case] = []
 #: A kernel and a bias; optax factors neither at the default min_dim_size_to_factor=128
@@ -44,6 +44,21 @@ case("arguments/clipping_threshold/none", "clipping_threshold=None: no clipping 
 for dtype in ("float32", "float64"):
     case(f"arguments/momentum/0.9_{dtype}", f"momentum=0.9, dtype_momentum={dtype}: EMA of the scaled update, "
          f"state in {dtype}", {"momentum": 0.9, "dtype_momentum": dtype, "learning_rate": 0.1})
+# Half-precision momentum. JAX types the Python float m weakly: m * mom is computed in
+# dtype_momentum with m rounded to it, (1 - m) * u in u's dtype, and only their sum promotes
+# (reference/dialects/optax.py, momentum_ema). float16: m = 0.9 (0.89990234375 in float16).
+# bfloat16: m = 0.501, which is 0.5 in bfloat16 (float32: 0.501, 2e-3 away, what ml_dtypes'
+# promotion of python float * bfloat16 used), so m * mom is exact in bfloat16. With m = 0.9 it
+# is not, and XLA on CPU does not round it either where it feeds a float32 sum (excess
+# precision, xla_allow_excess_precision): the float32 lane would then grade XLA's choice, up to
+# half a bfloat16 ulp of the momentum per step, not optax's semantics (TOLERANCES.md, "Half
+# precision"). The float64 lane rounds it as JAX's semantics say.
+case("arguments/momentum/0.9_float16", "momentum=0.9, dtype_momentum=float16: 0.9 * momentum is computed in "
+     "float16 (JAX weak typing), the state is stored in float16",
+     {"momentum": 0.9, "dtype_momentum": "float16", "learning_rate": 0.1})
+case("arguments/momentum/0.501_bfloat16", "momentum=0.501, dtype_momentum=bfloat16: m is 0.5 in bfloat16 (JAX "
+     "weak typing; a float32 m is 2e-3 off), the state is stored in bfloat16",
+     {"momentum": 0.501, "dtype_momentum": "bfloat16", "learning_rate": 0.1})
 case("arguments/momentum/0.5_factored", "momentum=0.5 with a factored kernel",
      {"momentum": 0.5, "min_dim_size_to_factor": 1, "learning_rate": 0.1})
 for wd in (0.01, 0.1):
@@ -59,11 +74,29 @@ case("arguments/all/combined", "momentum, weight decay with an exclusion, factor
      {"learning_rate": 0.05, "min_dim_size_to_factor": 2, "momentum": 0.8, "weight_decay_rate": 0.05,
       "clipping_threshold": 0.5, "decay_rate": 0.6}, exclude={"var_index": [1]}, steps=12)
 
+# --- optax's own defaults: the config is empty (given_only), so a replay passes nothing and a port with
+# a wrong default fails: learning_rate None, clipping_threshold 1.0 (bursts make it bind), decay_rate 0.8
+# and decay_offset 0 from step 2, the 1e-3 scale floor on zero parameters, eps 1e-30 against gradients
+# of 1e-15, min_dim_size_to_factor 128 on a (5, 3) kernel and a (2, 3, 4) variable (a smaller default
+# would factor them), no momentum, no weight decay. factored=True shows only at the 128 threshold
+# (shapes/defaults/large).
+VARIABLES_3D = VARIABLES + (("w3d", (2, 3, 4)),)
+case("arguments/defaults/given_only", "optax.adafactor(): every default, gradient bursts", {},
+     variables=VARIABLES_3D, grads=bursts(every=3), steps=6, given_only=True)
+case("arguments/defaults/given_only_zero_params", "optax defaults on zero parameters: the 1e-3 floor of the "
+     "parameter scale", {}, init="zeros", steps=5, given_only=True)
+case("arguments/defaults/given_only_tiny_gradients", "optax defaults with gradients of 1e-15: eps = 1e-30 is "
+     "comparable to g*g", {}, grads=normal(1e-15), steps=5, given_only=True)
+
 # --- shapes: every shape class at the default (nothing small is factored) and factored
 for name, shape in SHAPES.items():
     case(f"shapes/defaults/{name}", f"optax defaults on shape {shape}", variables=(("w", shape),), steps=8)
     case(f"shapes/factor_all/{name}", f"min_dim_size_to_factor=1 on shape {shape}: the two largest axes",
          {"min_dim_size_to_factor": 1, "learning_rate": 0.1}, variables=(("w", shape),), steps=8)
+case("shapes/long/last_axis_1024", "a (1, 1024) matrix factored with min_dim_size_to_factor=1: v_row and the "
+     "RMSs are means over 1024 elements (half precision: float32 accumulation)",
+     {"min_dim_size_to_factor": 1, "learning_rate": 0.1}, variables=(("w", (1, 1024)),), grads=signed_uniform(),
+     steps=2)
 case("shapes/defaults/large", "a (129, 128) matrix: factored at the default min_dim_size_to_factor=128 "
      "(the largest axis is the row axis here: optax normalises the other factor than Keras)",
      variables=(("w", (129, 128)),), steps=2)

@@ -7,7 +7,7 @@ torch/optim/_adafactor.py:38-49)."""
 
 from __future__ import annotations
 
-from tools.vector_cases import SHAPES, Case, bursts, constant, normal, with_values
+from tools.vector_cases import SHAPES, Case, bursts, constant, normal, signed_uniform, with_values
 
 CASES: list[Case] = []
 
@@ -56,12 +56,28 @@ case("arguments/foreach/true", "foreach=True: the same numbers as the single-ten
 case("arguments/foreach/true_weight_decay", "foreach=True with weight decay",
      {"lr": 0.5, "weight_decay": 0.05, "foreach": True})
 
+# --- the framework's own defaults: the config is empty (given_only), so a replay passes nothing and a
+# port with a wrong default fails: lr 1e-2 caps rho, d = 1 binds on some steps, zero variables make eps2
+# = 1e-3 the floor, gradients of 1e-17 make eps1 = finfo(dtype).eps floor V; beta2_decay -0.8 from step 2,
+# weight_decay 0 and maximize False (a port that decays or negates changes the result). foreach only
+# chooses torch's kernel.
+case("arguments/defaults/given_only", "torch.optim.Adafactor(params): every default",
+     steps=6, given_only=True)
+case("arguments/defaults/given_only_zero_variables", "torch defaults on zero variables: eps2 = 1e-3 sets the "
+     "step size", init="zeros", steps=5, given_only=True)
+case("arguments/defaults/given_only_tiny_gradients", "torch defaults with gradients of 1e-17: eps1=None "
+     "(finfo(float64).eps) floors V", grads=normal(1e-17), steps=5, given_only=True, flags=(EPS1_FLAG,))
+
 # --- shapes: every shape class, defaults and a relative-step-bound lr
 for name, shape in SHAPES.items():
     case(f"shapes/defaults/{name}", f"torch defaults on one variable of shape {shape}",
          variables=(("w", shape),))
     case(f"shapes/lr_0.5/{name}", f"lr=0.5 on shape {shape}: 1/sqrt(t) caps rho from t=5",
          {"lr": 0.5}, variables=(("w", shape),))
+
+# --- a reduction well past 256 elements (torch.norm accumulates half precision in float32)
+case("shapes/long/last_axis_1024", "a (1, 1024) matrix: r is ||g||^2/1024 over 1024 columns, ||p|| and ||U|| "
+     "over 1024 elements", {"lr": 0.1}, variables=(("w", (1, 1024)),), grads=signed_uniform(), steps=2)
 
 # --- special values
 case("special_values/zero_gradients", "all-zero gradients: V floored at eps1^2, U = 0",

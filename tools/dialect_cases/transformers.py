@@ -52,6 +52,17 @@ for d in (0.5, 2.0, 0.1):
 for d in (-0.5, -1.0, -0.2):
     case(f"arguments/decay_rate/{d:g}", f"decay_rate={d!r}", {**_MANUAL, "decay_rate": d})
 
+# --- transformers' own defaults: the config is empty (given_only), so a replay passes nothing and a port
+# with a wrong default fails: relative_step True (rho = min(1e-2, 1/sqrt t)), scale_parameter True (zero
+# variables make eps2 = 1e-3 the floor), clip_threshold 1.0 (bursts make it bind), decay_rate -0.8 from
+# step 2, eps1 1e-30 against gradients of 1e-15, beta1 None, weight_decay 0.0, warmup_init False.
+case("arguments/defaults/given_only", "Adafactor(params): every default, gradient bursts",
+     grads=bursts(every=3), steps=6, given_only=True)
+case("arguments/defaults/given_only_zero_variables", "transformers defaults on zero variables: eps2 = 1e-3 "
+     "sets the step size", init="zeros", steps=5, given_only=True)
+case("arguments/defaults/given_only_tiny_gradients", "transformers defaults with gradients of 1e-15: eps1 = "
+     "1e-30 is comparable to g*g", grads=normal(1e-15), steps=5, given_only=True)
+
 # --- several variables, long runs
 case("multi_variable/all_shapes", "one variable of every shape class, beta1 and weight decay",
      {**_MANUAL, "beta1": 0.9, "weight_decay": 0.05}, variables=tuple(SHAPES.items()), steps=6)
