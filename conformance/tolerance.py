@@ -6,7 +6,9 @@ Method (the numbers are in conformance/tolerances.json and conformance/TOLERANCE
    (float32, float16, and bfloat16 via ml_dtypes, every operation rounded to the dtype),
    once with the spec's NumPy summation and once with a plain sequential sum, the other
    order a correct port is likely to use. In float64 the NumPy-order run *is* the spec,
-   so the float64 envelope comes from the sequential-sum run alone.
+   so the float64 envelope comes from the sequential-sum run alone. float16 and bfloat16
+   reductions accumulate in float32 in both orders and are rounded once to the lane dtype,
+   as every framework reduces them (reference/reductions.py).
 2. Envelope. Every ``valid`` vector the lane can represent is replayed in both modes;
    for each tensor kind (variables, update, r, c, v, average, accumulator) the normwise
    error against the float64 golden, in lane epsilons, is collected per step. The

@@ -252,11 +252,13 @@ def test_tolerance_override_entry(tmp_path, all_vectors, policy):
 
             def read():
                 state = honest_read()
-                state.v = [v * (1 + 15 * 2.0**-52) for v in state.v]  # 15 eps: over the v budget (9.9)
+                # 1.5 times the float64 v budget: over it, and under twice it (the override below)
+                state.v = [v * (1 + over * 2.0**-52) for v in state.v]
                 return state
             session.read = read
             return session
 
+    over = 1.5 * policy.teacher["float64"]["v"]
     some = [(r, v) for r, v in all_vectors if v["id"].startswith("shapes/defaults/tall")]
     assert not runner.run_lane(Perturbed(), some, VECTORS, "float64", "cpu", "teacher", policy, []).conforms
     path = tmp_path / "o.txt"

@@ -3,8 +3,11 @@ runs its reference evaluator through the backend test runner).
 
 In float64 it *is* the spec and must conform at 0 ulp. In float32, float16 and bfloat16 it
 is the honest lower-precision implementation: the same arithmetic with every operation
-rounded to the lane dtype (NumPy float16 ufuncs, ml_dtypes bfloat16). The tolerance policy
-(conformance/tolerance.py) is derived from how far those lanes land from float64.
+rounded to the lane dtype (NumPy float16 ufuncs, ml_dtypes bfloat16), except the reductions
+of float16 and bfloat16, which accumulate in float32 and round the result once, as torch,
+JAX/XLA and Keras do (reference/reductions.py; NumPy alone would sum bfloat16 one element at
+a time in bfloat16). The tolerance policy (conformance/tolerance.py) is derived from how far
+those lanes land from float64.
 """
 
 from __future__ import annotations

@@ -20,7 +20,8 @@ gradient g, 1-based step t = count + 1 (count = iterations, int32):
     u = u / max(1, RMS(u)/clipping_threshold)       if clipping_threshold is not None (_clipping.py:66-70)
     u = lr * u                                      if learning_rate is not None (transform.py:1003-1005)
     u = u * (1e-3 if RMS(p) <= 1e-3 else RMS(p))    if multiply_by_parameter_scale (numerics.py:101-103)
-    u = (1-m)*u + m*mom ; mom = u.astype(dtype_momentum)   if momentum is not None (_accumulation.py:125-131)
+    u = (1-m)*u + m*mom ; mom = u.astype(dtype_momentum)   if momentum is not None (_accumulation.py:122-128)
+        (JAX weak types: 1-m in u's dtype, m*mom in dtype_momentum, then the sum promotes)
     u = u + weight_decay_rate * p                   if weight_decay_rate (not 0), p not masked (_adding.py:68-76)
     p = (p + (-1 * u)).astype(p.dtype)              (alias.py:325, update.py:42)
 
@@ -204,14 +205,26 @@ class OptaxStage(KerasStage):
         return ((u / den) * self.f(lr)) * self.parameter_scale(x_scale)
 
     def momentum_ema(self, u, slots):
-        """new = (1 - m) * u + m * mom, Python-float m (weak: ``m * mom`` is computed in the
-        momentum dtype, float32 by default); the step goes on with ``new`` uncast, the state
-        keeps ``new.astype(dtype_momentum)`` (_tree_math.py:398, _accumulation.py:125-131;
-        debias=False, alias.py:318)."""
+        """new = (1 - m) * u + m * mom (``optax.tree.update_moment``, _tree_math.py:394-403,
+        called by ``ema`` at _accumulation.py:122-124; ``transform.ema`` is that function,
+        transform.py:1859, chained by alias.py:316-319 with debias=False). The step goes on
+        with ``new`` uncast; the state keeps ``new.astype(dtype_momentum)`` (_accumulation.py:128).
+
+        m is a Python float, so JAX types both products weakly
+        (https://docs.jax.dev/en/latest/type_promotion.html, "Weakly-typed values in JAX": a
+        Python scalar takes the dtype of the array it meets, the table's ``f*`` row/column; jax
+        0.10.2 jax/_src/dtypes.py:761, ``f_: [..., bf16, f16, ...]`` in the promotion lattice):
+        ``1 - m`` is rounded to u's dtype and multiplied in it, ``m`` is rounded to the momentum
+        dtype and ``m * mom`` is computed in the momentum dtype, e.g. in bfloat16 (m = 0.9 is
+        0.8984375 there). Only the sum promotes (float32 + bfloat16 -> float32, float16 +
+        bfloat16 -> float32, lattice lines 763-764). NumPy with ml_dtypes would promote
+        ``python float * bfloat16`` to float32 instead, so the scalars are cast explicitly."""
         m = getattr(self, "momentum", None)
         if m is None:
             return u, slots
-        new = (1 - m) * u + m * slots["momentum"]
+        mom = slots["momentum"]
+        u = np.asarray(u)
+        new = u.dtype.type(1 - m) * u + mom.dtype.type(m) * mom
         return new, {**slots, "momentum": np.asarray(new).astype(momentum_dtype(self.dtype_momentum))}
 
     def add_decayed_weights(self, u, p, decayed: bool):

@@ -39,8 +39,10 @@ from reference.dialects.base import DialectOptimizer, KerasStage
 
 
 def _norm(x: np.ndarray, axis=None, keepdims=False):
-    """||x||_2 = sqrt(sum x*x) in x's dtype (torch.norm, _adafactor.py:381, 394, 399, 415)."""
-    return np.sqrt(reductions.total(np.square(x), axis=axis, keepdims=keepdims))
+    """||x||_2 = sqrt(sum x*x), rounded to x's dtype (torch.norm, _adafactor.py:381, 394, 399,
+    415): float16/bfloat16 squared, summed and rooted in float32 as ATen does
+    (``reference.reductions.norm``), other dtypes in their own."""
+    return reductions.norm(x, axis=axis, keepdims=keepdims)
 
 
 def _eps1(stage: KerasStage) -> float:
@@ -80,6 +82,7 @@ class TorchStage(KerasStage):
         """The EMAs of r, c (or v) only: torch builds V as a temporary each step and never
         stores it for a factored variable (_adafactor.py:402-403 vs 410)."""
         if axes is None:
+            q = q.astype(slots["v"].dtype, copy=False)  # grad * grad in the variable dtype (:407)
             return {**slots, "v": np.asarray(self.moment_update(slots["v"], q, beta))}
         row, col = axes
         return {"r": np.asarray(self.moment_update(slots["r"], self.axis_mean(q, col), beta)),
@@ -106,8 +109,11 @@ class TorchStage(KerasStage):
     # ------------------------------------------------------------------ second moment
     def gradient_square(self, g: np.ndarray) -> np.ndarray:
         """G*G with no eps1 (_adafactor.py:407; the factored path squares inside the norm,
-        :394, :399). Keras: g*g + eps1."""
-        return np.square(g)
+        :394, :399). Keras: g*g + eps1. For float16/bfloat16 the squares are returned exact,
+        in float32 (a half-precision product fits float32), because that is what torch.norm
+        sums on the factored path (``axis_mean``); the unfactored path rounds them to the
+        variable dtype (``second_moment``), which is ``grad * grad`` in that dtype."""
+        return np.square(g.astype(reductions.accumulator(g.dtype), copy=False))
 
     def beta_2(self, t: int):
         """The lerp weight w = t**beta2_decay, a Python double (_adafactor.py:379);
@@ -126,8 +132,11 @@ class TorchStage(KerasStage):
 
     def axis_mean(self, q: np.ndarray, axis: int) -> np.ndarray:
         """norm(G, dim).square_().div_(n) (_adafactor.py:394, 399): sqrt of the sum of G*G,
-        squared again (one more rounding), then divided by the count."""
-        return np.square(np.sqrt(reductions.total(q, axis=axis))) / self.f(q.shape[axis])
+        rounded to the variable dtype, squared again (one more rounding), then divided by the
+        count. In float16/bfloat16, q holds the exact float32 squares (``gradient_square``)
+        and the sum and root are float32, as torch.norm computes them (``_norm``)."""
+        norm = np.sqrt(reductions.total(q, axis=axis)).astype(self.f)
+        return np.square(norm) / self.f(q.shape[axis])
 
     def estimate(self, r: np.ndarray, c: np.ndarray, axes) -> np.ndarray:
         """V = (r outer c) / max(mean_rows(r), eps1) (_adafactor.py:402-403): multiply first,

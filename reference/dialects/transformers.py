@@ -52,10 +52,12 @@ from reference.dialects.base import DialectOptimizer, KerasStage
 
 def torch_rms(x: np.ndarray):
     """``tensor.norm(2) / (tensor.numel() ** 0.5)`` (optimization.py:1191-1192), in x's dtype:
-    sqrt(sum x^2), then one division by sqrt(N) rounded to x's dtype (a 0-d array)."""
+    sqrt(sum x^2) (torch.norm: float16/bfloat16 summed and rooted in float32, rounded once,
+    ``reference.reductions.norm``), then one division by sqrt(N) rounded to x's dtype (a 0-d
+    array)."""
     x = np.asarray(x)
     f = x.dtype.type
-    norm = np.sqrt(reductions.total(np.square(x)))
+    norm = reductions.norm(x)
     return np.asarray(norm / f(x.size ** 0.5), dtype=x.dtype)
 
 
