@@ -58,8 +58,9 @@ benchmark: $(STAMP)
 # Corpus strength: cosmic-ray mutates the spec's source (on a private copy: the tree is never
 # modified, even if interrupted) and the gate (reference, float64) must fail on every mutant;
 # writes reference/MUTATION.md atomically, exit 1 while a survivor is unexplained
-# (tools/mutation_equivalents.py). About half an hour to an hour on one core; not part of CI.
-# MUTATION_ARGS="--workers 2" for two mutants at a time.
+# (tools/mutation_equivalents.py). 936 mutants: 73 min with MUTATION_ARGS="--workers 2" on the 2-core
+# machine under load (reference/MUTATION.md); not part of CI. --resume out/mutation/results.json
+# re-tests only what the last complete run did not kill; --report-only re-classifies without testing.
 MUTATION_STAMP := $(VENV)/.installed-mutation
 $(MUTATION_STAMP): $(STAMP)
 	$(PY) -m pip install -q -c constraints.txt -e '.[mutation]'

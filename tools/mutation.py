@@ -5,6 +5,7 @@
     python -m tools.mutation --survivors-of out/mutation/results.json   # re-test those only
     python -m tools.mutation --resume out/mutation/results.json   # re-test the survivors (and any
                                              # new mutant), keep that run's kills, write the report
+    python -m tools.mutation --report-only out/mutation/results.json  # re-classify, no testing
 
 The mutation tool is cosmic-ray (pinned in constraints.txt, extra `mutation` in pyproject.toml):
 its operators enumerate every mutant of the spec's source (SOURCES below) and apply each one
@@ -302,17 +303,17 @@ def _run_command(workspace: Workspace, command: str, timeout: float):
 # ----------------------------------------------------------------------------- classification
 def classify(mutants: list[Mutant]) -> dict:
     """Sort the survivors into equivalent, pending (with their reasons) and unexplained."""
-    from tools.mutation_equivalents import EQUIVALENT, PENDING
+    from tools.mutation_equivalents import ACCEPTABLE_ONLY, EQUIVALENT, PENDING
 
     explained = {}
-    for table, kind in ((EQUIVALENT, "equivalent"), (PENDING, "pending")):
+    for table, kind in ((EQUIVALENT, "equivalent"), (PENDING, "pending"), (ACCEPTABLE_ONLY, "acceptable")):
         for entry in table:
             key = (entry.file, entry.scope, _norm(entry.original), _norm(entry.mutated), entry.nth)
             if key in explained:
                 raise ValueError(f"tools/mutation_equivalents.py explains {key} twice")
             explained[key] = (kind, entry.why)
     used = set()
-    groups = {"equivalent": [], "pending": [], "unexplained": []}
+    groups = {"equivalent": [], "pending": [], "acceptable": [], "unexplained": []}
     for m in mutants:
         if m.outcome != "survived":
             continue
@@ -337,6 +338,7 @@ def corpus_fingerprint(tree: Path) -> tuple[int, str]:
 def render_report(mutants: list[Mutant], groups: dict, meta: dict) -> str:
     counts = Counter(m.outcome for m in mutants)
     equivalent, pending, unexplained = (len(groups[k]) for k in ("equivalent", "pending", "unexplained"))
+    acceptable = len(groups["acceptable"])
     killed = counts["killed"] + counts["timeout"]
     tested = sum(counts[k] for k in ("killed", "timeout", "survived"))
     non_equivalent = tested - equivalent
@@ -361,11 +363,13 @@ def render_report(mutants: list[Mutant], groups: dict, meta: dict) -> str:
            f"{meta['resumed_from'].get('vectors', '?')} vectors (MANIFEST.json sha256 "
            f"{meta['resumed_from'].get('manifest', '?')}...), whose survivors and any new mutant were re-tested on "
            "the corpus above; a plain `make mutation` re-tests everything."] if meta.get("resumed_from") else []),
+        *([f"* note on the run resumed from: {meta['resumed_from']['note']}"]
+          if (meta.get("resumed_from") or {}).get("note") else []),
         "",
-        "| mutants | killed | equivalent | survived, pending a runner change | survived, unexplained | "
-        "not testable | score (killed / non-equivalent) |",
-        "|---|---|---|---|---|---|---|",
-        f"| {len(mutants)} | {killed} | {equivalent} | {pending} | {unexplained} | "
+        "| mutants | killed | equivalent | survived, pending a runner change | survived, seen only by acceptable "
+        "vectors | survived, unexplained | not testable | score (killed / non-equivalent) |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| {len(mutants)} | {killed} | {equivalent} | {pending} | {acceptable} | {unexplained} | "
         f"{counts['no-mutation'] + counts['incompetent']} | {score:.1f} % ({killed} / {non_equivalent}) |",
         "",
         "Per file:",
@@ -400,6 +404,10 @@ def render_report(mutants: list[Mutant], groups: dict, meta: dict) -> str:
     lines += table("Survivors pending a change of the runner",
                    "Paths the gate does not grade yet (issue 12, item 10): these mutants change what the spec "
                    "computes, and the change named will kill them.", groups["pending"])
+    lines += table("Survivors seen only by acceptable vectors",
+                   "These change what the spec computes only for inputs the corpus grades `acceptable` (non-finite "
+                   "gradients, which a port may guard: vectors/README.md), so no gate can fail on them by design.",
+                   groups["acceptable"])
     lines += table("Equivalent mutants",
                    "No input can tell these from the spec: each line says why.", groups["equivalent"])
     if groups["stale"]:
@@ -445,11 +453,21 @@ def main(argv=None) -> int:
                         help="carry the kills of this complete run's results.json over, re-test every other "
                              "mutant, write the report (saying so)")
     parser.add_argument("--limit", type=int, help="test the first N mutants only (no report)")
+    parser.add_argument("--report-only", type=Path, metavar="RESULTS",
+                        help="test nothing: classify the mutants of this results.json with the current "
+                             "explanations and write the report")
     parser.add_argument("--timeout", type=float, help="seconds per gate run (default: 10x the baseline)")
     parser.add_argument("--test-command", help=argparse.SUPPRESS)  # this tool's own tests
     args = parser.parse_args(argv)
     sources = tuple(s for s in args.sources.split(",") if s)
     partial = args.survivors_of is not None or args.limit is not None
+    if args.report_only is not None:
+        results = json.loads(args.report_only.read_text(encoding="utf-8"))
+        mutants = [Mutant(**m) for m in results["mutants"]]
+        groups = classify(mutants)
+        write_atomic(args.report, render_report(mutants, groups, results["meta"]))
+        print(f"wrote {args.report}: {len(groups['unexplained'])} unexplained survivors")
+        return 1 if groups["unexplained"] else 0
 
     workspaces: list[Workspace] = []
     stop = threading.Event()
@@ -465,6 +483,7 @@ def main(argv=None) -> int:
     try:
         workspaces.append(Workspace(args.tree, 0))
         print(f"working on a copy in {workspaces[0].root}", flush=True)
+        vectors, manifest = corpus_fingerprint(workspaces[0].root)  # the corpus the mutants meet
         where = _imports_from(workspaces[0])
         if str(workspaces[0].root) not in where:
             print(f"error: the copy imports the spec from elsewhere:\n{where}", file=sys.stderr)
@@ -556,7 +575,6 @@ def main(argv=None) -> int:
 
     import numpy as np
 
-    vectors, manifest = corpus_fingerprint(args.tree)
     meta = {"tool": f"cosmic-ray {version('cosmic-ray')}", "sources": list(sources), "vectors": vectors,
             "manifest": manifest, "operators": len({m.operator for m in mutants}), "seconds": seconds,
             "workers": args.workers, "python": sys.version.split()[0], "numpy": np.__version__,

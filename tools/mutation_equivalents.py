@@ -7,6 +7,8 @@ are not part of the name, so an entry survives edits elsewhere in the file; an e
 longer matches a survivor is listed as stale in the report.
 
 EQUIVALENT: no input can tell the mutant from the spec; ``why`` says why in one line.
+ACCEPTABLE_ONLY: the mutant differs from the spec only on inputs the corpus grades ``acceptable``
+(non-finite gradients, which a port may guard), so the gate cannot fail on it by design.
 PENDING: the mutant changes what the spec computes on a path the gate does not grade yet;
 ``why`` names the change of the gate that will kill it.
 """
@@ -56,6 +58,17 @@ _NONE_WARNING = ("builds or decides only Keras's 'Gradients do not exist' warnin
 _CHECKS = ("unreachable: a check that rejects malformed input (an array of another dtype or shape, a wrong "
            "count); the loader refuses such a vector before the gate runs (conformance/vectorfile.py), so for "
            "every vector the original and the mutant pass the same way")
+_ALIAS = ("whether the step's working list aliases the arrays it starts from: every entry is replaced by a new "
+          "array (update_step and the EMA never write into their inputs) before apply() copies the results into "
+          "the variables, so the values are the same")
+_SAFE_SQRT = ("the inner where only feeds the square root that the outer where discards where l2sum <= 0 (or "
+              "NaN), and l2sum is a sum of squares, never negative: wherever the outer where keeps the root, "
+              "the inner one passed l2sum through unchanged")
+_KEEPDIMS = ("keepdims only makes the norm a 1-element array instead of a scalar of the same value; every use "
+             "broadcasts it, with the same results")
+_HALF = ("float64: the float16/bfloat16 branch; for a float64 array the other branch sums (or averages) in "
+         "float64 too (dtype=None) and astype(float64) is a no-op, so the bits agree. The half-precision lanes, "
+         "where the branches differ, are not part of this float64 measurement")
 _API_MISUSE = ("unreachable: a check of how apply() is called (without variables, or with variables the optimizer "
                "was not built with); a vector always applies its gradients to the variables the optimizer was "
                "built with, so the checks pass and skip the same way")
@@ -156,31 +169,96 @@ EQUIVALENT: list[Explanation] = [
     *[E(OPT, "Adafactor._check_grads", "if len(grads) != len(self._variables):",
         f"if len(grads) {op} len(self._variables):", _CHECKS) for op in (">", "is not", "<")],
     *[E(OPT, "Adafactor._check_grads", "if g.shape != x.shape:", f"if g.shape {op} x.shape:", _CHECKS)
-      for op in (">", "is not", "<")],
+      for op in (">", "<")],
     *[E(OPT, "Adafactor.apply", "if len(variables) != len(self._variables) or any(",
         f"if len(variables) {op} len(self._variables) or any(", _API_MISUSE) for op in (">", "is not", "<")],
     *[E(OPT, "Adafactor.set_state", "if len(state.slots) != len(self._variables):",
         f"if len(state.slots) {op} len(self._variables):", _CHECKS) for op in (">", "is not", "<")],
     *[E(OPT, "Adafactor.set_state", "if s.v.shape != x.shape:", f"if s.v.shape {op} x.shape:", _CHECKS)
-      for op in (">", "is not", "<")],
+      for op in (">", "<")],
     E(OPT, "Adafactor._ema", "momentum = dtype(self.iterations != 0) * dtype(self.ema_momentum)",
       "momentum = dtype(self.iterations > 0) * dtype(self.ema_momentum)",
       "iterations is never negative, so != 0 and > 0 agree"),
+    E(OPT, "Adafactor._check_grads", "continue", "break", _CHECKS),
+    E(OPT, "Adafactor.apply", "if len(variables) != len(self._variables) or any(",
+      "if len(variables) != len(self._variables) and any(", _API_MISUSE),
+    E(OPT, "Adafactor.learning_rate", "if isinstance(value, schedules.LearningRateSchedule) or callable(value):",
+      "if isinstance(value, schedules.LearningRateSchedule) and callable(value):", _SETTER),
+    E(OPT, "Adafactor.__init__", "relative_step=True,", "relative_step=False,",
+      "the default of relative_step, a no-op in Keras (SPEC.md Q1: min(min(lr, s), s) == min(lr, s)), so no "
+      "result shows it (tests/test_default_vectors.py lists it as invisible)"),
+    E(OPT, "Adafactor.stateless_apply", "self.build([np.array(x, copy=True) for x in variables])",
+      "self.build([np.array(x, copy=False) for x in variables])", _UNUSED_API),
+    E(OPT, "Adafactor._step", "values = [np.array(x, copy=True) for x in variables]",
+      "values = [np.array(x, copy=False) for x in variables]", _ALIAS),
+    E(OPT, "Adafactor._ema", "values[i] = np.array(state.average[i], copy=True)",
+      "values[i] = np.array(state.average[i], copy=False)", _ALIAS),
+    E(OPT, "Adafactor.apply", "if not self.built:", "if self.built:", _API_MISUSE, nth=0),
+    E(OPT, "Adafactor.apply", "if not self.built:", "if self.built:",
+      "build() returns at once on a built optimizer, and every vector's optimizer is built before its first "
+      "apply, so calling it or not changes nothing", nth=1),
+    E(OPT, "Adafactor._update", "is_callable = not isinstance(self._learning_rate, float)",
+      "is_callable = isinstance(self._learning_rate, float)", _RELATIVE_STEP + " (the flag decides nothing else)"),
+    E(OPT, "Adafactor.stateless_apply", "if not self.built:", "if self.built:", _UNUSED_API),
+    E(OPT, "Adafactor.finalize_variable_values", "if not self.use_ema:", "if self.use_ema:", _UNUSED_API),
+    E(OPT, "Adafactor.build", "for i, x in enumerate(variables):", "for i, x in []:", _CHECKS),
+    E(OPT, "Adafactor._check_grads", "for i, (g, x) in enumerate(zip(grads, self._variables)):",
+      "for i, (g, x) in []:", _CHECKS),
+    E(OPT, "Adafactor.apply", "for i, x in enumerate(self._variables):", "for i, x in []:", _CHECKS),
+    E(OPT, "Adafactor.stateless_apply", "for i, x in enumerate(variables):", "for i, x in []:", _UNUSED_API),
+    E(OPT, "Adafactor.set_state", "for i, (s, x) in enumerate(zip(state.slots, self._variables)):",
+      "for i, (s, x) in []:", _CHECKS),
+    E(OPT, "Adafactor.finalize_variable_values", "for x, avg in zip(variables, self.state.average):",
+      "for x, avg in []:", _UNUSED_API),
+    # --- clipping.py
+    *[E(CLIP, "clip_by_norm", "l2norm = np.where(l2sum > 0, np.sqrt(np.where(l2sum > 0, l2sum, 1)), l2sum)",
+        "l2norm = np.where(l2sum > 0, np.sqrt(np.where(" + inner + ")), l2sum)", _SAFE_SQRT)
+      for inner in ("l2sum > -1, l2sum, 1", "l2sum > 0, l2sum, 2", "l2sum > 0, l2sum, 0")],
+    E(STEP, "Hyperparameters", "beta_2_decay: float = -0.8", "beta_2_decay: float = not 0.8", _UNUSED_DEFAULT),
+    E(STEP, "Hyperparameters", "beta_2_decay: float = -0.8", "beta_2_decay: float = +0.8", _UNUSED_DEFAULT),
+    E(CLIP, "clip_by_norm", "l2sum = reductions.total(np.square(g), keepdims=True)",
+      "l2sum = reductions.total(np.square(g), keepdims=False)", _KEEPDIMS),
+    E(CLIP, "clip_by_norm", "l2norm = np.where(l2sum > 0, np.sqrt(np.where(l2sum > 0, l2sum, 1)), l2sum)",
+      "l2norm = np.where(l2sum > 0, np.sqrt(np.where(l2sum >= 0, l2sum, 1)), l2sum)", _SAFE_SQRT),
+    E(CLIP, "clip_by_norm", "l2norm = np.where(l2sum > 0, np.sqrt(np.where(l2sum > 0, l2sum, 1)), l2sum)",
+      "l2norm = np.where(l2sum > 0, np.sqrt(np.where(l2sum != 0, l2sum, 1)), l2sum)", _SAFE_SQRT),
+    E(CLIP, "clip_by_global_norm", "scale = scale_for_finite + (n - n)", "scale = scale_for_finite - (n - n)",
+      "n - n is +0 for a finite norm and NaN otherwise; subtracting either gives what adding does"),
+    E(OPT, "Adafactor.apply", "if len(grads) == 0: # base_optimizer.py:475-478: a no-op, not even counted",
+      "if len(grads) <= 0: # base_optimizer.py:475-478: a no-op, not even counted",
+      "a length is never negative, so <= 0 and == 0 agree"),
+    E(OPT, "Adafactor.apply", "if len(grads) == 0: # base_optimizer.py:475-478: a no-op, not even counted",
+      "if len(grads) < 0: # base_optimizer.py:475-478: a no-op, not even counted",
+      "unreachable: an apply with an empty gradient list; a vector has at least one variable and every step "
+      "one gradient (or null) per variable"),
+    E(OPT, "Adafactor.finalize_variable_values", "if len(variables) != len(self.state.average):",
+      "if len(variables) is not len(self.state.average):", _UNUSED_API),
+    *[E(RED, scope, "if acc is None:", mutated, _HALF) for scope in ("total", "mean", "norm")
+      for mutated in ("if not acc is None:", "if acc is not None:")],
+    E(RED, "norm", "def norm(x, axis=None, keepdims=False):", "def norm(x, axis=None, keepdims=True):", _KEEPDIMS),
+    E(OPT, "Adafactor", "\n@property", "", "the decorator of variable_names: " + _UNUSED_API, nth=1),
+    E(OPT, "Adafactor", "\n@classmethod", "", "the decorator of from_config: " + _CONFIG),
     E(STEP, "update_step", "g = g.astype(x.dtype, copy=False)  # Keras casts the gradient only here, after clipping",
       "g = g.astype(x.dtype, copy=True)  # Keras casts the gradient only here, after clipping",
       "whether the cast copies: g is only read afterwards, so a copy holds the same values"),
 ]
 
-_OWN_BUILD = ("the runner loads its own zero state before step 1 (conformance/runner.py initial_state), so the "
-              "implementation's build() is never graded; killed once trajectory mode starts from the "
-              "implementation's freshly built state and grades it against the vector's initial state (issue 12, "
-              "item 10, the lead's runner change)")
+# The survivors the gate's own-build trajectory start and step-flag grading were to kill (init_slots
+# with wrong r/c shapes) are killed since the runner grades the implementation's freshly built state.
+PENDING: list[Explanation] = []
 
-PENDING: list[Explanation] = [
-    E(STEP, "init_slots", "r = np.zeros(x.shape[:-1], dtype=x.dtype)", "r = np.zeros(x.shape[:- 2], dtype=x.dtype)",
-      _OWN_BUILD),
-    E(STEP, "init_slots", "r = np.zeros(x.shape[:-1], dtype=x.dtype)", "r = np.zeros(x.shape[:- 0], dtype=x.dtype)",
-      _OWN_BUILD),
-    E(STEP, "init_slots", "c = np.zeros(x.shape[:-2] + x.shape[-1:], dtype=x.dtype)",
-      "c = np.zeros(x.shape[:- 3] + x.shape[-1:], dtype=x.dtype)", _OWN_BUILD),
+_NEGATIVE_GLOBAL = ("for a negative global_clipnorm c (arguments/global_clipnorm/-0.5) the mutant clips: the scale "
+                    "c*min(1/n, 1/c) + (n - n) is c*(1/c), 1 or 1 - 2**-53 (SPEC.md Q11), for a finite norm, and "
+                    "Adafactor's update does not change when every gradient is scaled alike (but through epsilon_1, "
+                    "by far below rounding here); it differs only for a non-finite norm (an inf or NaN gradient, or "
+                    "squares that overflow), which turns every gradient NaN: those vectors are graded acceptable")
+ACCEPTABLE_ONLY: list[Explanation] = [
+    E(CLIP, "clip_by_norm", "l2norm = np.where(l2sum > 0, np.sqrt(np.where(l2sum > 0, l2sum, 1)), l2sum)",
+      "l2norm = np.where(l2sum != 0, np.sqrt(np.where(l2sum > 0, l2sum, 1)), l2sum)",
+      "differs only where the sum of squares is NaN, i.e. for a NaN gradient (the norm becomes 1 instead of NaN, "
+      "so the other elements stay finite): special_values/nan_gradient_clipnorm shows it, graded acceptable"),
+    E(OPT, "Adafactor._clip_gradients", "if self.global_clipnorm and self.global_clipnorm > 0:",
+      "if self.global_clipnorm and self.global_clipnorm > -1:", _NEGATIVE_GLOBAL),
+    E(OPT, "Adafactor._clip_gradients", "if self.global_clipnorm and self.global_clipnorm > 0:",
+      "if self.global_clipnorm and self.global_clipnorm != 0:", _NEGATIVE_GLOBAL),
 ]
