@@ -5,10 +5,14 @@
   golden-vector cases (``tools.vector_cases.Case`` with explicit inputs) that
   ``tools.generate_vectors.generate_vector`` turns into vectors.
 * ``conformance.fuzz.differential``: the reference against an adapter on drawn cases
-  (``python -m conformance.fuzz``).
+  (``python -m conformance.fuzz``), in quotas: most examples built to reach one deep regime
+  (``strategies.REGIMES``, ``strategies.fuzz_cases``), checked on the reference
+  (``conformance.fuzz.regimes``) and counted in every run; ``conformance.fuzz.mutants`` holds
+  ports wrong in one regime only, which the CI profile must catch.
 * ``tests/test_properties.py``: mathematical properties of the reference itself, drawn with
   the same strategies; Hypothesis profiles (``ci``, ``dev``, ``campaign``) are chosen with
-  ``ADAFACTOR_HYPOTHESIS_PROFILE`` (see tests/conftest.py).
+  ``ADAFACTOR_HYPOTHESIS_PROFILE`` (see tests/conftest.py; the fuzzer's own settings, quotas,
+  depth and example databases: ``conformance.fuzz.profiles``).
 
 Hypothesis is a test dependency (``pip install -e '.[test]'``); nothing in ``reference/``
 or the conformance gate imports this package.

@@ -6,39 +6,95 @@
   after the first few depend on the last bits an adapter computes, which differ between
   machines (instruction sets, library builds): a derandomized run then draws different
   examples on different machines. Without it the sequence depends on the seed alone,
-  once ``stable_constants`` (below) is in force.
-* ``dev``: random, a few hundred examples, the default local database.
-* ``campaign``: random, many examples, a persistent database in ``.hypothesis/campaign``
-  that remembers every failure across runs (overnight runs).
+  once ``stable_constants`` (below) is in force. Teacher-forced only.
+* ``dev``: random, a few hundred examples, teacher-forced and free-running (trajectory)
+  drawn per example, larger shapes and longer runs (``DEPTH``).
+* ``campaign``: random, many examples, deeper still (overnight runs).
+
+``dev`` and ``campaign`` keep one example database per adapter, dtype and regime under
+``.hypothesis/<profile>/<adapter>-<dtype>/<regime>`` (``database_path``), so a failure found
+on one adapter or dtype replays first on that one only, on every later run.
+
+Every profile splits its examples into quotas (``quotas``): 30 % drawn freely, the rest
+shared equally by the deep regimes of ``strategies.REGIMES``, each built to bind.
 
 Select with ``ADAFACTOR_HYPOTHESIS_PROFILE`` (tests) or ``--profile`` (the fuzz CLI).
 """
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 from hypothesis import Phase
 from hypothesis import settings as _settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
+from conformance.fuzz.strategies import FREE, REGIMES, Depth
+
 EXAMPLES = {"ci": 60, "dev": 300, "campaign": 20000}
+#: How examples are graded: ``both`` draws teacher-forced or trajectory per example.
+MODES = {"ci": "teacher", "dev": "both", "campaign": "both"}
+#: How far the examples reach (shapes, steps; see ``strategies.Depth``).
+DEPTH = {
+    "ci": Depth(max_extent=6, max_steps=8, long_steps=(9, 14), long_axis=(65, 130), max_frequency=4,
+                updates=(2, 3)),
+    "dev": Depth(max_extent=12, max_steps=16, long_steps=(9, 40), long_axis=(65, 520), max_frequency=8,
+                 updates=(2, 5)),
+    "campaign": Depth(max_extent=16, max_steps=24, long_steps=(9, 64), long_axis=(65, 1030), max_frequency=10,
+                      updates=(2, 8)),
+}
+#: Share of each profile's examples drawn without a regime (``strategies.FREE``).
+FREE_SHARE = 0.3
 
 #: Every phase but ``target`` (see the module docstring).
 CI_PHASES = (Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink)
 
 
-def settings(profile: str, max_examples: int | None = None) -> _settings:
-    """A ``hypothesis.settings`` object for the differential fuzzer."""
+def quotas(profile: str, max_examples: int | None = None) -> dict:
+    """``{regime: examples}``: ``FREE_SHARE`` of the total drawn freely, the rest split
+    equally between the deep regimes (the first ones get the remainder). 60 examples:
+    18 free and 6 per regime."""
+    if profile not in EXAMPLES:
+        raise ValueError(f"unknown profile {profile!r}; use one of {sorted(EXAMPLES)}")
+    total = max_examples or EXAMPLES[profile]
+    free = round(total * FREE_SHARE)
+    each, extra = divmod(total - free, len(REGIMES))
+    out = {FREE: free}
+    for index, name in enumerate(REGIMES):
+        out[name] = each + (1 if index < extra else 0)
+    return out
+
+
+def database_path(profile: str, adapter: str, dtype: str, regime: str = FREE,
+                  root: Path | str = ".hypothesis") -> Path | None:
+    """Where ``dev`` and ``campaign`` keep the examples of one adapter, dtype and regime
+    (``None`` for ``ci``, which keeps none). An adapter given as ``module:Class`` becomes a
+    file-name-safe string."""
+    if profile == "ci":
+        return None
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", adapter)
+    return Path(root) / profile / f"{safe}-{dtype}" / regime
+
+
+def settings(profile: str, max_examples: int | None = None, database: Path | str | None = None,
+             shrink: bool = True) -> _settings:
+    """A ``hypothesis.settings`` object for the differential fuzzer. ``database``: the
+    example database directory of ``dev`` and ``campaign`` (``database_path``); the CI
+    profile never has one. ``shrink=False``: no shrink phase."""
     if profile not in EXAMPLES:
         raise ValueError(f"unknown profile {profile!r}; use one of {sorted(EXAMPLES)}")
     n = max_examples or EXAMPLES[profile]
     if profile == "ci":
         stable_constants()
+        phases = CI_PHASES if shrink else tuple(p for p in CI_PHASES if p is not Phase.shrink)
         return _settings(max_examples=n, derandomize=True, database=None, deadline=None, print_blob=True,
-                         phases=CI_PHASES)
-    if profile == "dev":
-        return _settings(max_examples=n, deadline=None, print_blob=True)
-    return _settings(max_examples=n, deadline=None, print_blob=True,
-                     database=DirectoryBasedExampleDatabase(".hypothesis/campaign"))
+                         phases=phases)
+    if database is None:
+        database = Path(".hypothesis") / profile / "default"
+    phases = tuple(Phase) if shrink else tuple(p for p in Phase if p is not Phase.shrink)
+    return _settings(max_examples=n, deadline=None, print_blob=True, phases=phases,
+                     database=DirectoryBasedExampleDatabase(str(database)))
 
 
 _EMPTY_CONSTANTS = None

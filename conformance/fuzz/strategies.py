@@ -33,6 +33,11 @@ Public strategies
     A ``tools.vector_cases.Case`` with explicit ``inputs=`` (initial values, then 1..8 steps of
     gradients, some ``None``) and the deterministic id ``regression/fuzz-<sha256 prefix>``,
     ready for ``tools.generate_vectors.generate_vector``.
+``fuzz_cases(lane, depth, regime)``
+    What the differential fuzzer draws: a case built to reach one of ``REGIMES`` (accumulation
+    with a binding clip or a live schedule over >= 2 updates, an EMA overwrite, relative_step
+    =False above 1/sqrt(t), weight decay while epsilon_2 binds, an update after step 8, a last
+    axis longer than 64), or ``FREE`` (``cases()``), within a ``Depth`` (extents, steps).
 
 Magnitudes are bounded on purpose (|v| <= 1e100): beyond that, float64 Adafactor itself
 overflows or underflows (g*g = inf; r/mean(r)*c = 0 and then 0/0, see tests/test_properties.py),
@@ -156,36 +161,48 @@ def fresh(config: dict) -> dict:
 
 _INITIAL_LR = st.one_of(st.sampled_from([0.5, 0.1, 0.01, 1.0]), st.floats(1e-4, 2.0))
 _DECAY_STEPS = st.integers(1, 10)
+_BOUNDARIES = st.integers(0, 12)
 SCHEDULE_NAMES = ("ExponentialDecay", "PiecewiseConstantDecay", "PolynomialDecay",
                   "InverseTimeDecay", "CosineDecay", "CosineDecayRestarts")
 
 
 @st.composite
-def learning_rate_schedules(draw, names=SCHEDULE_NAMES):
+def learning_rate_schedules(draw, names=SCHEDULE_NAMES, initial=_INITIAL_LR, decay_steps=_DECAY_STEPS,
+                            boundaries=_BOUNDARIES, varying: bool = False):
     """One of the six Keras schedules with arguments in their sensible ranges: positive
-    rates, decay factors in (0, 1], ``t_mul >= 1`` (no finite horizon, so no NaN)."""
+    rates, decay factors in (0, 1], ``t_mul >= 1`` (no finite horizon, so no NaN).
+    ``initial``, ``decay_steps``, ``boundaries``: strategies of the initial rate (and of
+    PiecewiseConstantDecay's values), of the decay horizon, and of PiecewiseConstantDecay's
+    boundaries (fast schedules for short runs: small ones). ``varying``: no argument that
+    makes the schedule constant (decay rate 1, end = initial, alpha 1, equal pieces)."""
     name = draw(st.sampled_from(names))
-    init = draw(_INITIAL_LR)
+    init = draw(initial)
+    top = 0.9 if varying else 1.0  # a factor of 1 keeps the rate constant
     if name == "ExponentialDecay":
-        return schedules.ExponentialDecay(init, draw(_DECAY_STEPS), draw(st.floats(0.05, 1.0)),
+        return schedules.ExponentialDecay(init, draw(decay_steps), draw(st.floats(0.05, top)),
                                           staircase=draw(st.booleans()))
     if name == "PiecewiseConstantDecay":
-        boundaries = sorted(draw(st.sets(st.integers(0, 12), min_size=1, max_size=3)))
-        values = [draw(_INITIAL_LR) for _ in range(len(boundaries) + 1)]
-        return schedules.PiecewiseConstantDecay(boundaries, values)
+        bounds = sorted(draw(st.sets(boundaries, min_size=1, max_size=3)))
+        if varying:  # each piece a factor 0.1..0.9 or 1.1..3 off the previous one
+            values = [init]
+            for _ in bounds:
+                values.append(values[-1] * draw(st.one_of(st.floats(0.1, 0.9), st.floats(1.1, 3.0))))
+        else:
+            values = [draw(initial) for _ in range(len(bounds) + 1)]
+        return schedules.PiecewiseConstantDecay(bounds, values)
     if name == "PolynomialDecay":
-        end = init * draw(st.floats(0.0, 1.0))
-        return schedules.PolynomialDecay(init, draw(_DECAY_STEPS), end_learning_rate=end,
+        end = init * draw(st.floats(0.0, top))
+        return schedules.PolynomialDecay(init, draw(decay_steps), end_learning_rate=end,
                                          power=draw(st.floats(0.5, 3.0)), cycle=draw(st.booleans()))
     if name == "InverseTimeDecay":
-        return schedules.InverseTimeDecay(init, draw(_DECAY_STEPS), draw(st.floats(0.0, 2.0)),
+        return schedules.InverseTimeDecay(init, draw(decay_steps), draw(st.floats(0.1 if varying else 0.0, 2.0)),
                                           staircase=draw(st.booleans()))
     if name == "CosineDecay":
-        warmup_target = draw(st.one_of(st.none(), _INITIAL_LR))
-        return schedules.CosineDecay(init, draw(_DECAY_STEPS), alpha=draw(st.floats(0.0, 1.0)),
+        warmup_target = draw(st.one_of(st.none(), initial))
+        return schedules.CosineDecay(init, draw(decay_steps), alpha=draw(st.floats(0.0, top)),
                                      warmup_target=warmup_target,
                                      warmup_steps=draw(st.integers(0, 5)) if warmup_target is not None else 0)
-    return schedules.CosineDecayRestarts(init, draw(_DECAY_STEPS), t_mul=draw(st.floats(1.0, 3.0)),
+    return schedules.CosineDecayRestarts(init, draw(decay_steps), t_mul=draw(st.floats(1.0, 3.0)),
                                          m_mul=draw(st.floats(0.1, 1.0)), alpha=draw(st.floats(0.0, 0.5)))
 
 
@@ -573,14 +590,31 @@ def cases(draw, config=None, variables=None, min_steps: int = 1, max_steps: int 
     step: that is an error vector of its own). With ``exclusion`` a weight-decayed case may
     exclude a variable from the decay, by name or by identity. ``lane``: the dtype the
     case is for; value magnitudes are clipped to it (``lane_magnitudes``).
+
+    The differential fuzzer draws ``fuzz_cases`` instead (below), which builds most of its
+    examples to reach one named deep regime.
     """
     config = dict(draw(config if config is not None else configs()))
     variables = tuple(draw(variables if variables is not None else variable_sets()))
     steps = draw(st.integers(min_steps, max_steps))
-    make_learning_rate = None
-    if isinstance(config.get("learning_rate"), CallableLearningRate):
-        make_learning_rate = CallableLearningRate.factory(config.pop("learning_rate").values)
+    make_learning_rate = _pop_callable(config)
+    initial, grads = draw(_inputs(variables, steps, value_kinds, gradient_kinds, allow_subnormal,
+                                  none_gradients, lane))
+    exclude = draw(_exclusions(config, variables, exclusion))
+    return make_case(config, variables, (initial, grads), exclude, make_learning_rate)
 
+
+def _pop_callable(config: dict):
+    """Move a ``CallableLearningRate`` out of ``config`` into a ``Case.make_learning_rate``."""
+    if isinstance(config.get("learning_rate"), CallableLearningRate):
+        return CallableLearningRate.factory(config.pop("learning_rate").values)
+    return None
+
+
+@st.composite
+def _inputs(draw, variables, steps: int, value_kinds=None, gradient_kinds=None, allow_subnormal: bool = False,
+            none_gradients: bool = True, lane: str = "float64"):
+    """``(initial values, per-step gradients)`` for ``variables`` (see ``cases``)."""
     initial = []
     for _, shape in variables:
         kind = draw(st.sampled_from(tuple(value_kinds or VALUE_KINDS)))
@@ -600,15 +634,32 @@ def cases(draw, config=None, variables=None, min_steps: int = 1, max_steps: int 
             present[step % len(variables)] = True
         grads.append([draw(values(shape, kind, allow_subnormal=allow_subnormal, lane=lane)) if p else None
                       for (_, shape), kind, p in zip(variables, grad_kinds, present)])
+    return initial, grads
 
-    exclude = None
-    if exclusion and config.get("weight_decay") and draw(st.booleans()):
-        index = draw(st.integers(0, len(variables) - 1))
-        if draw(st.booleans()):
-            exclude = {"var_names": [variables[index][0].split("/")[-1]]}
-        else:
-            exclude = {"var_index": [index]}
-    inputs = (initial, grads)
+
+@st.composite
+def _exclusions(draw, config: dict, variables, exclusion: bool = True, keep=None):
+    """``exclude_from_weight_decay`` of a weight-decayed case: ``None`` or one variable, by
+    name or by index. ``keep``: an index that must not be excluded (by name: not one that
+    shares its parameter name)."""
+    if not (exclusion and config.get("weight_decay") and draw(st.booleans())):
+        return None
+    index = draw(st.integers(0, len(variables) - 1))
+    by_name = draw(st.booleans())
+    if keep is not None:
+        if index == keep:
+            return None
+        if by_name and variables[index][0].split("/")[-1] == variables[keep][0].split("/")[-1]:
+            return None
+    if by_name:
+        return {"var_names": [variables[index][0].split("/")[-1]]}
+    return {"var_index": [index]}
+
+
+def make_case(config: dict, variables, inputs, exclude=None, make_learning_rate=None) -> "FuzzCase":
+    """The ``FuzzCase`` of drawn pieces, with its deterministic id and readable description."""
+    variables = tuple(variables)
+    steps = len(inputs[1])
     digest = case_digest(config, variables, exclude, make_learning_rate, inputs)
     shown = dict(config)
     if make_learning_rate is not None:
@@ -623,3 +674,243 @@ def cases(draw, config=None, variables=None, min_steps: int = 1, max_steps: int 
         exclude=exclude,
         make_learning_rate=make_learning_rate,
     )
+
+
+# ============================================================================ deep regimes
+#: The regimes the differential fuzzer builds examples for. Each is a branch or a length
+#: that a uniformly drawn configuration almost never reaches (issue 12, item 8); its builder
+#: below draws a configuration and inputs made to reach it, and ``conformance.fuzz.regimes``
+#: checks on the reference, example by example, that it was reached.
+REGIMES = {
+    "accumulation_clip": "gradient accumulation with >= 2 real updates on which clipnorm, clipvalue or "
+                         "global_clipnorm actually clips",
+    "accumulation_schedule": "gradient accumulation with a schedule over >= 2 real updates: the schedule's "
+                             "value changes between updates and sets the step size",
+    "ema_overwrite": "use_ema with ema_overwrite_frequency >= 2, run until the overwrite fires",
+    "relative_step_false_high_lr": "relative_step=False with a float learning rate above 1/sqrt(t) "
+                                   "(the relative step caps it anyway)",
+    "weight_decay_epsilon_2": "weight decay on a variable with 0 < RMS(x) <= epsilon_2 (epsilon_2 sets the "
+                              "step size): the one regime where decaying before or after the step differs",
+    "long_run": "a real update after step 8",
+    "long_axis": "a variable whose last axis is longer than 64, updated",
+}
+FREE = "free"  # no regime: ``cases()`` as drawn for the property suite
+
+
+class Depth(NamedTuple):
+    """How far a profile's examples reach (``conformance.fuzz.profiles.DEPTH``)."""
+
+    max_extent: int = MAX_EXTENT  # axes of the free draws: 1..max_extent
+    max_steps: int = MAX_STEPS  # steps of the free draws
+    long_steps: tuple = (9, 14)  # steps of the ``long_run`` regime
+    long_axis: tuple = (65, 130)  # last axis of the ``long_axis`` regime
+    max_frequency: int = 4  # ema_overwrite_frequency of the ``ema_overwrite`` regime: 2..max_frequency
+    updates: tuple = (2, 3)  # real updates of the accumulation regimes
+
+
+def _update_steps(n: Optional[int], steps: int) -> list:
+    """0-based indices of the steps that are real updates (all of them without accumulation)."""
+    if not n:
+        return list(range(steps))
+    return [k for k in range(steps) if (k + 1) % n == 0]
+
+
+def clipper_inputs(config: dict, grads) -> list:
+    """The gradients the clipper sees on each real update: unscaled by ``loss_scale_factor``,
+    accumulated and averaged when ``gradient_accumulation_steps`` is set, only the
+    variables that have a gradient on that micro-step (base_optimizer.py:519-585)."""
+    n = config.get("gradient_accumulation_steps")
+    scale = config.get("loss_scale_factor")
+    accumulator, out = {}, []
+    with np.errstate(all="ignore"):
+        for k, row in enumerate(grads):
+            g = {i: (x / scale if scale is not None else x) for i, x in enumerate(row) if x is not None}
+            if not n:
+                out.append(list(g.values()))
+            elif (k + 1) % n == 0:
+                out.append([(x + accumulator.get(i, 0.0)) / n for i, x in g.items()])
+                accumulator = {}
+            else:
+                for i, x in g.items():
+                    accumulator[i] = x + accumulator.get(i, 0.0)
+    return out
+
+
+def clip_statistic(clipper: str, grads: list) -> float:
+    """What ``clipper`` compares with its threshold on one update (it clips when this is
+    larger): the largest per-tensor norm, the global norm, or the largest magnitude."""
+    with np.errstate(all="ignore"):
+        if not grads:
+            return 0.0
+        if clipper == "clipnorm":
+            return max(float(np.sqrt(np.sum(np.square(g)))) for g in grads)
+        if clipper == "global_clipnorm":
+            return float(np.sqrt(sum(float(np.sum(np.square(g))) for g in grads)))
+        return max(float(np.max(np.abs(g))) if g.size else 0.0 for g in grads)
+
+
+@st.composite
+def _regime_accumulation_clip(draw, lane: str, depth: Depth):
+    n = draw(st.integers(2, 4))
+    updates = draw(st.integers(*depth.updates))
+    steps = n * updates + draw(st.integers(0, n - 1))
+    clipper = draw(st.sampled_from(CLIPPERS))
+    config = dict(draw(configs(gradient_accumulation_steps=n, clipping=None)))
+    make_learning_rate = _pop_callable(config)
+    variables = draw(variable_sets(shapes=shapes(max_extent=depth.max_extent)))
+    # No zeros: an all-zero update cannot be clipped.
+    inputs = draw(_inputs(variables, steps, gradient_kinds=("ordinary", "positive", "huge", "mixed", "tiny"),
+                          lane=lane))
+    # The threshold is a fraction of the second largest statistic over the real updates:
+    # the clip binds on at least two updates, and on others only if their statistic is
+    # large enough (clipping on every update by the same global factor would hide a port
+    # that scales all of them alike: Adafactor's update is invariant to that).
+    stats = sorted((s for s in (clip_statistic(clipper, g) for g in clipper_inputs(config, inputs[1]))
+                    if s > 0 and math.isfinite(s)), reverse=True)
+    fraction = draw(st.floats(0.05, 0.95))
+    config[clipper] = float(fraction * stats[min(1, len(stats) - 1)]) if stats else 1.0
+    exclude = draw(_exclusions(config, variables))
+    return make_case(config, variables, inputs, exclude, make_learning_rate)
+
+
+@st.composite
+def _regime_accumulation_schedule(draw, lane: str, depth: Depth):
+    n = draw(st.integers(2, 4))
+    updates = draw(st.integers(*depth.updates))
+    steps = n * updates + draw(st.integers(0, n - 1))
+    # A schedule that still changes between the first and the last update (it counts
+    # micro-steps: the updates are at iterations n-1, 2n-1, ...), starting below 1/sqrt(2)
+    # so that it, not the relative step, sets rho on the second update.
+    last = n * updates - 1
+    schedule = draw(learning_rate_schedules(initial=st.floats(1e-3, 0.6), decay_steps=st.integers(n, last + 1),
+                                            boundaries=st.integers(n - 1, last - 1), varying=True))
+    config = dict(draw(configs(gradient_accumulation_steps=n, learning_rate=schedule)))
+    variables = draw(variable_sets(shapes=shapes(max_extent=depth.max_extent)))
+    inputs = draw(_inputs(variables, steps, lane=lane))
+    exclude = draw(_exclusions(config, variables))
+    return make_case(config, variables, inputs, exclude, None)
+
+
+@st.composite
+def _regime_ema_overwrite(draw, lane: str, depth: Depth):
+    frequency = draw(st.integers(2, depth.max_frequency))
+    n = draw(st.one_of(st.none(), st.integers(2, 3)))
+    # Keras's `iterations` counts real updates: the overwrite first fires on micro-step
+    # (frequency - 1) * n + 1 (base_optimizer.py:600-612).
+    first = (frequency - 1) * n + 1 if n else frequency
+    steps = first + draw(st.integers(0, 3))
+    config = dict(draw(configs(use_ema=True, ema_overwrite_frequency=frequency, gradient_accumulation_steps=n)))
+    make_learning_rate = _pop_callable(config)
+    variables = draw(variable_sets(shapes=shapes(max_extent=depth.max_extent)))
+    inputs = draw(_inputs(variables, steps, lane=lane))
+    exclude = draw(_exclusions(config, variables))
+    return make_case(config, variables, inputs, exclude, make_learning_rate)
+
+
+@st.composite
+def _regime_relative_step_false_high_lr(draw, lane: str, depth: Depth):
+    steps = draw(st.integers(1, depth.max_steps))
+    n = draw(st.one_of(st.none(), st.integers(2, 3)))
+    if n:
+        steps = max(steps, n)
+    updates = len(_update_steps(n, steps))
+    # Above 1/sqrt(t) at the last update t = updates, so at every later t as well.
+    low = 1.01 / math.sqrt(updates)
+    lr = draw(st.one_of(st.sampled_from([v for v in (1.5, 2.0, 4.0) if v > low]), st.floats(low, 4.0)))
+    config = dict(draw(configs(relative_step=False, learning_rate=lr, gradient_accumulation_steps=n)))
+    variables = draw(variable_sets(shapes=shapes(max_extent=depth.max_extent)))
+    inputs = draw(_inputs(variables, steps, lane=lane))
+    exclude = draw(_exclusions(config, variables))
+    return make_case(config, variables, inputs, exclude, None)
+
+
+@st.composite
+def _regime_weight_decay_epsilon_2(draw, lane: str, depth: Depth):
+    epsilon_2 = draw(st.one_of(st.just(1e-3), st.floats(1e-4, 0.1)))
+    weight_decay = draw(st.one_of(st.sampled_from([0.01, 0.1]), st.floats(1e-3, 0.5)))
+    config = dict(draw(configs(weight_decay=weight_decay, epsilon_2=epsilon_2)))
+    make_learning_rate = _pop_callable(config)
+    variables = draw(variable_sets(shapes=shapes(max_extent=depth.max_extent)))
+    steps = draw(st.integers(1, depth.max_steps))
+    n = config.get("gradient_accumulation_steps")
+    if n:
+        steps = max(steps, n)
+    initial, grads = draw(_inputs(variables, steps, value_kinds=("ordinary", "positive", "tiny"), lane=lane))
+    # Every variable below epsilon_2 (max|x| = fraction * epsilon_2, so RMS(x) <= epsilon_2).
+    fraction = draw(st.floats(0.01, 0.9))
+    initial = [x * (fraction * epsilon_2 / np.max(np.abs(x)))
+               if x.size and np.max(np.abs(x)) > fraction * epsilon_2 else x for x in initial]
+    exclude = draw(_exclusions(config, variables, keep=0))
+    return make_case(config, variables, (initial, grads), exclude, make_learning_rate)
+
+
+@st.composite
+def _regime_long_run(draw, lane: str, depth: Depth):
+    steps = draw(st.integers(*depth.long_steps))
+    config = dict(draw(configs()))
+    n = config.get("gradient_accumulation_steps")
+    if n:
+        steps = max(steps, n * math.ceil(9 / n))  # a real update after step 8
+    make_learning_rate = _pop_callable(config)
+    variables = draw(variable_sets(shapes=shapes(max_extent=depth.max_extent)))
+    inputs = draw(_inputs(variables, steps, lane=lane))
+    exclude = draw(_exclusions(config, variables))
+    return make_case(config, variables, inputs, exclude, make_learning_rate)
+
+
+@st.composite
+def long_axis_shapes(draw, extent=(65, 130), max_extent: int = MAX_EXTENT):
+    """A shape whose last axis is ``extent[0]..extent[1]`` long: 1-D, 2-D or 3-D."""
+    last = draw(st.integers(*extent))
+    lead = draw(st.lists(st.integers(1, min(4, max_extent)), min_size=0, max_size=2))
+    return (*lead, last)
+
+
+@st.composite
+def _regime_long_axis(draw, lane: str, depth: Depth):
+    config = dict(draw(configs()))
+    make_learning_rate = _pop_callable(config)
+    long = ("long/kernel", draw(long_axis_shapes(depth.long_axis, depth.max_extent)))
+    others = draw(variable_sets(min_size=0, max_size=MAX_VARIABLES - 1,
+                                shapes=shapes(max_extent=depth.max_extent)))
+    variables = (long, *others)
+    steps = draw(st.integers(1, depth.max_steps))
+    n = config.get("gradient_accumulation_steps")
+    if n:
+        steps = max(steps, n)
+    initial, grads = draw(_inputs(variables, steps, lane=lane))
+    exclude = draw(_exclusions(config, variables))
+    return make_case(config, variables, (initial, grads), exclude, make_learning_rate)
+
+
+@st.composite
+def _regime_free(draw, lane: str, depth: Depth):
+    return draw(cases(variables=variable_sets(shapes=shapes(max_extent=depth.max_extent)),
+                      max_steps=depth.max_steps, lane=lane))
+
+
+_BUILDERS = {
+    FREE: _regime_free,
+    "accumulation_clip": _regime_accumulation_clip,
+    "accumulation_schedule": _regime_accumulation_schedule,
+    "ema_overwrite": _regime_ema_overwrite,
+    "relative_step_false_high_lr": _regime_relative_step_false_high_lr,
+    "weight_decay_epsilon_2": _regime_weight_decay_epsilon_2,
+    "long_run": _regime_long_run,
+    "long_axis": _regime_long_axis,
+}
+
+
+@st.composite
+def fuzz_cases(draw, lane: str = "float64", depth: Depth = Depth(), regime: Optional[str] = None):
+    """A case built to reach ``regime`` (``FREE`` or one of ``REGIMES``; ``None``: the regime
+    is drawn first). ``conformance.fuzz.regimes.reached`` says which regimes the case
+    really reaches. The differential fuzzer gives every regime its own quota of examples
+    (``conformance.fuzz.profiles.quotas``) rather than drawing it, so that the count per
+    regime does not depend on how Hypothesis happens to distribute its choices."""
+    if regime is None:
+        regime = draw(st.sampled_from((FREE, *REGIMES)))
+    elif regime not in _BUILDERS:
+        raise ValueError(f"unknown regime {regime!r}; use one of {sorted(_BUILDERS)}")
+    event(f"regime drawn: {regime}")
+    return draw(_BUILDERS[regime](lane, depth))
