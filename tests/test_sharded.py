@@ -39,7 +39,8 @@ def test_sharded_keras_conforms_on_four_devices():
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert "mesh=2x2 ('rows', 'cols') over cpu:0, cpu:1, cpu:2, cpu:3" in done.stdout
     # The 5 vectors whose variables split run; the 18 odd-shaped ones are skipped with the reason.
-    rows = re.findall(r"^keras-jax-sharded\s+float32\s+(\w+)\s+cpu\s+(\d+)\s+0\s+0\s+0\s+0\s+(\d+)\s",
+    # Columns: pass, model, fail, acceptable, xfail, xpass, skip.
+    rows = re.findall(r"^keras-jax-sharded\s+float32\s+(\w+)\s+cpu\s+(\d+)\s+0\s+0\s+0\s+0\s+0\s+(\d+)\s",
                       done.stdout, re.M)
     assert sorted(rows) == [("teacher", "5", "18"), ("trajectory", "5", "18")], done.stdout[-3000:]
 
