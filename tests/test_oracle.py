@@ -155,15 +155,15 @@ MUTANTS = [
      {"E"}, {"R"}),
     ("t_off_by_one", "local_step = dtype(iterations + 1)",
      "local_step = dtype(iterations + 2)", {"E"}, set()),
-    ("clip_threshold_misplaced", "np.maximum(one, rms_u / dtype(hyper.clip_threshold))",
-     "np.maximum(one, rms_u) / dtype(hyper.clip_threshold)", {"E", "R"}, set()),
+    ("clip_threshold_misplaced", "minmax.maximum(one, rms_u / dtype(hyper.clip_threshold))",
+     "minmax.maximum(one, rms_u) / dtype(hyper.clip_threshold)", {"E", "R"}, set()),
     ("epsilon_1_dropped", "regulated_grad_square += dtype(hyper.epsilon_1)", "pass",
      {"E", "R"}, set()),
     ("rms_x_in_float32", "rms_x = rms(x, scratch=work)", "rms_x = dtype(np.float32(rms(x)))",
      {"E", "R"}, set()),
     # A relative perturbation of 2**-44 (512 U) of alpha_t.
-    ("alpha_off_by_512_U", "alpha_t = np.maximum(epsilon_2, rms_x) * rho_t",
-     "alpha_t = np.maximum(epsilon_2, rms_x) * rho_t * dtype(1 + 2.0**-44)", {"E", "R"}, set()),
+    ("alpha_off_by_512_U", "alpha_t = minmax.maximum(epsilon_2, rms_x) * rho_t",
+     "alpha_t = minmax.maximum(epsilon_2, rms_x) * rho_t * dtype(1 + 2.0**-44)", {"E", "R"}, set()),
     # Control: torch's order for V (outer product first, then divide) has the same
     # rounding count, so an accuracy oracle must NOT flag it (bit-exactness against
     # Keras is the cross-check's job, not this test's).
