@@ -54,6 +54,18 @@ def kind(name) -> Kind:
         raise ValueError(f"unknown state kind {name!r}; known: {', '.join(k.value for k in Kind)}") from None
 
 
+def _kind_property(k: Kind) -> property:
+    """``state.<kind>``: the kind's list or None; assigning a list sets it, None removes it."""
+
+    def fset(self, value):
+        if value is None:
+            self.values.pop(k, None)
+        else:
+            self.values[k] = list(value)
+
+    return property(lambda self: self.values.get(k), fset, doc=f"the {k.value!r} arrays per variable, or None")
+
+
 @dataclass
 class State:
     iterations: int
@@ -89,14 +101,15 @@ class State:
                 if a is not None:
                     yield k, i, a
 
-    # the common kinds by name, for readable code: state.v[i], state.variables
-    variables = property(lambda self: self.get(Kind.VARIABLES))
-    r = property(lambda self: self.get(Kind.R))
-    c = property(lambda self: self.get(Kind.C))
-    v = property(lambda self: self.get(Kind.V))
-    average = property(lambda self: self.get(Kind.AVERAGE))
-    accumulator = property(lambda self: self.get(Kind.ACCUMULATOR))
-    momentum = property(lambda self: self.get(Kind.MOMENTUM))
+    # the common kinds by name, for readable code: state.v[i], state.variables; assigning
+    # sets the kind's list in place (state.v = [...]), assigning None removes the kind
+    variables = _kind_property(Kind.VARIABLES)
+    r = _kind_property(Kind.R)
+    c = _kind_property(Kind.C)
+    v = _kind_property(Kind.V)
+    average = _kind_property(Kind.AVERAGE)
+    accumulator = _kind_property(Kind.ACCUMULATOR)
+    momentum = _kind_property(Kind.MOMENTUM)
 
     # making new states -------------------------------------------------------------
     def replace(self, **changes) -> "State":
