@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import os
 import platform
@@ -53,7 +52,7 @@ import numpy as np
 
 from conformance import expectations, report, runner
 from conformance import vectorfile as vf
-from conformance.adapters import REGISTRY, AdapterError, resolve
+from conformance.adapters import ADAPTERS, AdapterError, resolve
 from conformance.adapters.base import DEVICES, DTYPES
 from conformance.tolerance import Policy
 
@@ -66,20 +65,6 @@ MODES = ("teacher", "trajectory")
 DEFAULT_TIMEOUT = 300.0
 #: What ``--plot`` can write (matplotlib's formats), by file suffix.
 PLOT_FORMATS = ("png", "pdf", "svg", "svgz", "jpg", "jpeg", "eps", "ps", "tif", "tiff", "webp", "pgf")
-
-#: What each registered adapter needs importable, for ``--adapter all``.
-REQUIREMENTS = {
-    "reference": (),
-    "keras-jax": ("keras", "jax"),
-    "keras-torch": ("keras", "torch"),
-    "keras-tensorflow": ("keras", "tensorflow"),
-    "torch": ("torch",),
-    "torch-foreach": ("torch",),
-    "optax": ("jax", "optax"),
-    "transformers": ("transformers", "torch"),
-    "keras-jax-sharded": ("keras", "jax"),
-}
-
 
 class UsageError(Exception):
     pass
@@ -113,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run an adapter over the vectors")
     run.add_argument("--adapter", action="append", default=[],
-                     help=f"registered name ({', '.join(REGISTRY)}), 'all', or package.module:Class")
+                     help=f"registered name ({', '.join(ADAPTERS)}), 'all', or package.module:Class")
     run.add_argument("--dtype", action="append", default=[],
                      help=f"comma-separated, from {','.join(DTYPES)} (default float64,float32)")
     run.add_argument("--mode", action="append", default=[], help="teacher,trajectory (default both)")
@@ -613,9 +598,10 @@ class _Unit:
 
 
 def installed(adapter_name: str) -> str | None:
-    """None when the adapter's frameworks are importable, else what is missing."""
-    missing = [m for m in REQUIREMENTS.get(adapter_name, ()) if importlib.util.find_spec(m) is None]
-    return f"not installed: {', '.join(missing)}" if missing else None
+    """None when the adapter's frameworks are importable (or it is not a registered name),
+    else what is missing (``AdapterEntry.missing``)."""
+    registered = ADAPTERS.get(adapter_name)
+    return None if registered is None else registered.missing()
 
 
 def _supervise(args) -> int:
@@ -627,7 +613,7 @@ def _supervise(args) -> int:
     adapters = _csv(args.adapter) or ["reference"]
     if "all" in adapters and len(adapters) > 1:
         raise UsageError(f"--adapter all cannot be combined with other adapters ({adapters})")
-    names = list(REGISTRY) if adapters == ["all"] else adapters
+    names = list(ADAPTERS) if adapters == ["all"] else adapters
     single = len(adapters) == 1 and adapters != ["all"]
     # Several adapters on a device other than cpu: those that cannot use it are skipped.
     if_available = args.if_available or (not single and args.device != "cpu")

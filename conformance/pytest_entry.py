@@ -31,7 +31,7 @@ import pytest
 
 from conformance import expectations, runner
 from conformance import vectorfile as vf
-from conformance.adapters import resolve
+from conformance.adapters import ADAPTERS, resolve
 from conformance.tolerance import Policy
 
 DEFAULT_VECTORS = Path(__file__).resolve().parent.parent / "vectors"
@@ -39,21 +39,17 @@ DEFAULT_VECTORS = Path(__file__).resolve().parent.parent / "vectors"
 GUARD_ID = "anything-graded"
 
 
-#: The vectors each registered adapter replays (its ``dialects`` attribute), for collection.
-DEFAULT_DIALECTS = {"reference": ("keras", "torch", "optax", "transformers"), "torch": ("torch",),
-                    "torch-foreach": ("torch",), "optax": ("optax",), "transformers": ("transformers",)}
-
-
 def conformance_tests(adapter: str, dtypes=("float64", "float32"), modes=("teacher", "trajectory"),
                       vectors=(), flags=(), device: str = "cpu", xfail_files=(), strict: bool = False,
                       vectors_dir=DEFAULT_VECTORS, dialects=None):
     """A parametrized pytest test function over the selected vectors. ``dialects``: which
     vectors the adapter replays (``keras``, ``torch``, ``optax``, ``transformers``); by
-    default the registered adapter's own (``torch`` for torch and torch-foreach, ...; every
-    dialect for ``reference``), else ``("keras",)``, known without importing the framework."""
+    default the registered adapter's own (``ADAPTERS[name].dialects``: ``torch`` for torch and
+    torch-foreach, ...; every dialect for ``reference``), else ``("keras",)``, known without
+    importing the framework."""
     documents = vf.load_corpus(vectors_dir)
     if dialects is None:
-        dialects = DEFAULT_DIALECTS.get(adapter, ("keras",))
+        dialects = ADAPTERS[adapter].dialects if adapter in ADAPTERS else ("keras",)
     selected = [(relative, vector) for relative, vector in runner.select(documents, list(vectors), list(flags))
                 if vf.dialect_of(vector) in dialects]
     cases = [(dtype, mode, relative, vector) for dtype in dtypes for mode in modes for relative, vector in selected]

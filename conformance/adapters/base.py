@@ -25,6 +25,8 @@ from typing import Optional
 
 import numpy as np
 
+from reference.state import Kind, State
+
 #: Lane dtypes the gate knows. bfloat16 arrays use ml_dtypes.bfloat16.
 DTYPES = ("float64", "float32", "float16", "bfloat16")
 DEVICES = ("cpu", "gpu")
@@ -48,65 +50,35 @@ def finfo(name: str):
     return np.finfo(np.dtype(name))
 
 
-@dataclass
-class LaneState:
-    """Variables and complete optimizer state, per variable in build order.
+class AdapterError(RuntimeError):
+    """An adapter cannot be loaded, its framework is missing, or the implementation did
+    something the gate cannot grade (exit code 2)."""
 
-    ``iterations`` is the raw apply counter (Keras's ``_iterations``). ``r``/``c`` are
-    ``None`` for 0-D and 1-D variables; ``average``/``accumulator`` are ``None`` when
-    the configuration has no EMA / no accumulation. ``learning_rate_calls`` is how many
-    times a recorded callable learning rate has been called so far (the adapter resumes
-    the callable there on ``load``).
-    """
 
-    iterations: int
-    variables: list
-    r: list
-    c: list
-    v: list
-    average: Optional[list] = None
-    accumulator: Optional[list] = None
-    learning_rate_calls: Optional[int] = 0  # None: not reported (not graded)
-    momentum: Optional[list] = None  # dialects with a first moment (optax, transformers)
-    #: What the last step was, where the implementation reports it: ``is_update_step``
-    #: (False on a micro-step that only accumulated) and ``ema_overwritten`` (the EMA was
-    #: copied into the variables); graded exactly. None or a missing key: not reported.
-    flags: Optional[dict] = None
-
-    def arrays(self):
-        """(kind, index, array) for every array present."""
-        for kind in ("variables", "r", "c", "v", "average", "accumulator", "momentum"):
-            for i, a in enumerate(getattr(self, kind) or []):
-                if a is not None:
-                    yield kind, i, a
-
-    def cast(self, dtype_name: str) -> "LaneState":
-        """A copy with every array rounded to the lane dtype (round to nearest even)."""
-        dtype = numpy_dtype(dtype_name)
-
-        def conv(items):
-            if items is None:
-                return None
-            return [None if a is None else np.asarray(a, dtype=np.float64).astype(dtype) for a in items]
-
-        return LaneState(self.iterations, conv(self.variables), conv(self.r), conv(self.c),
-                         conv(self.v), conv(self.average), conv(self.accumulator),
-                         self.learning_rate_calls, conv(self.momentum),
-                         None if self.flags is None else dict(self.flags))
+def LaneState(iterations, variables, r, c, v, average=None, accumulator=None, learning_rate_calls=0,
+              momentum=None, flags=None) -> State:
+    """Deprecated: build a ``reference.state.State`` from the old per-kind arguments (a
+    kind given as None is absent). Use ``State(iterations, {Kind.V: [...], ...})``."""
+    return State(iterations, {Kind.VARIABLES: variables, Kind.R: r, Kind.C: c, Kind.V: v, Kind.AVERAGE: average,
+                              Kind.ACCUMULATOR: accumulator, Kind.MOMENTUM: momentum},
+                 learning_rate_calls, flags)
 
 
 class Session:
     """One optimizer with its variables, created for one vector, lane dtype and device."""
 
-    def load(self, state: LaneState) -> None:
+    def load(self, state: State) -> None:
+        """Set the variables and the whole optimizer state (arrays in the lane dtype, or in
+        the dtype ``Adapter.state_dtypes`` names for that kind)."""
         raise NotImplementedError
 
     def step(self, grads: list) -> None:
         """Apply one step. ``grads`` holds arrays in the lane dtype, or None."""
         raise NotImplementedError
 
-    def read(self) -> LaneState:
-        """The current state, arrays in the dtype the implementation really holds."""
+    def read(self) -> State:
+        """The current state, arrays in the dtype the implementation really holds (the
+        runner checks them against the lane dtype and ``Adapter.state_dtypes``)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -149,10 +121,12 @@ class Adapter:
         return f"{self.name} has no gpu support"
 
     def state_dtypes(self, vector: dict, dtype: str) -> dict:
-        """State kinds (``r``, ``c``, ``v``, ``momentum``...) this implementation keeps in a
-        dtype other than the lane's, as ``{kind: np.dtype}``; the runner checks every other
-        array against the lane dtype. Default: none."""
-        return {}
+        """State kinds this implementation keeps in a dtype other than the lane's ``dtype``,
+        as ``{Kind: np.dtype}``; the runner checks every array against it or the lane dtype
+        (the one dtype check: adapters do not check dtypes themselves). Default: what the
+        vector's configuration fixes (``vector_state_dtypes``); an adapter whose framework
+        keeps a kind in a dtype of its own adds that."""
+        return vector_state_dtypes(vector)
 
     def unsupported(self, vector: dict, dtype: str, device: str) -> Optional[str]:
         """None when this adapter can run ``vector``, else the reason it cannot."""
@@ -170,6 +144,22 @@ class Adapter:
         """Construct the optimizer and variables (initial values) for ``vector``.
         Must raise the implementation's own error for an invalid configuration."""
         raise NotImplementedError
+
+
+def vector_state_dtypes(vector: dict) -> dict:
+    """State kinds a vector's configuration keeps in a dtype of its own whatever the lane:
+    the optax dialect stores its momentum in ``dtype_momentum`` (optax/_src/alias.py
+    adafactor -> transforms/_accumulation.py ema with ``accumulator_dtype``), so every
+    implementation of that dialect does."""
+    declared = getattr(vector, "state_dtypes", None)  # a decoded Vector carries them
+    if declared is not None:
+        return dict(declared)
+    from conformance.vectorfile import dialect_of
+
+    config = vector["config"]
+    if dialect_of(vector) == "optax" and config.get("momentum") is not None and config.get("dtype_momentum"):
+        return {Kind.MOMENTUM: numpy_dtype(config["dtype_momentum"])}
+    return {}
 
 
 def jax_gpu_problem() -> Optional[str]:

@@ -19,9 +19,11 @@ import numpy as np
 import reference
 from conformance import replay
 from conformance import vectorfile as vf
-from conformance.adapters.base import Adapter, LaneState, Session, numpy_dtype
+from conformance.adapters.base import Adapter, Session, numpy_dtype
+from conformance.adapters.registry import registered
 from reference.adafactor_step import Slots
 from reference.optimizer import OptimizerState
+from reference.state import Kind, State
 
 
 def reference_class(dtype_name: str):
@@ -41,7 +43,7 @@ class ReferenceSession(Session):
         replay.build(self.opt, self.variables, [v["name"] for v in vector["variables"]],
                      vector["exclude_from_weight_decay"])
 
-    def load(self, state: LaneState) -> None:
+    def load(self, state: State) -> None:
         for x, value in zip(self.variables, state.variables):
             x[...] = value
         self.opt.set_state(OptimizerState(
@@ -58,18 +60,18 @@ class ReferenceSession(Session):
             warnings.simplefilter("ignore")
             self.opt.apply(grads, self.variables)
 
-    def read(self) -> LaneState:
+    def read(self) -> State:
         s = self.opt.state
-        return LaneState(
+        last = self.opt.last_step
+        return State(
             iterations=s.iterations,
-            variables=[x.copy() for x in self.variables],
-            r=[slot.r for slot in s.slots], c=[slot.c for slot in s.slots], v=[slot.v for slot in s.slots],
-            average=None if s.average is None else list(s.average),
-            accumulator=None if s.accumulator is None else list(s.accumulator),
+            values={Kind.VARIABLES: [x.copy() for x in self.variables], Kind.R: [slot.r for slot in s.slots],
+                    Kind.C: [slot.c for slot in s.slots], Kind.V: [slot.v for slot in s.slots],
+                    Kind.AVERAGE: None if s.average is None else list(s.average),
+                    Kind.ACCUMULATOR: None if s.accumulator is None else list(s.accumulator)},
             learning_rate_calls=0 if self.callable is None else self.callable.position,
-            flags=None if self.opt.last_step is None else {
-                "is_update_step": self.opt.last_step.is_update_step,
-                "ema_overwritten": self.opt.last_step.ema_overwritten},
+            flags=None if last is None else {"is_update_step": last.is_update_step,
+                                             "ema_overwritten": last.ema_overwritten},
         )
 
 
@@ -86,35 +88,32 @@ class DialectSession(Session):
         excluded = set((vector["exclude_from_weight_decay"] or {}).get("var_index", []))
         self.opt.build(self.variables, decayed=[i not in excluded for i in range(len(self.variables))])
 
-    def load(self, state: LaneState) -> None:
+    def load(self, state: State) -> None:
         for x, value in zip(self.variables, state.variables):
             x[...] = value
         self.opt.iterations = state.iterations
         for i, slots in enumerate(self.opt.slots):
-            for kind in list(slots):
-                source = state.momentum if kind == "momentum" else getattr(state, kind)
-                slots[kind] = np.array(source[i], dtype=slots[kind].dtype)
+            for name in list(slots):
+                slots[name] = np.array(state[name][i], dtype=slots[name].dtype)
 
     def step(self, grads: list) -> None:
         with np.errstate(all="ignore"):
             self.opt.apply(grads, self.variables)
 
-    def read(self) -> LaneState:
+    def read(self) -> State:
         slots = self.opt.slots
-        has_momentum = any("momentum" in s for s in slots)
-        return LaneState(
-            iterations=self.opt.iterations, variables=[x.copy() for x in self.variables],
-            r=[s.get("r") for s in slots], c=[s.get("c") for s in slots], v=[s.get("v") for s in slots],
-            momentum=[s.get("momentum") for s in slots] if has_momentum else None,
-            learning_rate_calls=None)
+        # r, c and v always (None where a variable has none); any other kind where kept
+        kinds = [Kind.R, Kind.C, Kind.V] + [k for k in Kind if k not in (Kind.R, Kind.C, Kind.V)
+                                            and any(k.value in s for s in slots)]
+        values = {k: [s.get(k.value) for s in slots] for k in kinds}
+        values[Kind.VARIABLES] = [x.copy() for x in self.variables]
+        return State(self.opt.iterations, values, learning_rate_calls=None)
 
 
 class ReferenceAdapter(Adapter):
     def __init__(self):
-        from reference.dialects import DIALECTS
-
         super().__init__(name="reference", dtypes=("float64", "float32", "float16", "bfloat16"),
-                         devices=("cpu",), dialects=tuple(DIALECTS))
+                         devices=("cpu",), **registered("reference"))
 
     def environment(self, device: str) -> dict:
         return {"reference": reference.__version__, "spec": f"keras {reference.KERAS_VERSION}",

@@ -1,0 +1,133 @@
+"""The one list of registered adapters: for each, the class to load, what it needs installed,
+the dialects it replays and its expectation file.
+
+Nothing here imports a framework: ``python -m conformance list``, ``--adapter all``'s "not
+installed" check and pytest collection read an entry without loading its class. Adding an
+adapter is one ``AdapterEntry`` below plus its module.
+
+    ADAPTERS["torch"].missing()     # None, or "not installed: torch (pip install -e '.[torch]')"
+    ADAPTERS["torch"].dialects      # ("torch",)
+    resolve("torch")                # a TorchAdapter; resolve("pkg.mod:Class") for a third-party port
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from typing import Optional
+
+from conformance.adapters.base import Adapter, AdapterError
+
+#: ``AdapterEntry.speaks`` for an adapter that replays every dialect of reference/dialects.
+EVERY_DIALECT = None
+
+
+@dataclass(frozen=True)
+class AdapterEntry:
+    """One registered adapter.
+
+    ``target``: ``"package.module:Class"``, imported only by ``load``. ``requires``: the
+    top-level modules it imports (checked with ``importlib.util.find_spec``, which imports
+    nothing), installed by ``pip install -e '.[<extra>]'``. ``speaks``: the dialects whose
+    vectors it replays (``EVERY_DIALECT``: all of reference/dialects). ``expectation_stem``:
+    its file in conformance/expectations/ when not ``<name>.txt``.
+    """
+
+    name: str
+    target: str
+    requires: tuple = ()
+    extra: str = ""
+    speaks: Optional[tuple] = ("keras",)
+    expectation_stem: str = ""
+
+    @property
+    def dialects(self) -> tuple:
+        """The dialects whose vectors this adapter replays."""
+        if self.speaks is EVERY_DIALECT:
+            from reference.dialects import DIALECTS
+
+            return tuple(DIALECTS)
+        return self.speaks
+
+    @property
+    def expectations(self) -> str:
+        """The stem of its expectation file, conformance/expectations/<stem>.txt."""
+        return self.expectation_stem or self.name
+
+    def missing(self) -> Optional[str]:
+        """None when every required module is importable, else what is missing and how to
+        install it."""
+        absent = [m for m in self.requires if importlib.util.find_spec(m) is None]
+        if not absent:
+            return None
+        return f"not installed: {', '.join(absent)} (pip install -e '.[{self.extra}]')"
+
+    def load(self) -> Adapter:
+        """A new instance of the adapter class; AdapterError when it cannot be imported."""
+        return load_target(self.target, self.name)
+
+
+ADAPTERS = {e.name: e for e in (
+    AdapterEntry("reference", "conformance.adapters.reference:ReferenceAdapter", speaks=EVERY_DIALECT),
+    # Keras 3's own Adafactor, one backend each (the backend is picked when Keras is imported).
+    AdapterEntry("keras-jax", "conformance.adapters.keras_adapter:KerasJaxAdapter", ("keras", "jax"), "keras,jax"),
+    AdapterEntry("keras-torch", "conformance.adapters.keras_adapter:KerasTorchAdapter", ("keras", "torch"),
+                 "keras,torch"),
+    AdapterEntry("keras-tensorflow", "conformance.adapters.keras_adapter:KerasTensorFlowAdapter",
+                 ("keras", "tensorflow"), "keras,tensorflow"),
+    # Native dialects (reference/dialects): each replays its own dialect's vectors.
+    AdapterEntry("torch", "conformance.adapters.torch_adapter:TorchAdapter", ("torch",), "torch", ("torch",)),
+    AdapterEntry("torch-foreach", "conformance.adapters.torch_adapter:TorchForeachAdapter", ("torch",), "torch",
+                 ("torch",)),
+    AdapterEntry("optax", "conformance.adapters.optax_adapter:OptaxAdapter", ("jax", "optax"), "jax", ("optax",)),
+    AdapterEntry("transformers", "conformance.adapters.transformers_adapter:TransformersAdapter",
+                 ("transformers", "torch"), "torch,transformers", ("transformers",)),
+    # keras-jax with every variable sharded over a 2x2 device mesh: the same Keras code, so
+    # keras-jax's known deviations.
+    AdapterEntry("keras-jax-sharded", "conformance.adapters.sharded:KerasJaxShardedAdapter", ("keras", "jax"),
+                 "keras,jax", expectation_stem="keras-jax"),
+)}
+
+
+def entry(name: str) -> AdapterEntry:
+    """The registered adapter ``name``; AdapterError naming the known ones otherwise."""
+    try:
+        return ADAPTERS[name]
+    except KeyError:
+        raise AdapterError(f"unknown adapter {name!r}: use one of {sorted(ADAPTERS)} "
+                           f"or 'package.module:ClassName'") from None
+
+
+def load_target(target: str, spec: str) -> Adapter:
+    """Instantiate ``"package.module:Class"`` (``spec`` names it in errors)."""
+    module_name, _, class_name = target.partition(":")
+    if not module_name or not class_name:
+        raise AdapterError(f"adapter {spec!r}: {target!r} is not 'package.module:ClassName'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise AdapterError(f"adapter {spec!r}: cannot import {module_name!r}: {exc}") from exc
+    try:
+        cls = getattr(module, class_name)
+    except AttributeError:
+        raise AdapterError(f"adapter {spec!r}: {module_name!r} has no {class_name!r}") from None
+    if not (isinstance(cls, type) and issubclass(cls, Adapter)):
+        raise AdapterError(f"adapter {spec!r}: {class_name} is not a conformance.adapters.Adapter")
+    return cls()
+
+
+def resolve(spec: str) -> Adapter:
+    """The adapter for a registered name or for ``package.module:ClassName``."""
+    if spec in ADAPTERS:
+        return ADAPTERS[spec].load()
+    if ":" not in spec:
+        entry(spec)  # raises, naming the registered adapters
+    return load_target(spec, spec)
+
+
+def registered(name: str) -> dict:
+    """What the registry declares for ``name`` as ``Adapter`` constructor arguments
+    (``dialects``, ``expectations``), so an adapter class states them in one place."""
+    e = entry(name)
+    return {"dialects": e.dialects, "expectations": e.expectation_stem}
