@@ -107,6 +107,29 @@ def test_every_draw_discarded_is_nothing_checked(monkeypatch):
     assert "NOTHING CHECKED" in result.summary() and "free:" in result.error, result.summary()
 
 
+def test_expectations_come_from_the_adapters_expectation_file(monkeypatch):
+    """An adapter that declares another adapter's expectation file (keras-jax-sharded runs
+    keras-jax's) is fuzzed under that file's known deviations, as in the gate, not under a
+    file named after itself."""
+    from conformance import adapters, expectations
+    from conformance.adapters.reference import ReferenceAdapter
+
+    renamed = ReferenceAdapter()
+    renamed.name, renamed.expectations = "renamed-reference", "keras-jax"
+    asked = []
+    real = expectations.for_adapter
+
+    def for_adapter(stem, *args, **kwargs):
+        asked.append(stem)
+        return real(stem, *args, **kwargs)
+
+    monkeypatch.setattr(adapters, "resolve", lambda spec: renamed)
+    monkeypatch.setattr(expectations, "for_adapter", for_adapter)
+    result = fuzz("renamed-reference", "float64", "ci", max_examples=4, regimes=[FREE], write_failures=False)
+    assert asked == ["keras-jax"], asked
+    assert result.adapter == "renamed-reference" and result.examples > 0
+
+
 @pytest.mark.parametrize("statuses,checked", [(("xfail",), False), (("xpass",), False), (("xfail", "xpass"), False),
                                               (("skip", "xfail"), False), (("strange-new-status",), False),
                                               (("model",), True), (("acceptable", "xfail"), True)])
