@@ -362,18 +362,19 @@ def adapter(names, variant: Optional[str] = None):
 
 
 def expected_states(names, vector: dict, path, mode: str, start, goldens: list) -> list:
-    """The states the spec plus the models ``names`` (one name or a list) reach on ``vector``, in float64. Teacher:
-    one model step from each golden state (the states the implementation is loaded with);
-    trajectory: the model's own free run from the initial state."""
-    from conformance import replay
+    """The states (``State``, float64) the spec plus the models ``names`` (one name or a
+    list) reach on ``vector``. Teacher: one model step from each golden state (the states
+    the implementation is loaded with); trajectory: the model's own free run from the
+    initial state."""
+    from conformance import vector_states
+    from conformance.runner import as_state
 
     session = adapter(names).create(vector, "float64", "cpu")
-    grads = [replay.decode_grads(vector, s, path) for s in vector["steps"]]
     states = []
-    session.load(start.cast("float64"))
-    for k, g in enumerate(grads):
+    session.load(start.cast(np.float64))
+    for k, g in enumerate(vector_states.grads(vector, path)):
         if mode == "teacher":
-            session.load((goldens[k - 1] if k else start).cast("float64"))
-        session.step(g)
-        states.append(session.read().cast("float64"))
+            session.load((goldens[k - 1] if k else start).cast(np.float64))
+        session.step([None if a is None else a.copy() for a in g])
+        states.append(as_state(session.read()).cast(np.float64))
     return states

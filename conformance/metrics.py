@@ -17,6 +17,10 @@ For one tensor at one step the gate computes:
 
 NaN must meet NaN and an infinity the same infinity; any mismatch there is an infinite
 error.
+
+``relative_error`` is the plain normwise relative error max|actual - golden| / max|golden|
+(unitless, no allowance, no scale floor), over one array or a list of arrays taken together:
+the one definition every other comparison in the gate, the tools and the tests uses.
 """
 
 from __future__ import annotations
@@ -68,6 +72,49 @@ def ulp_of(x, dtype_name: str) -> np.ndarray:
     return np.ldexp(1.0, exponent - PRECISION[dtype_name])
 
 
+def largest(x) -> float:
+    """Largest finite magnitude of an array (0 when it has none)."""
+    a = np.abs(np.asarray(x, dtype=np.float64))
+    a = a[np.isfinite(a)]
+    return float(a.max()) if a.size else 0.0
+
+
+def _special_mismatch(actual64: np.ndarray, golden: np.ndarray) -> np.ndarray:
+    """Elements where one side is NaN or infinite and the other is not the same special value."""
+    a_special, g_special = ~np.isfinite(actual64), ~np.isfinite(golden)
+    both_nan = np.isnan(actual64) & np.isnan(golden)
+    same_inf = np.isinf(actual64) & np.isinf(golden) & (actual64 == golden)
+    return (a_special | g_special) & ~(both_nan | same_inf)
+
+
+def relative_error(actual, golden) -> float:
+    """max|actual - golden| / max|golden|, unitless (divide by ``EPSILON[dtype]`` for lane
+    epsilons). ``actual`` and ``golden`` are arrays of one shape, or equal-length lists of
+    them taken together (one maximum over all). Special values follow ``compare``: NaN
+    meeting NaN and an infinity meeting the same infinity are equal and left out; any other
+    non-finite element on either side, or a shape mismatch, makes the error inf. 0 when the
+    finite elements are equal; inf when they differ and every finite golden element is 0."""
+    pairs = list(zip(actual, golden)) if isinstance(golden, (list, tuple)) else [(actual, golden)]
+    if isinstance(golden, (list, tuple)) and len(actual) != len(golden):
+        return math.inf
+    top = diff = 0.0
+    with np.errstate(all="ignore"):
+        for a, g in pairs:
+            g = np.asarray(g, dtype=np.float64)
+            a = np.asarray(a).astype(np.float64)
+            if a.shape != g.shape:
+                return math.inf
+            if _special_mismatch(a, g).any():
+                return math.inf
+            finite = np.isfinite(a) & np.isfinite(g)
+            if finite.any():
+                top = max(top, float(np.max(np.abs(g[finite]))))
+                diff = max(diff, float(np.max(np.abs(a[finite] - g[finite]))))
+    if diff == 0:
+        return 0.0
+    return diff / top if top > 0 else math.inf
+
+
 def compare(actual, golden, dtype_name: str, allowance=None, scale: float = 0.0) -> TensorError:
     """Metrics of ``actual`` (any float dtype) against float64 ``golden``. ``allowance``
     (elementwise, >= 0) is forgiven from each absolute difference before the normwise error
@@ -87,9 +134,7 @@ def _compare(actual, golden, dtype_name: str, allowance=None, scale_floor: float
         return TensorError(math.inf, math.inf, math.inf, None, None, None)
     a_special, g_special = ~np.isfinite(actual64), ~np.isfinite(golden)
     if a_special.any() or g_special.any():
-        both_nan = np.isnan(actual64) & np.isnan(golden)
-        same_inf = np.isinf(actual64) & np.isinf(golden) & (actual64 == golden)
-        mismatch = (a_special | g_special) & ~(both_nan | same_inf)
+        mismatch = _special_mismatch(actual64, golden)
         if mismatch.any():
             index = tuple(int(i) for i in np.argwhere(mismatch)[0])
             return TensorError(math.inf, math.inf, math.inf, index,

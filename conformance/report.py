@@ -15,9 +15,7 @@ from xml.etree import ElementTree as ET
 from tabulate import tabulate
 
 from conformance import vectorfile as vf
-from conformance.runner import LaneReport
-
-STATUSES = ("pass", "model", "fail", "acceptable", "xfail", "xpass", "skip")
+from conformance.outcomes import STATUSES, LaneReport
 
 
 def header(reports: list[LaneReport], extra: dict) -> str:
@@ -122,7 +120,7 @@ def failures(report: LaneReport, limit: int = 20) -> str:
                 lines.append("    " + f.message.strip().replace("\n", "\n    "))
                 continue
             lines.append(
-                f"    step {f.step}, {f.kind}[{f.variable}] {f.name!r}, element {f.element}: "
+                f"    step {f.step}, {f.kind}[{f.variable}] {f.variable_name!r}, element {f.element}: "
                 f"expected {f.expected!r}, got {f.actual!r} ({_fmt(f.ulp)} ulp in {report.dtype}; "
                 f"normwise {_fmt(f.normwise)} eps, budget {_fmt(f.budget)} eps)")
         lines.append(f"    reproduce: {reproduce_command(report, o.id)}")
@@ -151,23 +149,13 @@ def to_json(reports: list[LaneReport], extra: dict, skipped: str | None = None, 
         "graded": sum(r.graded for r in reports),
         "not_graded": not_graded(reports),
         "errors": list(errors),
-        "lanes": [_jsonable(r.to_json()) for r in reports],
+        "lanes": [r.to_json() for r in reports],
     }
     if exit_status is not None:
         data["exit_status"] = exit_status
     if skipped:
         data["skipped"] = skipped
     return data
-
-
-def _jsonable(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def write_json(path: Path, reports: list[LaneReport], extra: dict, skipped: str | None = None, **verdict) -> None:
@@ -203,11 +191,30 @@ def write_junit(path: Path, reports: list[LaneReport], verdict: str | None = Non
     vf.write_atomic(Path(path), ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n")
 
 
+PLOTTED = ("pass", "fail")  # the outcomes whose error curves the plot draws
+
+
+def budget_curves(reports: list[LaneReport], dtype: str, policy, steps: int) -> dict:
+    """The variables' budget per step (1..steps) that the plotted vectors of the ``dtype``
+    lanes were graded with: one curve per mode and dialect among them (each dialect has
+    budgets of its own, tolerance.Policy.budget), keyed (mode, dialect)."""
+    curves = {}
+    for r in reports:
+        if r.dtype != dtype:
+            continue
+        for o in r.outcomes:
+            if o.status in PLOTTED and (r.mode, o.dialect) not in curves:
+                curves[(r.mode, o.dialect)] = [policy.budget(dtype, r.mode, "variables", k, o.dialect)
+                                               for k in range(1, steps + 1)]
+    return dict(sorted(curves.items()))
+
+
 def write_plot(path: Path, reports: list[LaneReport]) -> str | None:
     """Error versus step, one panel per lane dtype: per adapter and mode, the largest
     normwise error of the variables over the vectors graded pass or fail (xfail,
-    acceptable and skipped vectors are left out), in lane epsilons, with the budget.
-    Returns None on success, else why no plot was written (matplotlib missing)."""
+    acceptable and skipped vectors are left out), in lane epsilons, with the budgets those
+    vectors were graded with (per mode and dialect). Returns None on success, else why no
+    plot was written (matplotlib missing)."""
     try:
         import matplotlib
 
@@ -220,12 +227,13 @@ def write_plot(path: Path, reports: list[LaneReport]) -> str | None:
     policy = Policy.load()
     dtypes = sorted({r.dtype for r in reports}, key=lambda d: ["float64", "float32", "float16", "bfloat16"].index(d))
     fig, axes = plt.subplots(1, len(dtypes), figsize=(6 * len(dtypes), 4.5), squeeze=False)
+    styles = {"teacher": "--", "trajectory": ":"}
     for ax, dtype in zip(axes[0], dtypes):
         longest = 1
         for r in (r for r in reports if r.dtype == dtype):
             worst: dict[int, float] = {}
             for o in r.outcomes:
-                if o.status not in ("pass", "fail"):
+                if o.status not in PLOTTED:
                     continue
                 for step, value in enumerate(o.curve.get("variables", []), 1):
                     if math.isfinite(value):
@@ -234,9 +242,9 @@ def write_plot(path: Path, reports: list[LaneReport]) -> str | None:
                 steps = sorted(worst)
                 longest = max(longest, steps[-1])
                 ax.plot(steps, [max(worst[s], 1e-2) for s in steps], marker=".", label=f"{r.adapter} {r.mode}")
-        for mode, style in (("teacher", "--"), ("trajectory", ":")):
-            ax.plot(range(1, longest + 1), [policy.budget(dtype, mode, "variables", k) for k in range(1, longest + 1)],
-                    "k" + style, linewidth=1, label=f"budget ({mode})")
+        for (mode, dialect), budgets in budget_curves(reports, dtype, policy, longest).items():
+            ax.plot(range(1, longest + 1), budgets, "k" + styles.get(mode, "-"), linewidth=1,
+                    label=f"budget ({dialect}, {mode})")
         ax.set_yscale("log")
         ax.set_xlabel("step")
         ax.set_ylabel(f"max normwise error of the variables ({dtype} epsilons)")

@@ -175,7 +175,7 @@ def measure_model(documents_dir: Path, name: str) -> dict:
     """Per mode and kind: (normwise, step) samples of every other variant of deviation model
     ``name`` against the model proper, over the valid Keras vectors, in float64 (the only
     lane a model grades). A model with one variant has no open choice: no samples."""
-    from conformance import deviations, runner
+    from conformance import deviations, runner, vector_states
     from conformance import vectorfile as vf
 
     chosen = deviations.model(name)
@@ -190,15 +190,15 @@ def measure_model(documents_dir: Path, name: str) -> dict:
             adapter = deviations.adapter(name, variant.name)
             for relative, vector in vectors:
                 path = f"{documents_dir}/{relative}"
-                goldens, start = runner.golden_states(vector, path), runner.initial_state(vector, path)
+                goldens = vector_states.golden_states(vector, path)
+                start = vector_states.initial_state(vector, path)
                 if vector["id"] not in expected:
                     expected[vector["id"]] = deviations.expected_states(name, vector, path, mode, start, goldens)
                 with np.errstate(all="ignore"):
                     run = runner.replay_states(adapter, vector, path, "float64", "cpu", mode, start, goldens)
-                outcome = runner.VectorOutcome(vector["id"], path, "valid", [], "pass")
-                runner.grade_states(vector, run, start, goldens, expected[vector["id"]], "float64", mode,
-                                    unlimited, {}, outcome)
-                for kind, values in outcome.curve.items():
+                grade = runner.grader(vector, "float64", mode, unlimited).replay(run, start, goldens,
+                                                                                 expected[vector["id"]])
+                for kind, values in grade.curve.items():
                     samples[mode][kind].extend((float(v), step) for step, v in enumerate(values, 1))
     return samples
 

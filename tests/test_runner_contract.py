@@ -6,16 +6,18 @@ where an adapter reports them."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conformance import runner
+from conformance import grading, metrics, runner
 from conformance import vectorfile as vf
-from conformance.adapters.base import LaneState
+from conformance.outcomes import Failure, LaneReport
 from conformance.adapters.reference import ReferenceAdapter, ReferenceSession
 from conformance.tolerance import Policy
+from reference.state import Kind, State
 
 VECTORS = Path(__file__).resolve().parent.parent / "vectors"
 
@@ -119,10 +121,124 @@ def test_step_flags_are_graded_where_reported(corpus):
     assert {o.status for o in _statuses(_Adapter(), vectors, "teacher").values()} == {"pass"}
 
 
+def _state(iterations=1, x=0.0, flags=None, calls=0):
+    return State(iterations, {Kind.VARIABLES: [np.full(2, x)], Kind.R: [None], Kind.C: [None], Kind.V: [np.zeros(2)]},
+                 calls, flags)
+
+
 def test_unreported_flags_are_not_graded():
-    golden = LaneState(1, [np.zeros(2)], [None], [None], [np.zeros(2)],
-                       flags={"is_update_step": False, "ema_overwritten": False})
-    actual = LaneState(1, [np.zeros(2)], [None], [None], [np.zeros(2)], flags=None)
-    outcome = runner.VectorOutcome("x", "f", "valid", [], "pass")
-    runner._grade_step(1, golden, golden, actual, actual, "float64", "teacher", Policy.load(), ["x"], outcome, {})
-    assert not outcome.failures
+    golden = _state(flags={"is_update_step": False, "ema_overwritten": False})
+    grade = grading.Grader("float64", "teacher", Policy.load(), variable_names=("x",)).step(
+        1, golden, golden, _state(flags=None), _state(flags=None))
+    assert not grade.bad and grade.worst_ratio == 0
+    reported = grading.Grader("float64", "teacher", Policy.load()).step(
+        1, golden, golden, golden, _state(flags={"is_update_step": True}))
+    assert [f.kind for f in reported.mismatches] == ["is_update_step"]
+
+
+def test_a_step_grade_is_a_value_the_vector_grade_folds():
+    """Grader.step returns what it found (and writes nowhere); VectorGrade keeps every exact
+    mismatch, the first MAX_FAILURES_KEPT failures, the first bad step and the worst ratio."""
+    grader = grading.Grader("float64", "teacher", Policy.load(), variable_names=("x",))
+    before, golden = _state(0, 1.0), _state(1, 0.5)
+    exact = grader.step(1, before, golden, before, _state(1, 0.5))
+    assert not exact.bad and exact.curve["variables"] == 0 and exact.curve["update"] == 0
+    off = grader.step(2, before, golden, before, _state(1, 0.5 + 1e-9, calls=3))
+    assert [f.kind for f in off.mismatches] == ["learning_rate_calls"]
+    assert {f.kind for f in off.errors} == {"variables", "update"} and off.worst_ratio > 1
+    wrong_count = grader.step(3, before, golden, before, _state(2, 0.5 + 1e-9))
+    assert [f.kind for f in wrong_count.mismatches] == ["iterations"] and not wrong_count.errors
+    assert not wrong_count.curve  # nothing numeric is graded after an iterations mismatch
+
+    total = grading.VectorGrade()
+    for step, grade in ((1, exact), (2, off), (3, wrong_count)):
+        total.add(step, grade)
+    total.close()
+    assert total.status == "fail" and total.first_bad_step == 2
+    assert [f.kind for f in total.failures] == ["learning_rate_calls", "variables", "update", "iterations"]
+    assert total.curve["variables"] == [0.0, off.curve["variables"]]
+    assert total.reason.startswith("step 2: learning_rate_calls of ''")
+
+
+@pytest.mark.parametrize("raised,at,step,problem", [
+    (None, "construction", None, "nothing was raised"),
+    (ValueError("epsilon_1 must be >= 0"), "construction", None, None),
+    (TypeError("epsilon_1 must be >= 0"), "construction", None, "raised TypeError"),
+    (ValueError("something else"), "construction", None, "lacks 'epsilon_1'"),
+    (ValueError("epsilon_1 must be >= 0"), "step", 0, "raised at step, expected at construction"),
+])
+def test_one_error_contract_checks_class_place_and_message(raised, at, step, problem):
+    error = {"class": "ValueError", "message_contains": "epsilon_1", "at": "construction"}
+    problems = grading.error_problems(error, raised, at, step)
+    if problem is None:
+        assert problems == []
+    else:
+        assert len(problems) == 1 and problem in problems[0], problems
+
+
+def test_error_contract_checks_the_step_that_raised():
+    error = {"class": "ValueError", "message_contains": "No gradients", "at": "step", "step": 1}
+    assert grading.error_problems(error, ValueError("No gradients provided"), "step", 1) == []
+    assert grading.error_problems(error, ValueError("No gradients provided"), "step", 0) == [
+        "raised at step 0, expected at step 1"]
+
+
+def test_an_invalid_vector_with_the_wrong_message_fails(corpus):
+    """The runner grades invalid vectors with the one error contract, message included."""
+    invalid = [(r, v) for r, v in corpus if v["result"] == "invalid" and vf.dialect_of(v) == "keras"
+               and v["error"]["at"] == "construction"]
+    assert invalid
+
+    class Reworded(_Adapter):
+        def create(self, vector, dtype, device):
+            try:
+                return super().create(vector, dtype, device)
+            except Exception as exc:
+                raise type(exc)("reworded") from None
+
+    assert {o.status for o in _statuses(_Adapter(), invalid, "teacher").values()} == {"pass"}
+    failed = _statuses(Reworded(), invalid, "teacher")
+    assert all(o.status == "fail" and "lacks" in o.reason for o in failed.values()), \
+        {k: o.reason for k, o in failed.items()}
+
+
+def test_lane_report_json_round_trips(corpus):
+    """LaneReport.to_json and from_json are inverses (non-finite floats included), and a
+    report written before Failure.variable_name was named reads back."""
+    lane = runner.run_lane(_Adapter(), _pick(corpus, "shapes/")[:3], VECTORS, "float64", "cpu", "teacher",
+                           Policy.load(), [])
+    lane.outcomes[0].failures.append(Failure(step=2, kind="v", variable=0, variable_name="w", element=[1],
+                                             expected=1.0, actual=float("nan"), ulp=float("inf"),
+                                             normwise=float("inf"), budget=4.0, message="m: "))
+    lane.outcomes[0].worst_ratio = float("inf")
+    data = json.loads(json.dumps(lane.to_json()))
+    assert data["outcomes"][0]["worst_ratio"] == "inf" and data["counts"]["pass"] == 3
+    back = LaneReport.from_json(data)
+    assert back.to_json() == data
+    assert back.outcomes[0].failures[0].variable_name == "w"
+    assert np.isnan(back.outcomes[0].failures[0].actual)
+    old = dict(data["outcomes"][0]["failures"][0])
+    old["name"] = old.pop("variable_name")
+    assert Failure.from_json(old).variable_name == "w"
+
+
+def test_failure_fields_are_keywords():
+    with pytest.raises(TypeError):
+        Failure(1, "v", 0, "w", None, 1.0, 2.0, 3.0, 4.0, 5.0, "")  # noqa: the old positional form
+    assert Failure(step=1, kind="iterations").budget == 0
+
+
+def test_relative_error_is_the_normwise_relative_error():
+    assert metrics.relative_error(np.array([1.0, 2.0]), np.array([1.0, 2.5])) == pytest.approx(0.2)
+    # lists of arrays are taken together: one maximum over all
+    assert metrics.relative_error([np.array(1.0), np.array([4.0])], [np.array(2.0), np.array([4.0])]) == 0.25
+    nan, inf = float("nan"), float("inf")
+    assert metrics.relative_error(np.array([nan, 1.0]), np.array([nan, 1.0])) == 0.0
+    assert metrics.relative_error(np.array([inf]), np.array([inf])) == 0.0
+    assert metrics.relative_error(np.array([nan]), np.array([1.0])) == inf
+    assert metrics.relative_error(np.array([-inf]), np.array([inf])) == inf
+    assert metrics.relative_error(np.array([1.0]), np.array([0.0])) == inf
+    assert metrics.relative_error(np.zeros(2), np.zeros(3)) == inf
+    # the same quantity compare() budgets, without allowance or scale floor
+    a, g = np.array([1.0, 2.0 + 2 ** -40]), np.array([1.0, 2.0])
+    assert metrics.relative_error(a, g) / metrics.EPSILON["float64"] == metrics.compare(a, g, "float64").normwise
