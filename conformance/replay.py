@@ -1,9 +1,9 @@
 """Drive the reference from a golden vector: build the optimizer its config describes,
 feed its gradients, and snapshot the complete state after every step.
 
-The generator (tools/generate_vectors.py) records vectors with ``run_steps``; replaying a
-vector uses the same function with the vector's recorded inputs, so what is checked is
-exactly what was recorded.
+The generator (conformance/generator) records vectors with ``run_steps`` and the snapshots
+here; replaying a vector uses the same functions with the vector's recorded inputs, so what
+is checked is exactly what was recorded.
 """
 
 from __future__ import annotations
@@ -91,22 +91,25 @@ def build(opt: Adafactor, variables: list, names: list, exclude: Optional[dict])
         )
 
 
+def state_snapshot(opt: Adafactor, variables: list) -> dict:
+    """The optimizer's state as plain arrays: ``iterations``, ``variables`` (copies) and
+    per kind (``r``, ``c``, ``v``, ``average``, ``accumulator``) the per-variable arrays, or
+    None where the configuration keeps no such kind."""
+    state = opt.get_state()
+    if hasattr(state, "slots"):  # reference.optimizer.OptimizerState
+        r, c, v = ([getattr(s, key) for s in state.slots] for key in ("r", "c", "v"))
+        average, accumulator = state.average, state.accumulator
+    else:  # reference.state.State
+        r, c, v, average, accumulator = state.r, state.c, state.v, state.average, state.accumulator
+    return {"iterations": state.iterations, "variables": [x.copy() for x in variables],
+            "r": r, "c": c, "v": v, "average": average, "accumulator": accumulator}
+
+
 def snapshot(opt: Adafactor, variables: list) -> dict:
     """The complete state after a step, as plain arrays (the ``expected`` of a step)."""
-    state = opt.get_state()
     record = opt.last_step
-    return {
-        "iterations": state.iterations,
-        "is_update_step": record.is_update_step,
-        "learning_rate": record.learning_rate,
-        "ema_overwritten": record.ema_overwritten,
-        "variables": [x.copy() for x in variables],
-        "r": [s.r for s in state.slots],
-        "c": [s.c for s in state.slots],
-        "v": [s.v for s in state.slots],
-        "average": state.average,
-        "accumulator": state.accumulator,
-    }
+    return {**state_snapshot(opt, variables), "is_update_step": record.is_update_step,
+            "learning_rate": record.learning_rate, "ema_overwritten": record.ema_overwritten}
 
 
 def run_steps(opt: Adafactor, variables: list, grads_per_step: Iterable[list],
@@ -117,26 +120,6 @@ def run_steps(opt: Adafactor, variables: list, grads_per_step: Iterable[list],
             warnings.simplefilter("ignore")  # Keras's "Gradients do not exist" warning
             opt.apply(grads, variables)
         on_step(index, snapshot(opt, variables))
-
-
-def encode_expected(expected: dict) -> dict:
-    lr = expected["learning_rate"]
-    return {
-        "iterations": expected["iterations"],
-        "is_update_step": expected["is_update_step"],
-        "learning_rate": None if lr is None else vf.float_to_bits(lr),
-        "ema_overwritten": expected["ema_overwritten"],
-        "variables": [vf.encode_array(x) for x in expected["variables"]],
-        "r": [vf.encode_optional(a) for a in expected["r"]],
-        "c": [vf.encode_optional(a) for a in expected["c"]],
-        "v": [vf.encode_optional(a) for a in expected["v"]],
-        "average": None if expected["average"] is None else [vf.encode_array(a) for a in expected["average"]],
-        "accumulator": (None if expected["accumulator"] is None
-                        else [vf.encode_array(a) for a in expected["accumulator"]]),
-        # Dialect vectors only (optax momentum, transformers beta1): absent otherwise.
-        **({} if expected.get("momentum") is None
-           else {"momentum": [vf.encode_optional(a) for a in expected["momentum"]]}),
-    }
 
 
 def decode_expected(vector: dict, expected: dict, path="<memory>") -> dict:
@@ -171,15 +154,35 @@ def bitwise_differences(expected: dict, actual: dict) -> list[str]:
     if expected["learning_rate"] != actual["learning_rate"]:
         problems.append(f"learning_rate: expected {expected['learning_rate']!r}, got {actual['learning_rate']!r}")
     for key in STATE_KEYS:
-        e_list, a_list = expected.get(key), actual.get(key)
-        if (e_list is None) != (a_list is None):
-            problems.append(f"{key}: expected {'none' if e_list is None else 'present'}")
-            continue
-        for i, (e, a) in enumerate(zip(e_list or [], a_list or [])):
-            if (e is None) != (a is None):
-                problems.append(f"{key}[{i}]: presence differs")
-            elif e is not None and not _same_bits(e, a):
-                problems.append(f"{key}[{i}]: differs")
+        problems.extend(_kind_differences(key, expected.get(key), actual.get(key)))
+    return problems
+
+
+def initial_state_differences(vector: dict, built: dict, path="<memory>") -> list[str]:
+    """Where the vector's ``initial_state`` (and ``iterations``) differs in bits from the
+    state the reference holds right after ``build`` (``built``: a snapshot)."""
+    recorded = vector["initial_state"]
+    if recorded is None:
+        return ["initial_state: expected the state after build, the vector has none"]
+    problems = []
+    if recorded["iterations"] != built["iterations"]:
+        problems.append(f"initial_state.iterations: recorded {recorded['iterations']}, built {built['iterations']}")
+    for key in STATE_KEYS[1:]:
+        items = recorded.get(key)
+        decoded = None if items is None else [vf.decode_optional(a, path, vector["id"]) for a in items]
+        problems.extend(f"initial_state.{p}" for p in _kind_differences(key, decoded, built.get(key)))
+    return problems
+
+
+def _kind_differences(key: str, e_list, a_list) -> list[str]:
+    if (e_list is None) != (a_list is None):
+        return [f"{key}: expected {'none' if e_list is None else 'present'}"]
+    problems = []
+    for i, (e, a) in enumerate(zip(e_list or [], a_list or [])):
+        if (e is None) != (a is None):
+            problems.append(f"{key}[{i}]: presence differs")
+        elif e is not None and not _same_bits(e, a):
+            problems.append(f"{key}[{i}]: differs")
     return problems
 
 
@@ -192,8 +195,9 @@ def _same_bits(e: np.ndarray, a: np.ndarray) -> bool:
 
 
 def check_reference(vector: dict, path="<memory>") -> list[str]:
-    """Replay ``vector`` through the reference; return the problems (empty: it conforms
-    at 0 ulp, or raises the recorded error for an invalid vector)."""
+    """Replay ``vector`` through the reference; return the problems (empty: its initial
+    state is the reference's state after build, and it conforms at 0 ulp, or raises the
+    recorded error for an invalid vector)."""
     if vf.dialect_of(vector) != "keras":
         return _check_dialect(vector, path)
     error = vector["error"]
@@ -206,7 +210,7 @@ def check_reference(vector: dict, path="<memory>") -> list[str]:
     variables = initial_variables(vector, path)
     build(opt, variables, [v["name"] for v in vector["variables"]], vector["exclude_from_weight_decay"])
     grads = [decode_grads(vector, step, path) for step in vector["steps"]]
-    problems: list[str] = []
+    problems: list[str] = initial_state_differences(vector, state_snapshot(opt, variables), path)
     done = []
 
     def on_step(index, actual):
@@ -239,21 +243,59 @@ def _check_dialect(vector: dict, path="<memory>") -> list[str]:
     variables = initial_variables(vector, path)
     excluded = set((vector["exclude_from_weight_decay"] or {}).get("var_index", []))
     opt.build(variables, decayed=[i not in excluded for i in range(len(variables))])
-    problems: list[str] = []
+    problems: list[str] = initial_state_differences(vector, dialect_snapshot(opt, variables), path)
     for index, step in enumerate(vector["steps"]):
         lr = opt.learning_rate(opt.iterations + 1)
         with np.errstate(all="ignore"):
             opt.apply(decode_grads(vector, step, path), variables)
-        has_momentum = any("momentum" in s for s in opt.slots)
-        actual = {"iterations": opt.iterations, "is_update_step": True,
-                  "learning_rate": None if lr is None else float(lr), "ema_overwritten": False,
-                  "variables": [x.copy() for x in variables], "average": None, "accumulator": None,
-                  "r": [s.get("r") for s in opt.slots], "c": [s.get("c") for s in opt.slots],
-                  "v": [s.get("v") for s in opt.slots],
-                  "momentum": [s.get("momentum") for s in opt.slots] if has_momentum else None}
+        actual = dialect_snapshot(opt, variables, lr)
         expected = decode_expected(vector, step["expected"], path)
         problems.extend(f"step {index + 1}: {p}" for p in bitwise_differences(expected, actual))
     return problems
+
+
+# ----------------------------------------------------------------------------- dialects
+def dialect_snapshot(opt, variables: list, learning_rate=None) -> dict:
+    """A native dialect's state as plain arrays (reference/dialects): ``r``/``c``/``v`` per
+    variable (None where it keeps none), ``momentum`` only where some variable keeps one, no
+    EMA or accumulator; after a step (``learning_rate``: the rate it used) every step is an
+    update step and nothing is overwritten."""
+    slots = _dialect_slots(opt)
+    return {"iterations": opt.iterations, "is_update_step": True,
+            "learning_rate": None if learning_rate is None else float(learning_rate), "ema_overwritten": False,
+            "variables": [x.copy() for x in variables], "average": None, "accumulator": None,
+            "r": [s.get("r") for s in slots], "c": [s.get("c") for s in slots],
+            "v": [s.get("v") for s in slots],
+            "momentum": [s.get("momentum") for s in slots] if dialect_has_momentum(opt) else None}
+
+
+def _dialect_slots(opt) -> list:
+    """One {kind name: array} per variable of a built dialect optimizer."""
+    slots = opt.slots
+    return [s if isinstance(s, dict) else {k: getattr(s, k) for k in ("r", "c", "v", "momentum")
+                                           if getattr(s, k, None) is not None}
+            for s in slots]
+
+
+def dialect_has_momentum(opt) -> bool:
+    """Whether a built dialect optimizer keeps a first moment for some variable."""
+    return any("momentum" in s for s in _dialect_slots(opt))
+
+
+def dialect_rms_floor(opt) -> float:
+    """The floor of RMS(x) in a dialect's step size (its ``epsilon_2``; None: 0)."""
+    value = opt.stage.epsilon_2
+    return 0.0 if value is None else float(value)
+
+
+def dialect_factored_axes(opt, shape: tuple):
+    """The (row, column) axes a dialect factors for ``shape``, or None."""
+    return opt.stage.factored_axes(shape)
+
+
+def dialect_weight_decay(opt):
+    """A dialect's weight-decay rate (0 or None: no decay)."""
+    return opt.stage.weight_decay
 
 
 def _graded_error(vector: dict, exc: Exception, at: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""Reading and writing golden-vector files (format: vectors/README.md, schema version 1).
+"""Reading and writing golden-vector files (format: vectors/README.md, schema version 2).
 
 A vector file is UTF-8 JSON. Every float64 travels as the 16-hex-digit big-endian bit
 pattern of its IEEE-754 binary64 value (``"3ff0000000000000"`` is 1.0), so NaN, +-inf
@@ -28,7 +28,9 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: What each older version lacks (the message a reader of an old file gets).
+OLD_VERSIONS = {1: "version 2 adds each vector's initial_state, state_dtypes and rms_floor"}
 FORMAT_NAME = "adafactor-golden-vectors"
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "vectors" / "schema" / (
     f"adafactor-vectors.v{SCHEMA_VERSION}.schema.json"
@@ -241,8 +243,7 @@ def parse_document(text: str, path="<memory>", *, validate_schema: bool = True,
                                       f"expected {FORMAT_NAME!r})")
     version = document.get("schema_version")
     if version != SCHEMA_VERSION:
-        raise VectorFormatError(path, f"unknown schema_version {version!r}; this loader reads "
-                                      f"version {SCHEMA_VERSION} only")
+        raise VectorFormatError(path, version_message(version))
     outcome = {} if _outcome is None else _outcome
     if outcome.get("skip"):
         pass
@@ -254,6 +255,14 @@ def parse_document(text: str, path="<memory>", *, validate_schema: bool = True,
     for vector in document["vectors"]:  # in memory only: the file-level dialect, per vector
         vector["dialect"] = document.get("dialect", "keras")
     return document
+
+
+def version_message(version) -> str:
+    """Why a file of schema version ``version`` is refused."""
+    if version in OLD_VERSIONS:
+        return (f"schema_version {version} is an old version of this format ({OLD_VERSIONS[version]}); "
+                f"this loader reads version {SCHEMA_VERSION} only: regenerate the corpus (`make vectors`)")
+    return f"unknown schema_version {version!r}; this loader reads version {SCHEMA_VERSION} only"
 
 
 def _vector_id_at(document, where):
@@ -375,6 +384,7 @@ _INF_BITS = np.uint64(0x7FF0000000000000)  # |x| at or above: inf or NaN
 _LIMIT_BITS = np.float64(_SQUARE_LIMIT).view(np.uint64)
 _TINY_BITS = np.float64(np.finfo(np.float64).tiny).view(np.uint64)
 STATE_KEYS = ("variables", "r", "c", "v", "average", "accumulator", "momentum")
+SLOT_KEYS = STATE_KEYS[1:]
 
 
 def _is_number(value) -> bool:
@@ -627,6 +637,7 @@ def _check_vector(vector: dict, dialect: str, notes: dict, fail) -> None:
     layout = state_layout(dialect, config, shapes, result)
     fitted = list(zip(shapes, sizes))
     grads, state = [], []
+    start = _check_start(vector, steps, shapes, fitted, layout, fail)
     none_allowed = dialect == "keras" and "NONE_GRADIENT" in flags
     for k, step in enumerate(steps):
         if not isinstance(step, dict) or not isinstance(step.get("grads"), list):
@@ -670,6 +681,7 @@ def _check_vector(vector: dict, dialect: str, notes: dict, fail) -> None:
 
     # --- the bits: valid hex, and NaN/inf only where a flag declares them
     initial_raw = _check_bits(initial, "initial values", fail)
+    start_raw = _check_bits(start, "initial state", fail)
     state_raw = _check_bits(state, "expected state", fail)
     needed = _gradient_flags_of_bits(_check_bits(grads, "gradients", fail))
     for flag in GRADIENT_FLAGS:
@@ -678,7 +690,8 @@ def _check_vector(vector: dict, dialect: str, notes: dict, fail) -> None:
                     "SUBNORMAL_GRADIENT": "a subnormal value"}[flag]
             fail(f"{_first_gradient_with(steps, flag)} holds {what}, but the vector is not flagged {flag}")
     if STATE_FLAG not in flags:
-        for label, raw in (("initial values", initial_raw), ("expected state", state_raw)):
+        for label, raw in (("initial values", initial_raw), ("initial state", start_raw),
+                           ("expected state", state_raw)):
             if raw and (np.frombuffer(raw, dtype=">u8") & _ABS).max() >= _INF_BITS:
                 fail(f"{_first_nonfinite(vector, label)} holds NaN or inf, but the vector is not flagged "
                      f"{STATE_FLAG}")
@@ -711,7 +724,6 @@ def _gradient_flags_of_bits(raw: bytes) -> set:
 def _check_expected(expected: dict, k: int, shapes: list, fitted: list, layout: dict, state: list,
                     fail) -> None:
     """Step ``k``'s expected state: types, and every array shaped as ``layout`` says."""
-    n = len(shapes)
     value = expected["iterations"]
     if type(value) is not int or value < 0:
         fail(f"steps[{k}].expected.iterations = {_short(value)}: expected a non-negative integer")
@@ -722,36 +734,73 @@ def _check_expected(expected: dict, k: int, shapes: list, fitted: list, layout: 
         if not isinstance(lr, str):
             fail(f"steps[{k}].expected.learning_rate = {_short(lr)}: expected a bit string or null")
         state.append((lr,))
-    for key in STATE_KEYS:
-        items, want = expected.get(key), layout[key] if key != "variables" else fitted
+    _check_state_arrays(expected, f"steps[{k}].expected", STATE_KEYS, shapes, fitted, layout, state, fail)
+
+
+def _check_start(vector: dict, steps: list, shapes: list, fitted: list, layout: dict, fail) -> list:
+    """The state before step 1 (``initial_state``, with ``rms_floor`` and ``state_dtypes``):
+    present exactly when the vector has steps, every array shaped as ``layout`` says.
+    Returns its bit strings (a list of lists)."""
+    start, floor, dtypes = vector["initial_state"], vector["rms_floor"], vector["state_dtypes"]
+    if not isinstance(dtypes, dict):
+        fail(f"state_dtypes = {_short(dtypes)}: expected an object {{kind: dtype name}}")
+    for key, value in dtypes.items():
+        if key not in SLOT_KEYS or value not in DTYPE_NAMES:
+            fail(f"state_dtypes.{key} = {_short(value)}: expected a state kind of {list(SLOT_KEYS)} and a "
+                 f"dtype of {list(DTYPE_NAMES)}")
+    if not steps:
+        if start is not None or floor is not None:
+            fail("initial_state and rms_floor must be null: the vector has no steps (its optimizer is never built)")
+        return []
+    if type(start) is not dict:
+        fail(f"initial_state = {_short(start)}: a vector with steps needs the state before step 1")
+    if floor is None or not isinstance(floor, str):
+        fail(f"rms_floor = {_short(floor)}: a vector with steps needs the bits of its RMS(x) floor")
+    value = start["iterations"]
+    if type(value) is not int or value < 0:
+        fail(f"initial_state.iterations = {_short(value)}: expected a non-negative integer")
+    bits = [[floor]]
+    _check_state_arrays(start, "initial_state", SLOT_KEYS, shapes, fitted, layout, bits, fail)
+    for key in dtypes:
+        if start.get(key) is None:
+            fail(f"state_dtypes names {key}, but the initial state keeps no {key}")
+    return bits
+
+
+def _check_state_arrays(holder: dict, where: str, keys, shapes: list, fitted: list, layout: dict, state: list,
+                        fail) -> None:
+    """Every kind of ``keys`` in ``holder`` shaped as ``layout`` says; appends the bit
+    strings to ``state``."""
+    n = len(shapes)
+    for key in keys:
+        items, want = holder.get(key), layout[key] if key != "variables" else fitted
         if want == "optional":
             want = None if items is None else fitted
         elif want == "unchecked":
             if items is not None:
                 if type(items) is not list or len(items) != n:
-                    fail(f"steps[{k}].expected.{key} holds {_count(items)} entries for {n} variables")
+                    fail(f"{where}.{key} holds {_count(items)} entries for {n} variables")
                 for i, a in enumerate(items):
                     if a is not None:
-                        _array_shape(a, f"steps[{k}].expected.{key}[{i}]", fail)
+                        _array_shape(a, f"{where}.{key}[{i}]", fail)
                         state.append(a["bits"])
             continue
         if want is None:
             if items is not None and any(a is not None for a in items):
-                fail(f"steps[{k}].expected.{key} must be null here (this configuration keeps no {key})")
+                fail(f"{where}.{key} must be null here (this configuration keeps no {key})")
             continue
         if type(items) is not list or len(items) != n:
-            fail(f"steps[{k}].expected.{key} holds {_count(items)} entries for {n} variables")
+            fail(f"{where}.{key} holds {_count(items)} entries for {n} variables")
         for i, a in enumerate(items):
             w = want[i]
             if a is None:
                 if w is not None:
-                    fail(f"steps[{k}].expected.{key}[{i}] is null; variable {i} (shape {list(shapes[i])}) "
+                    fail(f"{where}.{key}[{i}] is null; variable {i} (shape {list(shapes[i])}) "
                          f"has a {key} of shape {list(w[0])}")
                 continue
             if w is None or type(a) is not dict or tuple(a["shape"]) != w[0] or type(a["bits"]) is not list \
                     or len(a["bits"]) != w[1]:
-                _array_problem(a, None if w is None else w[0], f"steps[{k}].expected.{key}[{i}]", i, shapes,
-                               fail, key)
+                _array_problem(a, None if w is None else w[0], f"{where}.{key}[{i}]", i, shapes, fail, key)
             state.append(a["bits"])
 
 
@@ -825,6 +874,14 @@ def _first_nonfinite(vector: dict, label: str) -> str:
             if bad(variable["initial"]["bits"]):
                 return f"variables[{i}].initial"
         return "an initial value"
+    if label == "initial state":
+        if bad([vector["rms_floor"]]):
+            return "rms_floor"
+        for key in SLOT_KEYS:
+            for i, a in enumerate(vector["initial_state"].get(key) or []):
+                if a is not None and bad(a["bits"]):
+                    return f"initial_state.{key}[{i}]"
+        return "the initial state"
     for k, step in enumerate(vector["steps"]):
         if step.get("learning_rate_calls") and bad(step["learning_rate_calls"]):
             return f"steps[{k}].learning_rate_calls"
@@ -846,7 +903,7 @@ def load_manifest(directory) -> dict:
     if not isinstance(manifest, dict):
         raise VectorFormatError(path, "top level must be a JSON object")
     if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise VectorFormatError(path, f"unknown schema_version {manifest.get('schema_version')!r}")
+        raise VectorFormatError(path, version_message(manifest.get("schema_version")))
     files = manifest.get("files")
     if not isinstance(files, dict):
         raise VectorFormatError(path, "needs a \"files\" object {relative path: {sha256, vectors}}")

@@ -120,10 +120,27 @@ def test_loader_invalid_json(tmp_path):
 
 def test_loader_unknown_schema_version(tmp_path):
     doc = json.loads(_good_text())
-    doc["schema_version"] = 2
+    doc["schema_version"] = 3
     path = _write(tmp_path, json.dumps(doc))
-    with pytest.raises(vf.VectorFormatError, match=r"bad\.json: unknown schema_version 2"):
+    with pytest.raises(vf.VectorFormatError, match=r"bad\.json: unknown schema_version 3"):
         vf.load_file(path)
+
+
+def test_loader_refuses_the_old_version_naming_file_and_version(tmp_path):
+    """A version-1 file (no initial state) is refused with the file, the version, what
+    version 2 added and how to regenerate; so is a version-1 manifest."""
+    doc = json.loads(_good_text())
+    doc["schema_version"] = 1
+    path = _write(tmp_path, json.dumps(doc))
+    with pytest.raises(vf.VectorFormatError, match=r"bad\.json: schema_version 1 is an old version of this format "
+                                                   r"\(version 2 adds each vector's initial_state.*make vectors"):
+        vf.load_file(path)
+    shutil.copytree(VECTORS, tmp_path / "v")
+    manifest = json.loads((tmp_path / "v" / vf.MANIFEST_NAME).read_text())
+    manifest["schema_version"] = 1
+    (tmp_path / "v" / vf.MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(vf.VectorFormatError, match=r"MANIFEST\.json: schema_version 1 is an old version"):
+        vf.load_corpus(tmp_path / "v")
 
 
 def test_loader_missing_field_names_vector(tmp_path):

@@ -12,24 +12,16 @@ Ids are ``<file>/<topic>/<variant>``; the first part names the vector file.
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 
+from conformance.generator.case import KERNEL_BIAS, Case, GradFn, normal  # noqa: F401  (re-exported)
 from reference import schedules
 
 # ----------------------------------------------------------------------------- building blocks
-GradFn = Callable[[np.random.Generator, int, tuple], np.ndarray]
-
-
-def normal(scale: float = 1.0) -> GradFn:
-    """N(0, scale^2) gradients, with a gentle step-to-step change of scale."""
-    def draw(rng, step, shape):
-        return np.asarray(rng.normal(size=shape) * scale * (1.0 + 0.5 * math.sin(step)))
-    return draw
+# GradFn, normal and Case live in the vector-building core (conformance/generator/case.py),
+# which the fuzzer shares; they are re-exported here for the case files.
 
 
 def bursts(scale: float = 1.0, every: int = 4, factor: float = 30.0) -> GradFn:
@@ -89,8 +81,6 @@ def constant_callable():
 
 
 # ----------------------------------------------------------------------------- case type
-KERNEL_BIAS = (("dense/kernel", (5, 3)), ("dense/bias", (3,)))
-
 SHAPES = {
     "scalar": (),
     "vector": (7,),
@@ -104,38 +94,6 @@ SHAPES = {
 }
 
 ALL_SHAPES = tuple((name, shape) for name, shape in SHAPES.items())
-
-
-@dataclass
-class Case:
-    id: str
-    description: str
-    config: dict = field(default_factory=dict)
-    variables: tuple = KERNEL_BIAS  # (name, shape) pairs
-    steps: int = 10
-    init: str = "normal"  # normal | small (N(0, 0.01^2)) | tiny (N(0, 1e-10)) | zeros | ones
-    #                     | below_epsilon_2 (random sign, magnitude uniform in [1e-4, 9e-4])
-    grads: GradFn = field(default_factory=normal)
-    none_at: frozenset = frozenset()  # {(step, variable index)}: gradient None
-    exclude: Optional[dict] = None  # {"var_names": [...], "var_index": [...]}
-    flags: tuple = ()  # flags the generator cannot derive
-    error: Optional[dict] = None  # invalid vectors: {"class", "message_contains", "at", "step"?}
-    make_learning_rate: Optional[Callable] = None  # a fresh callable learning rate per run
-    # Explicit inputs instead of drawn ones: (initial arrays, per-step lists of gradient
-    # arrays or None). Used by regression vectors promoted from fuzzing.
-    inputs: Optional[tuple] = None
-    # Which Adafactor the vector is for: "keras" (the spec) or a native dialect of
-    # reference/dialects/ (ids "<dialect>/<file>/..."; config = that framework's arguments).
-    dialect: str = "keras"
-    # The vector's config holds only the arguments in ``config``: every other argument is
-    # left out, so a replay does not pass it and the implementation's own default is used
-    # (and graded). Flag DEFAULT_ARGUMENTS. Otherwise the config lists every argument.
-    given_only: bool = False
-
-    @property
-    def file(self) -> str:
-        parts = self.id.split("/")
-        return parts[1] if self.dialect != "keras" else parts[0]
 
 
 # ----------------------------------------------------------------------------- the cases

@@ -57,7 +57,7 @@ from hypothesis import strategies as st
 
 from reference import schedules
 from reference.optimizer import Adafactor
-from tools.vector_cases import Case
+from conformance.generator.case import Case
 
 MAX_DIMS = 4
 MAX_EXTENT = 6

@@ -1,6 +1,5 @@
-"""Golden vectors of the native dialects (torch, optax, transformers): the same schema and
-the same generator as the Keras corpus (tools/generate_vectors.py calls this module for
-every case whose ``dialect`` is not ``keras``).
+"""The golden vector of a native dialect's case (torch, optax, transformers): the same
+schema as a Keras vector, from the dialect's reference (reference/dialects/).
 
 A dialect vector differs from a Keras one only where the dialect's state does:
   * ``config`` holds the framework's own constructor arguments (every one, defaults
@@ -10,9 +9,11 @@ A dialect vector differs from a Keras one only where the dialect's state does:
     optax factors its two largest axes, so which axes depends on the shape);
   * ``v`` is ``null`` for a variable whose dialect keeps no full second moment;
   * ``momentum`` (only where some variable has one) is the first moment of optax's
-    ``momentum`` / transformers' ``beta1``;
+    ``momentum`` / transformers' ``beta1``, and ``state_dtypes`` names its dtype where the
+    configuration fixes one (optax's ``dtype_momentum``);
   * ``learning_rate`` is the learning rate the dialect used at that step (optax with
-    ``learning_rate=None``: 1), ``is_update_step`` is always true, ``ema_overwritten`` false.
+    ``learning_rate=None``: 1), ``is_update_step`` is always true, ``ema_overwritten`` false;
+  * ``rms_floor`` is the dialect's floor of RMS(x) in the step size (None: 0).
 Every variable has a gradient on every step (see reference/dialects/base.py).
 """
 
@@ -22,13 +23,14 @@ import numpy as np
 
 from conformance import replay
 from conformance import vectorfile as vf
+from conformance.generator.encoding import encode_expected, encode_initial_state, encode_state_dtypes
+from conformance.generator.flags import SPECIAL_GRADIENT_FLAGS, special_value_flags
 from reference.dialects import optimizer_class
-from tools.gradient_flags import special_value_flags
 
 
-def generate_dialect_vector(case, vector: dict, initial, grads, expect_error) -> dict:
-    """The vector of a dialect ``case`` on the drawn ``initial`` values and ``grads``;
-    ``vector`` holds the fields every vector starts with (tools/generate_vectors.py)."""
+def dialect_vector(case, vector: dict, initial, grads, expect_error) -> dict:
+    """Complete ``vector`` (the fields every vector starts with) for the dialect ``case`` on
+    the drawn ``initial`` values and ``grads``."""
     flags = set(case.flags)
     cls = optimizer_class(case.dialect)
     try:
@@ -36,7 +38,8 @@ def generate_dialect_vector(case, vector: dict, initial, grads, expect_error) ->
     except Exception as exc:  # an invalid vector must fail exactly as declared
         expect_error(case, exc, "construction")
         vector.update(config=vf.as_jsonable(dict(case.config)), steps=[], result="invalid",
-                      flags=sorted(flags | {"INVALID_CONFIGURATION"}))
+                      flags=sorted(flags | {"INVALID_CONFIGURATION"}), initial_state=None, state_dtypes={},
+                      rms_floor=None)
         return vector
     if case.error:
         raise AssertionError(f"case {case.id}: expected {case.error['class']} at construction")
@@ -46,36 +49,38 @@ def generate_dialect_vector(case, vector: dict, initial, grads, expect_error) ->
     variables = [np.array(x, dtype=np.float64) for x in initial]
     excluded = set((case.exclude or {}).get("var_index", []))
     opt.build(variables, decayed=[i not in excluded for i in range(len(variables))])
-    has_momentum = any("momentum" in s for s in opt.slots)
+    vector.update(initial_state=encode_initial_state(replay.dialect_snapshot(opt, variables)),
+                  rms_floor=vf.float_to_bits(replay.dialect_rms_floor(opt)))
     steps = []
     for row in grads:
-        t = opt.iterations + 1
-        lr = opt.learning_rate(t)
+        lr = opt.learning_rate(opt.iterations + 1)
         with np.errstate(all="ignore"):
             opt.apply([np.asarray(g, dtype=np.float64) for g in row], variables)
-        expected = {
-            "iterations": opt.iterations, "is_update_step": True,
-            "learning_rate": None if lr is None else float(lr), "ema_overwritten": False,
-            "variables": [x.copy() for x in variables],
-            "r": [s.get("r") for s in opt.slots], "c": [s.get("c") for s in opt.slots],
-            "v": [s.get("v") for s in opt.slots],
-            "average": None, "accumulator": None,
-            "momentum": [s.get("momentum") for s in opt.slots] if has_momentum else None,
-        }
+        expected = replay.dialect_snapshot(opt, variables, lr)
         steps.append({"grads": [vf.encode_array(np.asarray(g, dtype=np.float64)) for g in row],
-                      "expected": replay.encode_expected(expected), "margins": None})
+                      "expected": encode_expected(expected), "margins": None})
         for a in expected["variables"] + [a for k in ("r", "c", "v") for a in expected[k] if a is not None]:
             if not np.all(np.isfinite(a)):
                 flags.add("NONFINITE_STATE")
-    _flags(flags, case, opt, grads, has_momentum)
+    _flags(flags, case, opt, grads, replay.dialect_has_momentum(opt))
     config = opt.get_config()
     if case.given_only:  # only the arguments given: a replay leaves the others to the framework
         config = {key: value for key, value in config.items() if key in case.config}
         flags.add("DEFAULT_ARGUMENTS")
-    vector.update(config=vf.as_jsonable(config), steps=steps, flags=sorted(flags))
-    special = {"NONFINITE_GRADIENT", "SQUARE_OVERFLOW", "SUBNORMAL_GRADIENT"}
-    vector["result"] = "acceptable" if flags & special else "valid"
+    config = vf.as_jsonable(config)
+    vector.update(config=config, state_dtypes=encode_state_dtypes(state_dtypes(case.dialect, config)), steps=steps,
+                  flags=sorted(flags))
+    vector["result"] = "acceptable" if flags & SPECIAL_GRADIENT_FLAGS else "valid"
     return vector
+
+
+def state_dtypes(dialect: str, config: dict) -> dict:
+    """{kind: dtype name} the vector's recorded configuration keeps whatever the lane: optax
+    keeps its momentum in ``dtype_momentum`` (optax/_src/alias.py adafactor: ``transform.ema(momentum,
+    debias=False, accumulator_dtype=dtype_momentum)``)."""
+    if dialect == "optax" and config.get("momentum") is not None and config.get("dtype_momentum"):
+        return {"momentum": str(np.dtype(config["dtype_momentum"]))}
+    return {}
 
 
 def _flags(flags: set, case, opt, grads, has_momentum: bool) -> None:
@@ -85,7 +90,7 @@ def _flags(flags: set, case, opt, grads, has_momentum: bool) -> None:
             flags.add("SCALAR")
         elif len(shape) == 1:
             flags.add("VECTOR")
-        elif opt.stage.factored_axes(shape) is None:
+        elif replay.dialect_factored_axes(opt, shape) is None:
             flags.add("UNFACTORED_MATRIX")
         else:
             flags.add("FACTORED")
@@ -101,17 +106,9 @@ def _flags(flags: set, case, opt, grads, has_momentum: bool) -> None:
         flags.add("LONG_RUN")
     if has_momentum:
         flags.add("MOMENTUM")
-    if opt.stage.weight_decay:
+    if replay.dialect_weight_decay(opt):
         flags.add("WEIGHT_DECAY")
     if case.exclude:
         flags.add("WEIGHT_DECAY_EXCLUSION")
     for g in (g for row in grads for g in row):
         flags |= special_value_flags(g)
-
-
-#: Flags only dialect vectors carry (merged into the generator's NOTES).
-NOTES = {
-    "UNFACTORED_MATRIX": "a variable with two or more axes that this dialect does not factor (optax: the "
-                         "second-largest axis is below min_dim_size_to_factor)",
-    "MOMENTUM": "the dialect keeps a first moment (optax momentum, transformers beta1): graded as `momentum`",
-}
