@@ -19,6 +19,7 @@ value), ``expectations`` (skip, xfail, tolerance and deviation-model entries),
 from __future__ import annotations
 
 import fnmatch
+import sys
 import time
 import traceback
 from typing import Optional
@@ -28,7 +29,7 @@ import numpy as np
 from conformance import vector_states
 from conformance import vectorfile as vf
 from conformance.adapters import AdapterError
-from conformance.adapters.base import Adapter, numpy_dtype
+from conformance.adapters.base import Adapter, numpy_dtype, vector_state_dtypes
 from conformance.applicability import skip_reason
 from conformance.expectations import Entry, budget_factors, check_lane, lookup, lookup_models
 from conformance.grading import Grader, Replay, VectorGrade, error_problems
@@ -44,7 +45,7 @@ __all__ = ["select", "run_lane", "run_vector", "replay_states", "as_state", "UNG
 representability = skip_reason
 initial_state = vector_states.initial_state
 golden_states = vector_states.golden_states
-fixed_state_dtypes = vector_states.state_dtypes
+fixed_state_dtypes = vector_state_dtypes
 
 
 # ----------------------------------------------------------------------------- a lane
@@ -189,10 +190,9 @@ def _check_dtypes(state: State, lane, adapter_name, vector_id, step, fixed: dict
 
 
 def _state_dtypes(adapter: Adapter, vector: dict, dtype: str) -> dict:
-    """{Kind: np.dtype} of the kinds held in a dtype other than the lane's: what the vector
-    declares and what the adapter declares (``Adapter.state_dtypes``)."""
-    declared = {**vector_states.state_dtypes(vector), **adapter.state_dtypes(vector, dtype)}
-    return {state_kind(k): np.dtype(v) for k, v in declared.items()}
+    """{Kind: np.dtype} of the kinds held in a dtype other than the lane's, as the adapter
+    declares them (``Adapter.state_dtypes``: by default what the vector fixes)."""
+    return {state_kind(k): np.dtype(v) for k, v in adapter.state_dtypes(vector, dtype).items()}
 
 
 def replay_states(adapter, vector, path, dtype, device, mode, start: State, goldens: list) -> Replay:
@@ -298,11 +298,10 @@ def _grade_valid(adapter, vector, path, dtype, device, mode, policy, outcome, fa
 
 def _exhausted(exc: BaseException) -> Optional[str]:
     """The message of a replay.CallsExhausted in ``exc`` or its causes, else None."""
-    from conformance.replay import CallsExhausted
-
+    replay = sys.modules.get("conformance.replay")  # not imported: nothing raised one
     seen = 0
-    while exc is not None and seen < 8:
-        if isinstance(exc, CallsExhausted):
+    while replay is not None and exc is not None and seen < 8:
+        if isinstance(exc, replay.CallsExhausted):
             return str(exc)
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
     return None

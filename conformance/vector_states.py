@@ -1,6 +1,7 @@
 """What a golden vector gives the runner, decoded once per vector and process: the initial
-``State``, the golden ``State`` after each step, the gradients of each step, the state dtypes
-that are not the lane's, and the floor of RMS(x) in the step size.
+``State``, the golden ``State`` after each step, the gradients of each step and the floor of
+RMS(x) in the step size, all as the vector records them (schema version 2; nothing is
+rebuilt through the reference).
 
 Every lane of a process (four per adapter in ``make check``) and every skip rule reads the same
 decoded arrays: decoding is cached per vector object (the most recent ``CACHE_SIZE`` vectors;
@@ -10,12 +11,13 @@ a vector must not be changed after it was first read).
 from __future__ import annotations
 
 from collections import OrderedDict
-import numpy as np
 
 from conformance import vectorfile as vf
 from reference.state import Kind, State
 
 CACHE_SIZE = 2048
+#: Per-step booleans of the vectors, graded exactly where an adapter reports them.
+STEP_FLAGS = ("is_update_step", "ema_overwritten")
 
 
 _cache: "OrderedDict[int, tuple]" = OrderedDict()
@@ -38,13 +40,13 @@ def _part(vector: dict, name: str, build):
 
 def initial_variables(vector: dict, path="<memory>") -> list:
     """The initial variables, float64 (shared: do not modify)."""
-    from conformance import replay
-
-    return _part(vector, "variables", lambda: replay.initial_variables(vector, path))
+    return _part(vector, "variables", lambda: [
+        vf.decode_array(v["initial"], path, vector["id"]) for v in vector["variables"]])
 
 
 def initial_state(vector: dict, path="<memory>") -> State:
-    """The state before step 1, float64 (a copy the caller may keep)."""
+    """The state before step 1 (the vector's ``initial_state`` with its initial variables),
+    float64; a copy the caller may keep."""
     return _part(vector, "initial", lambda: _initial_state(vector, path)).copy()
 
 
@@ -55,76 +57,62 @@ def golden_states(vector: dict, path="<memory>") -> list:
 
 
 def grads(vector: dict, path="<memory>") -> list:
-    """Per step, one float64 array (or None) per variable (shared: do not modify)."""
-    from conformance import replay
-
-    return _part(vector, "grads", lambda: [replay.decode_grads(vector, s, path) for s in vector["steps"]])
-
-
-def _golden_states(vector: dict, path) -> list:
-    from conformance import replay
-
-    states, calls = [], 0
-    for step in vector["steps"]:
-        calls += len(step.get("learning_rate_calls", []))
-        if step["expected"] is None:
-            states.append(None)
-            continue
-        e = replay.decode_expected(vector, step["expected"], path)
-        flags = {key: e[key] for key in ("is_update_step", "ema_overwritten") if e.get(key) is not None}
-        states.append(State(e["iterations"], {k: e.get(k.value) for k in Kind}, calls, flags))
-    return states
-
-
-def _initial_state(vector: dict, path) -> State:
-    from conformance import replay
-
-    variables = [x.copy() for x in initial_variables(vector, path)]
-    if vf.dialect_of(vector) != "keras":
-        return _dialect_initial_state(vector, variables)
-    config = vector["config"]
-    factored = [x.ndim >= 2 for x in variables]
-    values = {
-        Kind.VARIABLES: variables,
-        Kind.R: [np.zeros(x.shape[:-1]) if f else None for x, f in zip(variables, factored)],
-        Kind.C: [np.zeros(x.shape[:-2] + x.shape[-1:]) if f else None for x, f in zip(variables, factored)],
-        Kind.V: [np.zeros_like(x) for x in variables],
-    }
-    if config.get("use_ema"):
-        values[Kind.AVERAGE] = [np.zeros_like(x) for x in variables]
-    if config.get("gradient_accumulation_steps"):
-        values[Kind.ACCUMULATOR] = [np.zeros_like(x) for x in variables]
-    return State(0, values)
-
-
-def _dialect_initial_state(vector: dict, variables) -> State:
-    """Zero state of a native dialect (its own slot shapes: reference/dialects)."""
-    from reference.dialects import optimizer_class
-
-    stage = optimizer_class(vf.dialect_of(vector))(**vector["config"]).stage
-    slots = [stage.init_slots(x) for x in variables]
-    values = {Kind.VARIABLES: variables, Kind.R: [s.get("r") for s in slots],
-              Kind.C: [s.get("c") for s in slots], Kind.V: [s.get("v") for s in slots]}
-    if any("momentum" in s for s in slots):
-        values[Kind.MOMENTUM] = [s.get("momentum") for s in slots]
-    return State(0, values)
-
-
-def state_dtypes(vector: dict) -> dict:
-    """State kinds the vector's configuration keeps in a dtype of its own whatever the lane:
-    optax stores its momentum in ``dtype_momentum`` (optax/_src/alias.py adafactor,
-    transform.py ema with accumulator_dtype)."""
-    config = vector["config"]
-    if vf.dialect_of(vector) == "optax" and config.get("momentum") is not None and config.get("dtype_momentum"):
-        return {Kind.MOMENTUM: np.dtype(config["dtype_momentum"])}
-    return {}
+    """Per step, one float64 array (or None) per variable, each of its variable's shape
+    (shared: do not modify)."""
+    return _part(vector, "grads", lambda: [_step_grads(vector, step, path) for step in vector["steps"]])
 
 
 def rms_floor(vector: dict) -> float:
-    """The floor of RMS(x) in the step size (Keras ``epsilon_2``; a dialect's stage knows its own)."""
-    if vf.dialect_of(vector) == "keras":
-        return vector["config"].get("epsilon_2", 1e-3)
-    from reference.dialects import optimizer_class
+    """The floor of RMS(x) in the step size the vector's optimizer uses (Keras
+    ``epsilon_2``; a dialect's own), as the vector records it (``rms_floor``)."""
+    bits = _field(vector, "rms_floor", "<memory>")
+    return 0.0 if bits is None else vf.bits_to_float(bits)
 
-    value = optimizer_class(vf.dialect_of(vector))(**vector["config"]).stage.epsilon_2
-    return 0.0 if value is None else float(value)
+
+def _field(vector: dict, name: str, path):
+    if name not in vector:
+        raise vf.VectorFormatError(path, f"has no {name!r}: written before schema version 2 "
+                                         f"(regenerate it: python -m tools.generate_vectors)", vector.get("id"))
+    return vector[name]
+
+
+def _arrays(items, path, vector_id):
+    return None if items is None else [vf.decode_optional(a, path, vector_id) for a in items]
+
+
+def _initial_state(vector: dict, path) -> State:
+    recorded = _field(vector, "initial_state", path)
+    if recorded is None:
+        raise vf.VectorFormatError(path, "has no initial state (a vector without steps is never replayed)",
+                                   vector["id"])
+    variables = [x.copy() for x in initial_variables(vector, path)]
+    values = {k: _arrays(recorded.get(k.value), path, vector["id"]) for k in Kind if k is not Kind.VARIABLES}
+    values[Kind.VARIABLES] = variables
+    return State(recorded["iterations"], values)
+
+
+def _golden_states(vector: dict, path) -> list:
+    states, calls = [], 0
+    for step in vector["steps"]:
+        calls += len(step.get("learning_rate_calls", []))
+        expected = step["expected"]
+        if expected is None:
+            states.append(None)
+            continue
+        values = {k: _arrays(expected.get(k.value), path, vector["id"]) for k in Kind}
+        flags = {key: expected[key] for key in STEP_FLAGS if expected.get(key) is not None}
+        states.append(State(expected["iterations"], values, calls, flags))
+    return states
+
+
+def _step_grads(vector: dict, step: dict, path) -> list:
+    variables = vector["variables"]
+    if len(step["grads"]) != len(variables):
+        raise vf.VectorFormatError(path, f"a step holds {len(step['grads'])} gradients for "
+                                         f"{len(variables)} variables", vector["id"])
+    out = [vf.decode_optional(g, path, vector["id"]) for g in step["grads"]]
+    for i, (g, variable) in enumerate(zip(out, variables)):
+        if g is not None and list(g.shape) != list(variable["initial"]["shape"]):
+            raise vf.VectorFormatError(path, f"grads[{i}] has shape {list(g.shape)}, variable {i} has shape "
+                                             f"{list(variable['initial']['shape'])}", vector["id"])
+    return out

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conformance import cli, expectations, runner
+from conformance import applicability, cli, expectations, runner
 from conformance import vectorfile as vf
 from conformance.adapters import AdapterError, resolve
 from conformance.adapters import broken
@@ -187,7 +187,7 @@ def _results_from_reference(all_vectors, dtype="float32", tamper=None):
         if vector["result"] == "invalid":
             out[vector["id"]] = {"error": vector["error"]["class"], "step": vector["error"].get("step")}
             continue
-        if runner.representability(vector, dtype):
+        if applicability.skip_reason(vector, dtype):
             continue
         session = adapter.create(vector, dtype, "cpu")
         steps = []
@@ -367,10 +367,33 @@ class _CarriedUlp(ReferenceAdapter):
 def test_trajectory_carries_an_earlier_absolute_error(all_vectors, policy):
     """A variable that cancels to far below its earlier magnitude keeps the absolute error of
     that magnitude: 1 ulp of x_0 = 1.86 carried into x_k ~ 1e-3 is legitimate in trajectory
-    mode (runner._grade_step, ``carried``), while a 2^12-ulp error still fails."""
+    mode (grading.Grader.step, ``carried``), while a 2^12-ulp error still fails."""
     chosen = [(p, v) for p, v in all_vectors if v["id"] in ("optax/shapes/defaults/scalar", "shapes/defaults/scalar")]
     assert len(chosen) == 2
     legit = runner.run_lane(_CarriedUlp(1), chosen, VECTORS, "float64", "cpu", "trajectory", policy, [])
     assert [o.status for o in legit.outcomes] == ["pass", "pass"], [o.reason for o in legit.outcomes]
     wrong = runner.run_lane(_CarriedUlp(4096), chosen, VECTORS, "float64", "cpu", "trajectory", policy, [])
     assert all(o.status == "fail" for o in wrong.outcomes), [o.reason for o in wrong.outcomes]
+
+
+def test_the_plot_draws_each_lanes_own_budgets():
+    """report.budget_curves: the budget lines of a dtype panel are those the plotted
+    vectors were graded with, per mode and dialect (an optax lane's are not Keras's)."""
+    from conformance import report
+    from conformance.outcomes import LaneReport, VectorOutcome
+
+    def lane(adapter, mode, dialect, status="pass"):
+        outcome = VectorOutcome("v", "f", "valid", [], status, curve={"variables": [1.0, 2.0]}, dialect=dialect)
+        return LaneReport(adapter, "float64", "cpu", mode, {}, 0.0, [outcome])
+
+    policy = Policy.load()
+    reports = [lane("optax", "teacher", "optax"), lane("keras-jax", "trajectory", "keras"),
+               lane("torch", "teacher", "torch", status="skip")]
+    curves = report.budget_curves(reports, "float64", policy, 3)
+    assert set(curves) == {("teacher", "optax"), ("trajectory", "keras")}  # skipped vectors draw nothing
+    assert curves[("teacher", "optax")] == [policy.budget("float64", "teacher", "variables", k, "optax")
+                                            for k in (1, 2, 3)]
+    assert curves[("teacher", "optax")] != [policy.budget("float64", "teacher", "variables", k) for k in (1, 2, 3)]
+    assert curves[("trajectory", "keras")] == [policy.budget("float64", "trajectory", "variables", k)
+                                               for k in (1, 2, 3)]
+    assert report.budget_curves(reports, "float32", policy, 3) == {}
