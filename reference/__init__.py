@@ -4,8 +4,9 @@ every constructor argument included. Start reading at ``reference/SPEC.md``, the
 machinery around it)."""
 
 from reference import schedules
-from reference.adafactor_step import Hyperparameters, Slots, StepTrace, init_slots, update_step
-from reference.optimizer import Adafactor, OptimizerState, StepRecord
+from reference.adafactor_step import Hyperparameters, StepTrace, update_step, zero_moments
+from reference.optimizer import Adafactor, OptimizerState, Slots, StepRecord
+from reference.state import Kind, State
 
 __version__ = "1.0.0"
 #: The Keras release whose arithmetic this reference reproduces.
@@ -14,13 +15,13 @@ KERAS_VERSION = "3.15.1"
 __all__ = [
     "Adafactor",
     "Hyperparameters",
-    "OptimizerState",
-    "Slots",
+    "Kind",
+    "State",
     "StepRecord",
     "StepTrace",
-    "init_slots",
     "schedules",
     "update_step",
+    "zero_moments",
     "__version__",
     "KERAS_VERSION",
 ]

@@ -23,34 +23,36 @@ in pure float64: see reference/SPEC.md for where real Keras deviates from that.
 
 from __future__ import annotations
 
-import copy
 import re
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
 from reference import clipping, schedules
-from reference.adafactor_step import Hyperparameters, Slots, StepTrace, init_slots, update_step
+from reference.adafactor_step import Hyperparameters, Slots, StepTrace, update_step, zero_moments
+from reference.state import Kind, State
+
+class _StateWithSlots(State):
+    """DEPRECATED: a ``State`` that also answers ``.slots`` (a list of ``Slots``), for callers
+    not yet on ``State``; removed with ``Slots``."""
+
+    @property
+    def slots(self) -> list:
+        return [Slots(r, c, v) for r, c, v in zip(self.r, self.c, self.v)]
 
 
-@dataclass
-class OptimizerState:
-    """Everything the optimizer carries between steps, per variable in build order.
+def _with_slots(state: State) -> State:
+    return _StateWithSlots(state.iterations, state.values, state.learning_rate_calls, state.flags)
 
-    ``iterations`` is Keras's raw counter ``_iterations`` (micro-steps: one per non-empty
-    ``apply``). ``average`` (EMA) exists only with ``use_ema``, ``accumulator`` only with
-    ``gradient_accumulation_steps``.
-    """
 
-    iterations: int
-    slots: list  # list[Slots]
-    average: Optional[list] = None  # list[np.ndarray]
-    accumulator: Optional[list] = None  # list[np.ndarray]
-
-    def copy(self) -> "OptimizerState":
-        return copy.deepcopy(self)
+def OptimizerState(iterations: int, slots: list, average=None, accumulator=None) -> State:  # noqa: N802
+    """DEPRECATED constructor for callers not yet on ``State``: the ``State`` of the old
+    (iterations, per-variable slots, average, accumulator) record."""
+    return State(iterations, {Kind.R: [s.r for s in slots], Kind.C: [s.c for s in slots],
+                              Kind.V: [s.v for s in slots], Kind.AVERAGE: average,
+                              Kind.ACCUMULATOR: accumulator})
 
 
 @dataclass
@@ -70,6 +72,12 @@ class Adafactor:
     arrays that ``apply`` updates in place; gradients may be ``None`` as in Keras.
     Variable names (for ``exclude_from_weight_decay(var_names=...)``) are given to
     ``build(variables, names=[...])``; they default to ``"variable_0"``, ``"variable_1"``...
+
+    The optimizer's state is a ``reference.state.State``: ``iterations`` is Keras's raw
+    counter ``_iterations`` (micro-steps: one per non-empty ``apply``); r, c, v per variable
+    in build order (r and c None for 0-D and 1-D variables); ``average`` (EMA) only with
+    ``use_ema``, ``accumulator`` only with ``gradient_accumulation_steps``. The variables
+    are not part of it.
     """
 
     # The dtype every variable and gradient must have. The spec is float64; a
@@ -164,7 +172,7 @@ class Adafactor:
         self.gradient_accumulation_steps = gradient_accumulation_steps
 
         self.built = False
-        self.state: Optional[OptimizerState] = None
+        self.state: Optional[State] = None
         self.last_step: Optional[StepRecord] = None
         self._variables: list = []
         self._names: list = []
@@ -233,21 +241,19 @@ class Adafactor:
             )
         self._variables = variables
         self._names = names
-        self.state = OptimizerState(
-            iterations=0,
-            slots=[init_slots(x) for x in variables],
-            average=[np.zeros_like(x) for x in variables] if self.use_ema else None,
-            accumulator=(
+        moments = [zero_moments(x) for x in variables]
+        self.state = _with_slots(State(0, {
+            Kind.R: [r for r, _, _ in moments],
+            Kind.C: [c for _, c, _ in moments],
+            Kind.V: [v for _, _, v in moments],
+            Kind.AVERAGE: [np.zeros_like(x) for x in variables] if self.use_ema else None,
+            Kind.ACCUMULATOR: (
                 [np.zeros_like(x) for x in variables]
                 if self.gradient_accumulation_steps
                 else None
             ),
-        )
+        }))
         self.built = True
-
-    @property
-    def variable_names(self) -> list:
-        return list(self._names)
 
     def exclude_from_weight_decay(self, var_list=None, var_names=None):
         """Exclude variables (by identity) or names (``re.search`` of the names joined
@@ -330,7 +336,7 @@ class Adafactor:
         self.apply(grads, variables)
         return self.iterations
 
-    def stateless_apply(self, state: OptimizerState, grads, variables):
+    def stateless_apply(self, state: State, grads, variables):
         """Pure form of ``apply``: returns ``(new_variables, new_state, record)`` and
         modifies nothing. ``state`` must be one of this optimizer's states (e.g.
         ``opt.state``, a copy of it, or one loaded from a golden vector)."""
@@ -343,17 +349,17 @@ class Adafactor:
         self._check_grads(grads)
         return self._apply_pure(state, grads, variables)
 
-    def _apply_pure(self, state: OptimizerState, grads: list, variables: list):
+    def _apply_pure(self, state: State, grads: list, variables: list):
         """The body of ``apply`` on explicit state; inputs and ``self.state`` are never
         modified, also when the step raises (e.g. under ``np.errstate(all="raise")``)."""
         saved = self.state
-        self.state = state.copy()  # `iterations` and `learning_rate` read self.state
+        self.state = _with_slots(state.copy())  # `iterations` and `learning_rate` read self.state
         try:
             return self._step(self.state, grads, variables)
         finally:
             self.state = saved
 
-    def _step(self, state: OptimizerState, grads: list, variables: list):
+    def _step(self, state: State, grads: list, variables: list):
         values = [np.array(x, copy=True) for x in variables]
 
         # base_optimizer.py:843-868: drop None gradients; all None is an error.
@@ -392,7 +398,7 @@ class Adafactor:
         state.iterations += 1  # base_optimizer.py:532-533, always last
         return values, state, record
 
-    def _update(self, state: OptimizerState, g: dict, values: list, record: StepRecord):
+    def _update(self, state: State, g: dict, values: list, record: StepRecord):
         """Clip, decay, step: base_optimizer.py:571-576 and 587-594."""
         active = sorted(g)
         g = dict(zip(active, self._clip_gradients([g[i] for i in active])))
@@ -400,11 +406,12 @@ class Adafactor:
         learning_rate = self.learning_rate  # evaluated once for every variable's step
         record.learning_rate = float(learning_rate)
         is_callable = not isinstance(self._learning_rate, float)
+        r, c, v = state.r, state.c, state.v
         for i in active:
-            values[i], state.slots[i], record.traces[i] = update_step(
+            values[i], (r[i], c[i], v[i]), record.traces[i] = update_step(
                 values[i],
                 g[i],
-                state.slots[i],
+                (r[i], c[i], v[i]),
                 learning_rate,
                 self.iterations,
                 self.hyper,
@@ -437,7 +444,7 @@ class Adafactor:
                 wd = x.dtype.type(self.weight_decay)
                 values[i] = np.asarray(x - x * wd * lr)
 
-    def _ema(self, state: OptimizerState, values: list) -> bool:
+    def _ema(self, state: State, values: list) -> bool:
         """EMA of *every* built variable, then the periodic overwrite
         (base_optimizer.py:596-612, 970-1006). Returns True when variables were
         overwritten with their averages.
@@ -475,8 +482,9 @@ class Adafactor:
 
     # ------------------------------------------------------------------ state access
     def slots(self, index: int) -> Slots:
-        """Adafactor state (r, c, v) of variable ``index``."""
-        return self.state.slots[index]
+        """DEPRECATED (read ``opt.state.v[index]`` etc.): Adafactor state (r, c, v) of
+        variable ``index``."""
+        return Slots(self.state.r[index], self.state.c[index], self.state.v[index])
 
     def average(self, index: int) -> np.ndarray:
         """EMA of variable ``index`` (``use_ema`` only)."""
@@ -486,21 +494,24 @@ class Adafactor:
         """Gradient accumulator of variable ``index`` (``gradient_accumulation_steps``)."""
         return self.state.accumulator[index]
 
-    def get_state(self) -> OptimizerState:
-        return self.state.copy()
+    def get_state(self) -> State:
+        """A deep copy of the optimizer's state (no variables in it)."""
+        return _with_slots(self.state.copy())
 
-    def set_state(self, state: OptimizerState):
-        """Load a complete state (for teacher-forced replays). Shapes must match."""
+    def set_state(self, state: State):
+        """Load a complete state (for teacher-forced replays): ``iterations`` and r, c, v
+        (plus ``average``/``accumulator`` where configured) per variable; a ``variables``
+        kind, if present, is ignored (``apply`` updates the variables themselves). Shapes
+        must match."""
         if not self.built:
             raise ValueError("Call build(variables) before set_state()")
-        if len(state.slots) != len(self._variables):
-            raise ValueError(
-                f"State has {len(state.slots)} slot sets for {len(self._variables)} variables"
-            )
-        for i, (s, x) in enumerate(zip(state.slots, self._variables)):
-            if s.v.shape != x.shape:
-                raise ValueError(f"state.slots[{i}].v has shape {s.v.shape}, expected {x.shape}")
-        self.state = state.copy()
+        if state.v is None or len(state.v) != len(self._variables):
+            count = 0 if state.v is None else len(state.v)
+            raise ValueError(f"State has v for {count} variables, the optimizer has {len(self._variables)}")
+        for i, (v, x) in enumerate(zip(state.v, self._variables)):
+            if v.shape != x.shape:
+                raise ValueError(f"state.v[{i}] has shape {v.shape}, expected {x.shape}")
+        self.state = _with_slots(state.without(Kind.VARIABLES).copy())
 
     # ------------------------------------------------------------------ config
     def get_config(self) -> dict:

@@ -52,20 +52,13 @@ def assert_bitwise(a, b):
 
 def assert_state_bitwise(s1, s2):
     assert s1.iterations == s2.iterations
-    assert len(s1.slots) == len(s2.slots)
-    for a, b in zip(s1.slots, s2.slots):
-        for name in ("r", "c", "v"):
-            x, y = getattr(a, name), getattr(b, name)
-            assert (x is None) == (y is None), name
+    assert s1.kinds() == s2.kinds()
+    for kind in s1.kinds():
+        assert len(s1[kind]) == len(s2[kind]), kind
+        for x, y in zip(s1[kind], s2[kind]):
+            assert (x is None) == (y is None), kind
             if x is not None:
                 assert_bitwise(x, y)
-    for name in ("average", "accumulator"):
-        x, y = getattr(s1, name), getattr(s2, name)
-        assert (x is None) == (y is None), name
-        if x is not None:
-            assert len(x) == len(y)
-            for p, q in zip(x, y):
-                assert_bitwise(p, q)
 
 
 def rms(values):
@@ -124,8 +117,8 @@ def test_step1_unfactored_is_x_minus_alpha_sign_g():
     opt.apply([g], [x])
     alpha = math.sqrt((3.0 * 3.0 + 4.0 * 4.0) / 2) * 0.01
     assert x.tolist() == [3.0 - alpha, 4.0 + alpha]
-    assert opt.slots(0).v.tolist() == [4.0, 0.25]  # g**2 + 1e-30: eps1 absorbed
-    assert opt.slots(0).r is None and opt.slots(0).c is None
+    assert opt.state.v[0].tolist() == [4.0, 0.25]  # g**2 + 1e-30: eps1 absorbed
+    assert opt.state.r[0] is None and opt.state.c[0] is None
     trace = opt.last_step.traces[0]
     assert (trace.local_step, trace.beta_2, trace.rho) == (1.0, 0.0, 0.01)
     assert (trace.rms_u, trace.clip_denominator, trace.alpha) == (1.0, 1.0, alpha)
@@ -150,10 +143,10 @@ def test_factored_2x2_by_hand():
     alpha = max(1e-3, rms(x0[0] + x0[1])) * min(0.5, 1.0)
     expected = [[x0[i][j] - alpha * (u[i][j] / denominator) for j in range(2)] for i in range(2)]
 
-    slots = opt.slots(0)
-    assert slots.r.tolist() == [18.5, 26.5]
-    assert slots.c.tolist() == [25.0, 20.0]
-    assert_ulps(slots.v, v)
+    state_r, state_c, state_v = opt.state.r[0], opt.state.c[0], opt.state.v[0]
+    assert state_r.tolist() == [18.5, 26.5]
+    assert state_c.tolist() == [25.0, 20.0]
+    assert_ulps(state_v, v)
     assert rms_u > 1  # this case does clip the update
     assert_ulps(opt.last_step.traces[0].clip_denominator, denominator)
     assert_ulps(x, expected)
@@ -296,14 +289,14 @@ def test_beta_2_decay(decay):
     assert opt.last_step.traces[0].beta_2 == beta
     one_minus = 1.0 - beta  # computed as written, not 2**d
     expected_v = [beta * (a * a + EPS1) + one_minus * (b * b + EPS1) for a, b in zip(g1, g2)]
-    assert_ulps(opt.slots(0).v, expected_v, ulps=2)
+    assert_ulps(opt.state.v[0], expected_v, ulps=2)
     # factored (1, 2): r and c mix the same way
     row1 = (1.0 + 4.0) / 2
     row2 = (9.0 + 1.0) / 2
-    assert_ulps(opt.slots(1).r, [beta * row1 + one_minus * row2], ulps=2)
-    assert_ulps(opt.slots(1).c, [beta * 1.0 + one_minus * 9.0, beta * 4.0 + one_minus * 1.0], ulps=2)
+    assert_ulps(opt.state.r[1], [beta * row1 + one_minus * row2], ulps=2)
+    assert_ulps(opt.state.c[1], [beta * 1.0 + one_minus * 9.0, beta * 4.0 + one_minus * 1.0], ulps=2)
     if decay == -1.0:
-        assert opt.slots(0).v.tolist() == [5.0, 2.5]  # beta = 0.5 exactly
+        assert opt.state.v[0].tolist() == [5.0, 2.5]  # beta = 0.5 exactly
 
 
 # ----------------------------------------------------------------------------- epsilon_1
@@ -312,10 +305,10 @@ def test_epsilon_1_zero_gradient_gives_v_equal_eps1(eps1):
     opt = Adafactor(learning_rate=0.1, epsilon_1=eps1)
     x, m = f64([1.0, 2.0]), f64([[1.0, 2.0], [3.0, 4.0]])
     opt.apply([np.zeros(2), np.zeros((2, 2))], [x, m])
-    assert opt.slots(0).v.tolist() == [eps1, eps1]
-    assert opt.slots(1).r.tolist() == [eps1, eps1]
-    assert opt.slots(1).c.tolist() == [eps1, eps1]
-    assert opt.slots(1).v.tolist() == [[eps1 / eps1 * eps1] * 2] * 2
+    assert opt.state.v[0].tolist() == [eps1, eps1]
+    assert opt.state.r[1].tolist() == [eps1, eps1]
+    assert opt.state.c[1].tolist() == [eps1, eps1]
+    assert opt.state.v[1].tolist() == [[eps1 / eps1 * eps1] * 2] * 2
     # U = 0 / sqrt(eps1) = 0: nothing moves
     assert x.tolist() == [1.0, 2.0]
     assert m.tolist() == [[1.0, 2.0], [3.0, 4.0]]
@@ -326,7 +319,7 @@ def test_epsilon_1_is_added_to_g_squared():
     x = f64([1.0, 2.0])
     opt.apply([f64([1e-5, 0.0])], [x])
     v0 = 1e-5 * 1e-5 + 1e-10
-    assert opt.slots(0).v.tolist() == [v0, 1e-10]
+    assert opt.state.v[0].tolist() == [v0, 1e-10]
     u0 = 1e-5 / math.sqrt(v0)  # ~0.707, not 1: eps1 is not negligible here
     rms_u = math.sqrt((u0 * u0 + 0.0) / 2)  # ~0.5 < 1: no clipping
     assert rms_u < 1
@@ -432,15 +425,15 @@ def test_clipnorm_is_per_tensor():
     opt.apply([f64([3.0, 4.0]), f64([0.3, 0.4])], [a, b])
     # a: ||g|| = 5 -> g * 1 / 5; b: ||g|| = 0.5 <= 1 -> g * 1 / max(0.5, 1) = g
     ga = [3.0 * 1.0 / 5.0, 4.0 * 1.0 / 5.0]
-    assert opt.slots(0).v.tolist() == [ga[0] * ga[0], ga[1] * ga[1]]
-    assert opt.slots(1).v.tolist() == [0.3 * 0.3, 0.4 * 0.4]
+    assert opt.state.v[0].tolist() == [ga[0] * ga[0], ga[1] * ga[1]]
+    assert opt.state.v[1].tolist() == [0.3 * 0.3, 0.4 * 0.4]
 
 
 def test_clipvalue():
     opt = Adafactor(learning_rate=0.1, clipvalue=1.0)
     x = f64([1.0, 1.0, 1.0])
     opt.apply([f64([3.0, -0.5, -7.0])], [x])
-    assert opt.slots(0).v.tolist() == [1.0, 0.25, 1.0]
+    assert opt.state.v[0].tolist() == [1.0, 0.25, 1.0]
 
 
 def test_global_clipnorm_scales_all_tensors_together():
@@ -449,8 +442,8 @@ def test_global_clipnorm_scales_all_tensors_together():
     opt.apply([f64([3.0, 0.0]), f64([4.0])], [a, b])
     scale = 1.0 * min(1.0 / 5.0, 1.0 / 1.0)  # global norm sqrt(9 + 0 + 16) = 5
     ga, gb = 3.0 * scale, 4.0 * scale
-    assert opt.slots(0).v.tolist() == [ga * ga, 0.0 + EPS1]
-    assert opt.slots(1).v.tolist() == [gb * gb]
+    assert opt.state.v[0].tolist() == [ga * ga, 0.0 + EPS1]
+    assert opt.state.v[1].tolist() == [gb * gb]
     assert ga != 3.0 * 1.0 / 5.0  # 3 * 0.2 is not 3 / 5 (clipnorm's order): 0.6000000000000001
 
 
@@ -461,12 +454,12 @@ def test_global_clipnorm_scale_is_not_exactly_one_when_not_clipping():
     opt = Adafactor(learning_rate=0.1, global_clipnorm=49.0)
     x = f64([1.0, 1.0])
     opt.apply([f64([1.0, 2.0])], [x])
-    assert opt.slots(0).v.tolist() == [scale * scale, (2.0 * scale) * (2.0 * scale)]
-    assert opt.slots(0).v[0] != 1.0
+    assert opt.state.v[0].tolist() == [scale * scale, (2.0 * scale) * (2.0 * scale)]
+    assert opt.state.v[0][0] != 1.0
     # per-tensor clipnorm=49 leaves the same gradient exact: (g * 49) / 49
     per_tensor = Adafactor(learning_rate=0.1, clipnorm=49.0)
     per_tensor.apply([f64([1.0, 2.0])], [f64([1.0, 1.0])])
-    assert per_tensor.slots(0).v.tolist() == [1.0, 4.0]
+    assert per_tensor.state.v[0].tolist() == [1.0, 4.0]
 
 
 @pytest.mark.parametrize("argument", ["clipnorm", "clipvalue", "global_clipnorm"])
@@ -475,7 +468,7 @@ def test_zero_or_negative_clip_disables_clipping(argument, value):
     opt = Adafactor(learning_rate=0.1, **{argument: value})
     x = f64([1.0, 1.0])
     opt.apply([f64([30.0, -40.0])], [x])
-    assert opt.slots(0).v.tolist() == [900.0, 1600.0]
+    assert opt.state.v[0].tolist() == [900.0, 1600.0]
 
 
 # ----------------------------------------------------------------------------- loss_scale_factor
@@ -483,11 +476,11 @@ def test_loss_scale_factor_divides_gradients():
     opt = Adafactor(learning_rate=0.1, loss_scale_factor=100.0)
     x = f64([1.0, 1.0])
     opt.apply([f64([300.0, 400.0])], [x])
-    assert opt.slots(0).v.tolist() == [9.0, 16.0]
+    assert opt.state.v[0].tolist() == [9.0, 16.0]
     # g / scale, not g * (1 / scale): 49 * (1 / 49) = 0.9999999999999999
     opt49 = Adafactor(learning_rate=0.1, loss_scale_factor=49.0)
     opt49.apply([f64([49.0, 98.0])], [f64([1.0, 1.0])])
-    assert opt49.slots(0).v.tolist() == [1.0, 4.0]
+    assert opt49.state.v[0].tolist() == [1.0, 4.0]
 
 
 def test_loss_scale_factor_divides_before_clipnorm():
@@ -495,14 +488,14 @@ def test_loss_scale_factor_divides_before_clipnorm():
     x = f64([1.0, 1.0])
     opt.apply([f64([300.0, 400.0])], [x])
     g = [3.0 * 1.0 / 5.0, 4.0 * 1.0 / 5.0]  # [3, 4] clipped to norm 1
-    assert opt.slots(0).v.tolist() == [g[0] * g[0], g[1] * g[1]]
+    assert opt.state.v[0].tolist() == [g[0] * g[0], g[1] * g[1]]
 
 
 def test_loss_scale_factor_divides_before_clipvalue():
     opt = Adafactor(learning_rate=0.1, loss_scale_factor=100.0, clipvalue=1.0)
     x = f64([1.0, 1.0])
     opt.apply([f64([300.0, -50.0])], [x])
-    assert opt.slots(0).v.tolist() == [1.0, 0.25]
+    assert opt.state.v[0].tolist() == [1.0, 0.25]
 
 
 def test_loss_scale_factor_divides_before_accumulation():
@@ -512,7 +505,7 @@ def test_loss_scale_factor_divides_before_accumulation():
     assert opt.accumulator(0).tolist() == [3.0, 4.0]
     opt.apply([f64([100.0, 200.0])], [x])
     # ((1, 2) + (3, 4)) / 2 = (2, 3)
-    assert opt.slots(0).v.tolist() == [4.0, 9.0]
+    assert opt.state.v[0].tolist() == [4.0, 9.0]
 
 
 # ----------------------------------------------------------------------------- use_ema
@@ -626,7 +619,7 @@ def test_accumulation_updates_only_every_n_with_mean_gradient():
     assert x.tolist() == x0 and not opt.last_step.is_update_step
     assert opt.last_step.learning_rate is None
     assert opt.accumulator(0).tolist() == g1
-    assert opt.slots(0).v.tolist() == [0.0, 0.0]
+    assert opt.state.v[0].tolist() == [0.0, 0.0]
     opt.apply([f64(g2)], [x])
     assert x.tolist() == x0
     acc = [b + a for a, b in zip(g1, g2)]  # g + acc
@@ -635,7 +628,7 @@ def test_accumulation_updates_only_every_n_with_mean_gradient():
     opt.apply([f64(g3)], [x])
     assert opt.last_step.is_update_step
     mean = [(c + a) / 3 for a, c in zip(acc, g3)]  # (g_N + acc) / N = [3.5/3, -4/3]
-    assert opt.slots(0).v.tolist() == [m * m for m in mean]
+    assert opt.state.v[0].tolist() == [m * m for m in mean]
     assert x.tolist() == step1_unfactored(x0, mean, 0.1)
     assert opt.accumulator(0).tolist() == [0.0, 0.0]
     assert opt.iterations == 1 and opt.state.iterations == 3
@@ -664,7 +657,7 @@ def test_accumulation_clips_the_averaged_gradient():
     opt.apply([f64([6.0, 8.0])], [x])
     opt.apply([f64([0.0, 0.0])], [x])
     g = [3.0 * 1.0 / 5.0, 4.0 * 1.0 / 5.0]  # mean (3, 4), then clipped: (0.6, 0.8)
-    assert opt.slots(0).v.tolist() == [g[0] * g[0], g[1] * g[1]]
+    assert opt.state.v[0].tolist() == [g[0] * g[0], g[1] * g[1]]
 
 
 def test_accumulation_resets_every_accumulator_even_without_gradient():
@@ -676,7 +669,7 @@ def test_accumulation_resets_every_accumulator_even_without_gradient():
     quiet_apply(opt, [f64([1.0, 1.0]), None], [a, b])  # update step; b has no gradient
     assert b.tolist() == b0  # b is not updated ...
     assert opt.accumulator(1).tolist() == [0.0, 0.0]  # ... but its accumulator is reset
-    assert opt.slots(1).v.tolist() == [0.0, 0.0]
+    assert opt.state.v[1].tolist() == [0.0, 0.0]
     gb3, gb4 = [1.0, -3.0], [2.0, 1.0]
     quiet_apply(opt, [f64([1.0, 1.0]), f64(gb3)], [a, b])
     quiet_apply(opt, [f64([1.0, 1.0]), f64(gb4)], [a, b])
@@ -684,7 +677,7 @@ def test_accumulation_resets_every_accumulator_even_without_gradient():
     # b's first update happens at t = 2 (t counts the optimizer's updates)
     beta = 1.0 - 2.0 ** -0.8
     assert opt.last_step.traces[1].local_step == 2.0
-    assert_ulps(opt.slots(1).v, [beta * 0.0 + (1.0 - beta) * (m * m + EPS1) for m in mean], ulps=2)
+    assert_ulps(opt.state.v[1], [beta * 0.0 + (1.0 - beta) * (m * m + EPS1) for m in mean], ulps=2)
 
 
 def test_accumulation_with_ema_updates_every_micro_step():
@@ -736,12 +729,12 @@ def test_none_gradient_leaves_variable_and_state_untouched():
     opt = Adafactor(learning_rate=0.1, use_ema=False)
     a, b = f64([1.0, 2.0]), f64([[3.0, 4.0]])
     opt.apply([f64([1.0, 1.0]), f64([[1.0, 2.0]])], [a, b])
-    b_before, slots_before = b.copy(), opt.get_state().slots[1]
+    b_before, state_before = b.copy(), opt.get_state()
     with pytest.warns(UserWarning, match=r"Gradients do not exist for variables \['variable_1'\]"):
         opt.apply([f64([1.0, 1.0]), None], [a, b])
     assert_bitwise(b, b_before)
     for name in ("r", "c", "v"):
-        assert_bitwise(getattr(opt.slots(1), name), getattr(slots_before, name))
+        assert_bitwise(opt.state[name][1], state_before[name][1])
     assert opt.last_step.traces[1] is None and opt.last_step.traces[0] is not None
     assert opt.iterations == 2
 
@@ -778,9 +771,9 @@ def test_scalar_variable():
     opt = Adafactor(learning_rate=0.25)
     x = np.array(2.0)
     opt.apply([np.array(-3.0)], [x])
-    slots = opt.slots(0)
-    assert slots.r is None and slots.c is None and slots.v.shape == ()
-    assert slots.v == 9.0
+    state_r, state_c, state_v = opt.state.r[0], opt.state.c[0], opt.state.v[0]
+    assert state_r is None and state_c is None and state_v.shape == ()
+    assert state_v == 9.0
     assert x == 2.0 + 2.0 * 0.25  # alpha = RMS(x) * lr = |x| * lr, sign(g) = -1
 
 
@@ -788,19 +781,19 @@ def test_vector_is_not_factored():
     opt = Adafactor(learning_rate=0.1)
     x = f64([1.0, 2.0, 3.0])
     opt.apply([f64([1.0, 2.0, 3.0])], [x])
-    assert opt.slots(0).r is None and opt.slots(0).c is None
-    assert opt.slots(0).v.tolist() == [1.0, 4.0, 9.0]  # not the factored (r / mean r) c
+    assert opt.state.r[0] is None and opt.state.c[0] is None
+    assert opt.state.v[0].tolist() == [1.0, 4.0, 9.0]  # not the factored (r / mean r) c
 
 
 def test_row_matrix_1xn_is_factored():
     opt = Adafactor(learning_rate=0.1)
     x = f64([[1.0, 2.0]])
     opt.apply([f64([[1.0, 3.0]])], [x])
-    slots = opt.slots(0)
-    assert slots.r.shape == (1,) and slots.c.shape == (2,)
-    assert slots.r.tolist() == [(1.0 + 9.0) / 2]
-    assert slots.c.tolist() == [1.0, 9.0]
-    assert slots.v.tolist() == [[5.0 / 5.0 * 1.0, 5.0 / 5.0 * 9.0]]
+    state_r, state_c, state_v = opt.state.r[0], opt.state.c[0], opt.state.v[0]
+    assert state_r.shape == (1,) and state_c.shape == (2,)
+    assert state_r.tolist() == [(1.0 + 9.0) / 2]
+    assert state_c.tolist() == [1.0, 9.0]
+    assert state_v.tolist() == [[5.0 / 5.0 * 1.0, 5.0 / 5.0 * 9.0]]
     alpha = rms([1.0, 2.0]) * 0.1
     assert x.tolist() == [[1.0 - alpha, 2.0 - alpha]]
 
@@ -809,13 +802,13 @@ def test_column_matrix_nx1_is_factored():
     opt = Adafactor(learning_rate=0.1)
     x = f64([[1.0], [2.0]])
     opt.apply([f64([[1.0], [3.0]])], [x])
-    slots = opt.slots(0)
-    assert slots.r.shape == (2,) and slots.c.shape == (1,)
-    assert slots.r.tolist() == [1.0, 9.0]
-    assert slots.c.tolist() == [(1.0 + 9.0) / 2]
+    state_r, state_c, state_v = opt.state.r[0], opt.state.c[0], opt.state.v[0]
+    assert state_r.shape == (2,) and state_c.shape == (1,)
+    assert state_r.tolist() == [1.0, 9.0]
+    assert state_c.tolist() == [(1.0 + 9.0) / 2]
     r_mean = (1.0 + 9.0) / 2
     v = [1.0 / r_mean * 5.0, 9.0 / r_mean * 5.0]
-    assert_ulps(slots.v, [[v[0]], [v[1]]], ulps=1)
+    assert_ulps(state_v, [[v[0]], [v[1]]], ulps=1)
     u = [1.0 / math.sqrt(v[0]), 3.0 / math.sqrt(v[1])]
     denominator = max(1.0, rms(u))
     alpha = rms([1.0, 2.0]) * 0.1
@@ -828,21 +821,21 @@ def test_3d_variable_is_factored_over_last_two_axes():
     opt = Adafactor(learning_rate=0.1)
     x = f64(x0)
     opt.apply([f64(g)], [x])
-    slots = opt.slots(0)
-    assert slots.r.shape == (2, 2) and slots.c.shape == (2, 2) and slots.v.shape == (2, 2, 2)
+    state_r, state_c, state_v = opt.state.r[0], opt.state.c[0], opt.state.v[0]
+    assert state_r.shape == (2, 2) and state_c.shape == (2, 2) and state_v.shape == (2, 2, 2)
     v = []
     u = []
     for b in range(2):  # each leading index is an independent 2x2 factorization
         sq = [[g[b][i][j] * g[b][i][j] + EPS1 for j in range(2)] for i in range(2)]
         r = [(sq[i][0] + sq[i][1]) / 2 for i in range(2)]
         c = [(sq[0][j] + sq[1][j]) / 2 for j in range(2)]
-        assert_ulps(slots.r[b], r, ulps=0)
-        assert_ulps(slots.c[b], c, ulps=0)
+        assert_ulps(state_r[b], r, ulps=0)
+        assert_ulps(state_c[b], c, ulps=0)
         r_mean = (r[0] + r[1]) / 2
         vb = [[r[i] / r_mean * c[j] for j in range(2)] for i in range(2)]
         v.append(vb)
         u.append([[g[b][i][j] / math.sqrt(vb[i][j]) for j in range(2)] for i in range(2)])
-    assert_ulps(slots.v, v, ulps=1)
+    assert_ulps(state_v, v, ulps=1)
     flat_u = [e for b in u for row in b for e in row]
     denominator = max(1.0, rms(flat_u))  # RMS over the whole variable, all batches
     alpha = rms([e for b in x0 for row in b for e in row]) * 0.1

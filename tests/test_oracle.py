@@ -49,7 +49,7 @@ pytest.importorskip("tabulate")
 
 from tools import oracle_report as orc  # noqa: E402
 
-from reference.adafactor_step import Hyperparameters, Slots  # noqa: E402
+from reference.adafactor_step import Hyperparameters  # noqa: E402
 
 STEP_SOURCE = pathlib.Path(__file__).resolve().parents[1] / "reference" / "adafactor_step.py"
 
@@ -111,12 +111,12 @@ def test_oracle_reproduces_keras_goldens():
     ]:
         x, g = np.array(x), np.array(g)
         factored = x.ndim >= 2
-        slots = Slots(
-            r=np.zeros(x.shape[:-1]) if factored else None,
-            c=np.zeros(x.shape[:-2] + x.shape[-1:]) if factored else None,
-            v=np.zeros_like(x),
+        moments = (
+            np.zeros(x.shape[:-1]) if factored else None,
+            np.zeros(x.shape[:-2] + x.shape[-1:]) if factored else None,
+            np.zeros_like(x),
         )
-        case = orc.Case(0, x, g, slots, 0.5, 0, Hyperparameters(), "step")
+        case = orc.Case(0, x, g, moments, 0.5, 0, Hyperparameters(), "step")
         new_x = np.array([float(v) for v in orc.exact_step(case).new_x.reshape(-1)])
         np.testing.assert_allclose(new_x.reshape(x.shape), expected, rtol=1e-4, atol=1e-4)
 
@@ -147,30 +147,30 @@ MUTANTS = [
     # Computing 1 - beta_2_t directly as t**d is *more* accurate, but not Keras: only the
     # rounded-beta view sees it.
     ("omb_direct", "one_minus_beta_2_t = one - beta_2_t",
-     "one_minus_beta_2_t = dtype(float(local_step) ** hyper.beta_2_decay)", {"R"}, {"E"}),
+     "one_minus_beta_2_t = dtype(float(local_step) ** beta_2_decay)", {"R"}, {"E"}),
     # beta_2_t through float32: the exact-beta view sees it; the rounded-beta view,
     # which takes the reference's beta as given, cannot.
-    ("beta_float32", "beta_2_t = one - dtype(float(local_step) ** hyper.beta_2_decay)",
-     "beta_2_t = one - dtype(np.float32(float(local_step) ** hyper.beta_2_decay))",
+    ("beta_float32", "beta_2_t = one - dtype(float(local_step) ** beta_2_decay)",
+     "beta_2_t = one - dtype(np.float32(float(local_step) ** beta_2_decay))",
      {"E"}, {"R"}),
     ("t_off_by_one", "local_step = dtype(iterations + 1)",
      "local_step = dtype(iterations + 2)", {"E"}, set()),
-    ("clip_threshold_misplaced", "minmax.maximum(one, rms_u / dtype(hyper.clip_threshold))",
-     "minmax.maximum(one, rms_u) / dtype(hyper.clip_threshold)", {"E", "R"}, set()),
-    ("epsilon_1_dropped", "regulated_grad_square += dtype(hyper.epsilon_1)", "pass",
+    ("clip_threshold_misplaced", "minmax.maximum(dtype(1.0), rms_u / dtype(clip_threshold))",
+     "minmax.maximum(dtype(1.0), rms_u) / dtype(clip_threshold)", {"E", "R"}, set()),
+    ("epsilon_1_dropped", "regulated_grad_square += epsilon_1", "pass",
      {"E", "R"}, set()),
     ("rms_x_in_float32", "rms_x = rms(x, scratch=work)", "rms_x = dtype(np.float32(rms(x)))",
      {"E", "R"}, set()),
     # A relative perturbation of 2**-44 (512 U) of alpha_t.
-    ("alpha_off_by_512_U", "alpha_t = minmax.maximum(epsilon_2, rms_x) * rho_t",
-     "alpha_t = minmax.maximum(epsilon_2, rms_x) * rho_t * dtype(1 + 2.0**-44)", {"E", "R"}, set()),
+    ("alpha_off_by_512_U", "alpha_t = parameter_scale(rms_x, dtype(hyper.epsilon_2)) * rho_t",
+     "alpha_t = parameter_scale(rms_x, dtype(hyper.epsilon_2)) * rho_t * dtype(1 + 2.0**-44)", {"E", "R"}, set()),
     # Control: torch's order for V (outer product first, then divide) has the same
     # rounding count, so an accuracy oracle must NOT flag it (bit-exactness against
     # Keras is the cross-check's job, not this test's).
     ("control_v_multiply_first",
-     "v = np.expand_dims(r / reductions.mean(r, axis=-1, keepdims=True), -1) * np.expand_dims(c, -2)",
-     "v = (np.expand_dims(r, -1) * np.expand_dims(c, -2)) / np.expand_dims("
-     "reductions.mean(r, axis=-1, keepdims=True), -1)", set(), {"E", "R"}),
+     "return np.expand_dims(r / reductions.mean(r, axis=row_in_r, keepdims=True), col) * np.expand_dims(c, row)",
+     "return (np.expand_dims(r, col) * np.expand_dims(c, row)) / np.expand_dims("
+     "reductions.mean(r, axis=row_in_r, keepdims=True), col)", set(), {"E", "R"}),
 ]
 
 

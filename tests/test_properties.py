@@ -90,9 +90,9 @@ class Run:
         return {
             "iterations": self.opt.iterations,
             "x": [a.copy() for a in self.x],
-            "r": [slot.r for slot in s.slots],
-            "c": [slot.c for slot in s.slots],
-            "v": [slot.v for slot in s.slots],
+            "r": list(s.r),
+            "c": list(s.c),
+            "v": list(s.v),
             "average": s.average,
             "accumulator": s.accumulator,
         }
@@ -125,9 +125,9 @@ def assert_bit_identical(s1: dict, s2: dict, where: str = "", signed_zeros: bool
 
 
 def state_dict(state, x) -> dict:
-    """An OptimizerState (and variables) in the form of Run.snapshot()."""
-    return {"iterations": state.iterations, "x": list(x), "r": [s.r for s in state.slots],
-            "c": [s.c for s in state.slots], "v": [s.v for s in state.slots],
+    """A reference State (and variables) in the form of Run.snapshot()."""
+    return {"iterations": state.iterations, "x": list(x), "r": list(state.r),
+            "c": list(state.c), "v": list(state.v),
             "average": state.average, "accumulator": state.accumulator}
 
 
@@ -311,8 +311,8 @@ def test_factored_second_moment_is_exact_for_rank_one_gradients(problem, config)
         g = s * base
         factored.step([g])
         flat.step([g.reshape(-1)])
-        v_f = factored.opt.slots(0).v.reshape(-1)
-        v_u = flat.opt.slots(0).v
+        v_f = factored.opt.state.v[0].reshape(-1)
+        v_u = flat.opt.state.v[0]
         tol = 1.01 * (2 * (n + m) + 12 * t + 4) * U * np.abs(v_u)
         ratios.append(np.max(np.abs(v_f - v_u) / tol))
         excess = np.abs(v_f - v_u) - tol
@@ -496,7 +496,7 @@ def test_the_nan_regime_the_previous_property_excludes_is_real():
     opt = Adafactor()
     with quiet():
         opt.apply([np.array([[1e140, 0.0], [0.0, 0.0]])], [x])
-    assert opt.slots(0).v[1, 1] == 0.0
+    assert opt.state.v[0][1, 1] == 0.0
     assert np.all(np.isnan(x))
 
 
@@ -519,12 +519,12 @@ def test_shapes_dtypes_and_identity_are_preserved(case):
         for i, (x, shape) in enumerate(zip(run.x, shapes_)):
             assert x is objects[i] and run.opt._variables[i] is x
             assert is_array(x, shape) and is_array(values[i], shape) and values[i] is not x
-            for slots in (run.opt.slots(i), state.slots[i]):
+            for s in (run.opt.state, state):
                 if is_factored(shape):
-                    assert is_array(slots.r, shape[:-1]) and is_array(slots.c, shape[:-2] + shape[-1:])
+                    assert is_array(s.r[i], shape[:-1]) and is_array(s.c[i], shape[:-2] + shape[-1:])
                 else:
-                    assert slots.r is None and slots.c is None
-                assert is_array(slots.v, shape)
+                    assert s.r[i] is None and s.c[i] is None
+                assert is_array(s.v[i], shape)
             for extra in (run.opt.state.average, run.opt.state.accumulator, state.average, state.accumulator):
                 if extra is not None:
                     assert is_array(extra[i], shape)
@@ -541,7 +541,7 @@ def test_zero_d_results_are_arrays():
     for _ in range(4):
         x, state, _ = opt.stateless_apply(state, [np.array(0.5)], x)
         assert isinstance(x[0], np.ndarray)
-        for a in (state.slots[0].v, state.average[0], state.accumulator[0]):
+        for a in (state.v[0], state.average[0], state.accumulator[0]):
             assert isinstance(a, np.ndarray)
 
 
@@ -643,8 +643,8 @@ def test_weight_decay_before_or_after_the_step_agree_when_epsilon_2_does_not_bin
         with quiet():
             x_k, state_k, record = keras.opt.stateless_apply(state, row, x)
             y, state_y, _ = after.stateless_apply(state, row, x)
-        for i, (sk, sy) in enumerate(zip(state_k.slots, state_y.slots)):
-            assert bits(sk.v) == bits(sy.v), f"step {t}: v[{i}] depends on the decay order"
+        for i, (vk, vy) in enumerate(zip(state_k.v, state_y.v)):
+            assert bits(vk) == bits(vy), f"step {t}: v[{i}] depends on the decay order"
         for i, g in enumerate(row):
             if g is None or not record.is_update_step:
                 assert bits(x_k[i]) == bits(y[i])
@@ -786,7 +786,7 @@ def test_constant_gradient_keeps_the_second_moment(case):
         for i, g in enumerate(row):
             if g is None:
                 continue
-            v = run.opt.slots(i).v
+            v = run.opt.state.v[i]
             updates[i] = updates.get(i, 0) + 1
             if i not in first:
                 first[i] = v.copy()

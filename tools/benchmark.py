@@ -7,7 +7,7 @@ measured in the same run.
 The floor is what any step must at least cost: reading the variable, the gradient and the
 factored statistics and writing the variable and the statistics back, timed as NumPy copies
 of exactly those arrays (``np.copyto`` into preallocated buffers). Keras keeps a full-size
-``v`` too (reference/adafactor_step.py, Slots), so the floor counts its write as well.
+``v`` too (reference/adafactor_step.py, zero_moments), so the floor counts its write as well.
 Each row is the median of ``--repeats`` timed steps after one warm-up step; ratios are
 taken within the same run (the machines are shared and noisy). Threads: whatever NumPy and
 torch use by default (``torch.get_num_threads()`` is printed).
@@ -17,6 +17,10 @@ torch use by default (``torch.get_num_threads()`` is printed).
 three runs: the reference's self-replay of the whole corpus (``python -m conformance run
 --adapter reference``), the corpus regeneration (``python -m tools.generate_vectors --out TMP``)
 and its freshness check (``--check``).
+
+``--small`` times one step on the small variables differential fuzzing draws (Python overhead
+dominates there, not memory traffic): the spec's ``update_step`` alone, ``reference.Adafactor.apply``
+on two variables, and every dialect's ``apply`` on the same two variables, in microseconds.
 
 ``--gpu`` adds a second table where torch sees a CUDA device: torch.optim.Adafactor's step on
 the GPU in float64 and float32 (single-tensor and foreach) and the same copy floor as
@@ -36,7 +40,7 @@ import numpy as np
 from tabulate import tabulate
 
 from reference import reductions
-from reference.adafactor_step import Hyperparameters, init_slots, update_step
+from reference.adafactor_step import Hyperparameters, update_step, zero_moments
 
 DEFAULT_SHAPES = "256x256,1024x1024,4096x4096,64x256x256"
 
@@ -53,10 +57,10 @@ def _median_time(fn, repeats: int) -> float:
 
 def reference_step(x, g, repeats: int) -> float:
     hyper = Hyperparameters()
-    state = {"slots": init_slots(x), "x": x, "t": 0}
+    state = {"moments": zero_moments(x), "x": x, "t": 0}
 
     def step():
-        state["x"], state["slots"], _ = update_step(state["x"], g, state["slots"], 0.01, state["t"], hyper)
+        state["x"], state["moments"], _ = update_step(state["x"], g, state["moments"], 0.01, state["t"], hyper)
         state["t"] += 1
 
     return _median_time(step, repeats)
@@ -161,6 +165,42 @@ def profile_rows(shape, repeats: int) -> list:
     return [[name, f"{_median_time(fn, repeats) * 1e3:.1f}"] for name, fn in passes]
 
 
+SMALL_SHAPES = ((), (3,), (5, 3), (2, 4, 6))
+
+
+def _median_per_call(fn, calls: int, repeats: int) -> float:
+    """Median over ``repeats`` of the mean time of ``calls`` consecutive calls (seconds)."""
+    return _median_time(lambda: [fn() for _ in range(calls)], repeats) / calls
+
+
+def small_rows(repeats: int, calls: int = 300) -> list:
+    """Microseconds per step on the small variables differential fuzzing draws: the spec's
+    ``update_step`` on one variable of each shape, and ``apply`` on that variable plus a
+    (4, 3) matrix for ``reference.Adafactor`` and each dialect (its default arguments)."""
+    from reference import Adafactor
+    from reference.dialects import DIALECTS, optimizer_class
+
+    rng = np.random.default_rng(2)
+    hyper = Hyperparameters()
+    rows = []
+    for shape in SMALL_SHAPES:
+        x, g = np.asarray(rng.normal(size=shape)), np.asarray(rng.normal(size=shape))
+        moments = zero_moments(x)
+        cells = [str(shape), f"{_median_per_call(lambda: update_step(x, g, moments, 0.01, 3, hyper), calls, repeats) * 1e6:.1f}"]
+        grads = [g, rng.normal(size=(4, 3))]
+        makers = [lambda: Adafactor(learning_rate=0.01)] + [
+            (lambda d=d: optimizer_class(d)(learning_rate=0.01) if d == "keras" else optimizer_class(d)())
+            for d in DIALECTS]
+        for make in makers:
+            opt = make()
+            variables = [x.copy(), rng.normal(size=(4, 3))]
+            opt.build(variables)
+            with np.errstate(all="ignore"):
+                cells.append(f"{_median_per_call(lambda: opt.apply(grads, variables), calls, repeats) * 1e6:.1f}")
+        rows.append(cells)
+    return rows, ["shape", "update_step us", "Adafactor.apply us"] + [f"{d} apply us" for d in DIALECTS]
+
+
 def gate_rows(repeats: int = 3) -> list:
     """Wall time of the suite's own jobs, imports included (median of ``repeats``)."""
     import subprocess
@@ -210,6 +250,7 @@ def main(argv=None) -> int:
     parser.add_argument("--gpu", action="store_true", help="add torch's CUDA step (needs a CUDA device)")
     parser.add_argument("--profile", action="store_true", help="time the step's passes one by one")
     parser.add_argument("--gate", action="store_true", help="time self-replay and regeneration")
+    parser.add_argument("--small", action="store_true", help="time steps on small variables (fuzzing's sizes)")
     args = parser.parse_args(argv)
     allocator = fix_allocator()
     rng = np.random.default_rng(0)
@@ -238,6 +279,10 @@ def main(argv=None) -> int:
                       key=lambda sh: int(np.prod(sh)))
         print(f"\nThe step's passes at {'x'.join(map(str, largest))} float64 (median of {args.repeats}, ms)")
         print(tabulate(profile_rows(largest, args.repeats), headers=["pass", "ms"], tablefmt="github"))
+    if args.small:
+        rows, headers = small_rows(args.repeats)
+        print(f"\nOne step on small float64 variables (median of {args.repeats} runs of 300 steps, microseconds)")
+        print(tabulate(rows, headers=headers, tablefmt="github"))
     if args.gate:
         print("\nThe suite's own jobs, wall time with imports (median of 3, seconds)")
         print(tabulate(gate_rows(), headers=["job", "seconds"], tablefmt="github"))

@@ -41,8 +41,9 @@ import numpy as np
 from mpmath import mp, mpf
 
 import reference.optimizer as _optimizer_module
-from reference.adafactor_step import Hyperparameters, Slots, is_factored, update_step
-from reference.optimizer import Adafactor, OptimizerState
+from reference.adafactor_step import Hyperparameters, is_factored, update_step
+from reference.optimizer import Adafactor
+from reference.state import Kind, State
 
 PREC = 200  # bits of the oracle's working precision
 SEED = 20240607
@@ -63,7 +64,7 @@ class Case:
     index: int
     x: np.ndarray
     g: np.ndarray
-    slots: Slots
+    moments: tuple  # (r, c, v) before the step; r and c None when not factored
     learning_rate: float
     iterations: int  # t = iterations + 1
     hyper: Hyperparameters
@@ -106,9 +107,9 @@ def make_cases(seed: int = SEED, n: int = N_CASES) -> list:
         state_scale = g_scale**2 * _log_uniform(rng, -4, 4)
         q0 = state_scale * np.exp(rng.standard_normal(shape))  # positive "past g**2"
         if is_factored(shape):
-            slots = Slots(r=q0.mean(axis=-1), c=q0.mean(axis=-2), v=q0.copy())
+            moments = (q0.mean(axis=-1), q0.mean(axis=-2), q0.copy())
         else:
-            slots = Slots(r=None, c=None, v=np.asarray(q0, dtype=np.float64))
+            moments = (None, None, np.asarray(q0, dtype=np.float64))
         hyper = Hyperparameters(
             beta_2_decay=float(rng.choice([-0.8, -0.8, -0.8, -0.65, -0.5, -1.0])),
             epsilon_1=float(rng.choice([1e-30, 1e-30, 1e-30, 1e-15])),
@@ -121,7 +122,7 @@ def make_cases(seed: int = SEED, n: int = N_CASES) -> list:
                 index=i,
                 x=np.asarray(x, dtype=np.float64),
                 g=np.asarray(g, dtype=np.float64),
-                slots=slots,
+                moments=moments,
                 learning_rate=_log_uniform(rng, -4, 0),
                 iterations=t - 1,
                 hyper=hyper,
@@ -132,11 +133,11 @@ def make_cases(seed: int = SEED, n: int = N_CASES) -> list:
 
 
 def run_reference(case: Case):
-    """(new_x, new_slots, trace) from the reference, through update_step or through
+    """(new_x, (r, c, v), trace) from the reference, through update_step or through
     the public optimizer (stateless_apply from a state with iterations = t - 1)."""
     if case.via == "step":
         return update_step(
-            case.x, case.g, case.slots, case.learning_rate, case.iterations, case.hyper
+            case.x, case.g, case.moments, case.learning_rate, case.iterations, case.hyper
         )
     h = case.hyper
     opt = Adafactor(
@@ -148,9 +149,10 @@ def run_reference(case: Case):
         relative_step=h.relative_step,
     )
     opt.build([case.x.copy()])
-    state = OptimizerState(iterations=case.iterations, slots=[case.slots])
+    r, c, v = case.moments
+    state = State(case.iterations, {Kind.R: [r], Kind.C: [c], Kind.V: [v]})
     new_vars, new_state, record = opt.stateless_apply(state, [case.g], [case.x])
-    return new_vars[0], new_state.slots[0], record.traces[0]
+    return new_vars[0], (new_state.r[0], new_state.c[0], new_state.v[0]), record.traces[0]
 
 
 # ---------------------------------------------------------------------------- oracle
@@ -222,14 +224,14 @@ def exact_step(case: Case, beta: Optional[float] = None) -> ExactStep:
             w = 1 - b
         factored = is_factored(case.x.shape)
         if factored:
-            r0, c0 = _mp_array(case.slots.r), _mp_array(case.slots.c)
+            r0, c0 = _mp_array(case.moments[0]), _mp_array(case.moments[1])
             mq_rows, mq_cols = _mean(q, axis=-1), _mean(q, axis=-2)
             r = b * r0 + w * mq_rows
             c = b * c0 + w * mq_cols
             v = np.expand_dims(r / _mean(r, axis=-1, keepdims=True), -1) * np.expand_dims(c, -2)
         else:
             r0 = c0 = mq_rows = mq_cols = r = c = None
-            v = b * _mp_array(case.slots.v).reshape(-1) + w * q
+            v = b * _mp_array(case.moments[2]).reshape(-1) + w * q
         u_t = g / _sqrt(v)
         rms_u = mp.sqrt(_mean(u_t * u_t))
         clip_denominator = max(mpf(1), rms_u / mpf(h.clip_threshold))
@@ -261,7 +263,7 @@ def exact_step(case: Case, beta: Optional[float] = None) -> ExactStep:
             mean_q_cols=as_obj(mq_cols, full=False),
             r0=as_obj(r0, full=False),
             c0=as_obj(c0, full=False),
-            v0=_mp_array(case.slots.v).reshape(shape),
+            v0=_mp_array(case.moments[2]).reshape(shape),
             r=as_obj(r, full=False),
             c=as_obj(c, full=False),
             v=as_obj(v),
@@ -490,16 +492,16 @@ def measure(
     with patch:
         for case in cases:
             if step is not None and case.via == "step":
-                new_x, new_slots, trace = step(
-                    case.x, case.g, case.slots, case.learning_rate, case.iterations, case.hyper
+                new_x, (r, c, v), trace = step(
+                    case.x, case.g, case.moments, case.learning_rate, case.iterations, case.hyper
                 )
             else:
-                new_x, new_slots, trace = run_reference(case)
+                new_x, (r, c, v), trace = run_reference(case)
             computed = {"new_x": new_x, "update": new_x, "update_dominant": new_x}
-            if new_slots.r is not None:
-                computed.update(r=new_slots.r, c=new_slots.c, v_factored=new_slots.v)
+            if r is not None:
+                computed.update(r=r, c=c, v_factored=v)
             else:
-                computed["v_vector"] = new_slots.v
+                computed["v_vector"] = v
             res = CaseResult(case=case, errors={}, ratios={}, bounds_ulp={})
             for view, beta in (("E", None), ("R", trace.beta_2)):
                 ex, targets = _oracle_targets(case, seed, beta)
