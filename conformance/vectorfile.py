@@ -265,6 +265,19 @@ def version_message(version) -> str:
     return f"unknown schema_version {version!r}; this loader reads version {SCHEMA_VERSION} only"
 
 
+def check_text(text: str, path="<memory>", *, validate_schema: bool = True, digest: Optional[str] = None) -> dict:
+    """``parse_document`` with the in-process cache of ``load_corpus``: bytes that passed
+    (with the schema step, where ``validate_schema``) are parsed, not checked again.
+    ``digest``: the sha256 of the text's UTF-8 bytes, where the caller has it."""
+    digest = digest or hashlib.sha256(text.encode("utf-8")).hexdigest()
+    passed = _VALIDATED.get(digest)
+    outcome = {"skip": passed is not None and (passed or not validate_schema)}
+    document = parse_document(text, path, validate_schema=validate_schema, _outcome=outcome)
+    if not outcome["skip"]:
+        _VALIDATED[digest] = outcome["schema"]
+    return document
+
+
 def _vector_id_at(document, where):
     if len(where) >= 2 and where[0] == "vectors" and isinstance(where[1], int):
         try:
@@ -936,15 +949,24 @@ def unlisted_files(directory, manifest: dict) -> list[str]:
 #: sha256 of the vector files that passed validation in this process -> whether the JSON
 #: Schema step was part of it. The same bytes always give the same verdict, so a process
 #: that loads the corpus again (the test suite does dozens of times) parses it again but
-#: validates it once (the schema step takes seconds).
+#: checks it once.
 _VALIDATED: dict[str, bool] = {}
 
 
-def load_corpus(directory, *, validate_schema: bool = True) -> dict[str, dict]:
+def load_corpus(directory, *, validate_schema: bool = False) -> dict[str, dict]:
     """Load every file the manifest lists, checking sha256 and vector count first, then every
-    vector's meaning; ids must be unique across the corpus, and a vector file the manifest
-    does not list is an error (the gate would otherwise ignore it silently).
-    Returns {relative path: document}."""
+    vector's meaning (``check_document``); ids must be unique across the corpus, and a vector
+    file the manifest does not list is an error (the gate would otherwise ignore it silently).
+
+    The manifest pins every file's sha256, so a file whose bytes match it is trusted to follow
+    the JSON Schema (the corpus tests and ``generate --check`` validate it, and a file that
+    differs is refused); ``validate_schema=True`` validates it here too. Every semantic check
+    runs either way.
+
+    Returns {relative path: document}, each document's ``vectors`` a list of
+    ``conformance.vector.Vector``."""
+    from conformance.vector import Vector
+
     directory = Path(directory)
     manifest = load_manifest(directory)
     for relative in sorted(manifest["files"]):
@@ -968,15 +990,11 @@ def load_corpus(directory, *, validate_schema: bool = True) -> dict[str, dict]:
             raise VectorFormatError(path, f"sha256 {digest} does not match MANIFEST.json "
                                           f"({entry['sha256']}): the file was edited or damaged; "
                                           f"regenerate with `make vectors`")
-        passed = _VALIDATED.get(digest)
-        outcome = {"skip": passed is not None and (passed or not validate_schema)}
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise VectorFormatError(path, f"not UTF-8: {exc}")
-        document = parse_document(text, path, validate_schema=validate_schema, _outcome=outcome)
-        if not outcome["skip"]:
-            _VALIDATED[digest] = outcome["schema"]
+        document = check_text(text, path, validate_schema=validate_schema, digest=digest)
         if len(document["vectors"]) != entry["vectors"]:
             raise VectorFormatError(path, f"holds {len(document['vectors'])} vectors, "
                                           f"MANIFEST.json says {entry['vectors']}")
@@ -986,6 +1004,8 @@ def load_corpus(directory, *, validate_schema: bool = True) -> dict[str, dict]:
                 raise VectorFormatError(path, f"duplicate vector id: {directory / other} has a vector "
                                               "with the same id (ids are unique across the corpus)",
                                         vector["id"])
+        dialect = document.get("dialect", "keras")
+        document["vectors"] = [Vector(v, file=relative, path=path, dialect=dialect) for v in document["vectors"]]
         documents[relative] = document
     total = manifest.get("total_vectors")
     if total != len(owner):

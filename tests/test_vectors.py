@@ -18,7 +18,8 @@ VECTORS = Path(__file__).resolve().parent.parent / "vectors"
 
 @pytest.fixture(scope="module")
 def corpus():
-    return vf.load_corpus(VECTORS)
+    """The corpus, validated against the JSON Schema too (the gate trusts the manifest)."""
+    return vf.load_corpus(VECTORS, validate_schema=True)
 
 
 # ----------------------------------------------------------------------------- freshness
@@ -82,8 +83,10 @@ def test_every_file_validates_and_matches_manifest(corpus):
 
 
 def test_corpus_is_small():
+    """Every process of the gate loads the whole corpus (schema version 2's initial states
+    brought it to 8.2 MiB)."""
     total = sum(p.stat().st_size for p in VECTORS.rglob("*.json"))
-    assert total < 8 * 1024 * 1024, f"corpus is {total} bytes"
+    assert total < 9 * 1024 * 1024, f"corpus is {total} bytes"
 
 
 def test_every_argument_is_exercised():
@@ -334,8 +337,9 @@ def test_loader_refuses_a_vector_file_the_manifest_omits(tmp_path):
 
 
 def test_loader_validates_the_same_bytes_once_per_process(tmp_path, monkeypatch):
-    """load_corpus skips validation only for bytes that passed it before in this process,
-    and a schema-less pass does not stand in for the schema."""
+    """load_corpus trusts the manifest for the JSON Schema unless asked, runs the semantic
+    checks on bytes it has not checked in this process, and a schema-less pass does not
+    stand in for the schema."""
     small = ("keras/invalid.json", "keras/regression.json")  # a small corpus: the schema step is slow
     manifest = json.loads((VECTORS / "MANIFEST.json").read_text())
     manifest["files"] = {name: manifest["files"][name] for name in small}
@@ -357,13 +361,13 @@ def test_loader_validates_the_same_bytes_once_per_process(tmp_path, monkeypatch)
     monkeypatch.setattr(vf, "validate", counting("validate", real_validate))
     monkeypatch.setattr(vf, "check_document", counting("check_document", real_check))
     files = len(small)
-    vf.load_corpus(tmp_path / "v", validate_schema=False)
+    vf.load_corpus(tmp_path / "v")  # the default: the manifest vouches for the schema
     assert calls == {"validate": 0, "check_document": files}
     vf.load_corpus(tmp_path / "v", validate_schema=False)
     assert calls == {"validate": 0, "check_document": files}
-    vf.load_corpus(tmp_path / "v")  # the schema has not run on these bytes yet
+    vf.load_corpus(tmp_path / "v", validate_schema=True)  # the schema has not run on these bytes yet
     assert calls["validate"] == files
-    vf.load_corpus(tmp_path / "v")
+    vf.load_corpus(tmp_path / "v", validate_schema=True)
     assert calls["validate"] == files
     # other bytes are validated again: a damaged vector with a matching manifest is refused
     path = tmp_path / "v" / "keras" / "invalid.json"

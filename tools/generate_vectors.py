@@ -250,6 +250,19 @@ def compare_with(texts: dict[str, str], directory: Path) -> list[str]:
     return problems
 
 
+def schema_problems(texts: dict[str, str]) -> list[str]:
+    """Every generated vector file validated against the JSON Schema and the loader's checks
+    (the gate itself trusts MANIFEST.json for the schema): one message per file that fails."""
+    problems = []
+    for path, text in sorted(texts.items()):
+        if path.endswith(".json") and path != vf.MANIFEST_NAME:
+            try:
+                vf.check_text(text, path, validate_schema=True)
+            except vf.VectorFormatError as exc:
+                problems.append(f"{path}: fails validation: {exc}")
+    return problems
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory (default: vectors/)")
@@ -259,7 +272,7 @@ def main(argv=None) -> int:
     readme_source = args.out / "README.md" if (args.out / "README.md").exists() else DEFAULT_OUT / "README.md"
     texts = build_outputs(readme_source)
     if args.check:
-        problems = compare_with(texts, args.out)
+        problems = compare_with(texts, args.out) + schema_problems(texts)
         for p in problems:
             print(p)
         print("vectors are fresh" if not problems else f"{len(problems)} difference(s): run `make vectors`")
