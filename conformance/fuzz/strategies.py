@@ -46,6 +46,7 @@ which is Keras's behaviour and has its own hand-written vectors (``special_value
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import math
@@ -498,6 +499,64 @@ def values(draw, shape, kind: Optional[str] = None, allow_subnormal: bool = Fals
     return _seeded(np.random.default_rng(seed), size, kind, allow_subnormal, magnitudes).reshape(shape)
 
 
+#: How a seeded array (``seeded_values``) fills its elements: ``spread`` log-uniformly over the
+#: kind's range (as ``_seeded``), or ``round`` from the round numbers in it (its ends, powers
+#: of two and of ten): ties and exact values (RMS(x) equal to epsilon_2, equal rows), which
+#: element-by-element draws reach through Hypothesis's preference for simple floats.
+ARRAY_STYLES = ("spread", "spread", "spread", "round")
+
+
+@functools.lru_cache(maxsize=None)
+def _round_values(lo: float, hi: float) -> np.ndarray:
+    candidates = {lo, hi} | {2.0 ** k for k in range(-1074, 1024)} | {10.0 ** k for k in range(-307, 309)}
+    return np.array(sorted(v for v in candidates if lo <= v <= hi and v > 0))
+
+
+def _seeded_round(rng: np.random.Generator, size: int, kind: str, allow_subnormal: bool,
+                  magnitudes=MAGNITUDES) -> np.ndarray:
+    """Like ``_seeded``, every element a round number of its kind's range."""
+    if kind == "zeros":
+        return _seeded(rng, size, kind, allow_subnormal, magnitudes)
+    if kind == "mixed":
+        kinds = ["ordinary", "zeros", "tiny", "huge"] + (["subnormal"] if allow_subnormal else [])
+        choice = rng.integers(len(kinds), size=size)
+        out = np.empty(size)
+        for index, k in enumerate(kinds):
+            mask = choice == index
+            out[mask] = _seeded_round(rng, int(mask.sum()), k, allow_subnormal, magnitudes)
+        return out
+    lo, hi = magnitudes[kind]
+    if kind == "subnormal":
+        hi = float(np.nextafter(hi, 0))
+    pool = _round_values(lo, hi)
+    magnitude = pool[rng.integers(len(pool), size=size)] if len(pool) else np.full(size, lo)
+    if kind == "positive":
+        return magnitude
+    return magnitude * rng.choice([-1.0, 1.0], size=size)
+
+
+@functools.lru_cache(maxsize=None)
+def seeded_values(shape, kind: str, allow_subnormal: bool = False, lane: str = "float64") -> st.SearchStrategy:
+    """A float64 array of ``shape`` and value ``kind`` built from two draws, a seed and a
+    style (``ARRAY_STYLES``), whatever its size: the differential fuzzer's arrays. Cheaper
+    than ``values`` (whose small arrays Hypothesis draws, and shrinks, element by element);
+    a shrunk failure keeps its array as a seed. One strategy object per argument tuple."""
+    if kind == "subnormal" and not allow_subnormal:
+        raise ValueError("seeded_values(kind='subnormal') needs allow_subnormal=True")
+    if kind not in VALUE_KINDS and kind != "subnormal":
+        raise ValueError(f"unknown value kind {kind!r}; use one of {VALUE_KINDS + ('subnormal',)}")
+    shape = tuple(shape)
+    size = math.prod(shape)
+    magnitudes = lane_magnitudes(lane)
+
+    def build(drawn) -> np.ndarray:
+        seed, style = drawn
+        fill = _seeded_round if style == "round" else _seeded
+        return fill(np.random.default_rng(seed), size, kind, allow_subnormal, magnitudes).reshape(shape)
+
+    return st.tuples(st.integers(0, 2 ** 32 - 1), st.sampled_from(ARRAY_STYLES)).map(build)
+
+
 # ============================================================================ cases
 def array_source(a) -> str:
     """Python source that rebuilds ``a`` bit for bit."""
@@ -579,7 +638,8 @@ def describe(config: dict, variables, steps: int) -> str:
 @st.composite
 def cases(draw, config=None, variables=None, min_steps: int = 1, max_steps: int = MAX_STEPS,
           value_kinds=None, gradient_kinds=None, allow_subnormal: bool = False,
-          none_gradients: bool = True, exclusion: bool = True, lane: str = "float64"):
+          none_gradients: bool = True, exclusion: bool = True, lane: str = "float64",
+          elementwise: bool = True):
     """A ``FuzzCase`` (a ``tools.vector_cases.Case``) with explicit inputs.
 
     ``config``: a strategy of valid configurations (default ``configs()``); a callable
@@ -589,7 +649,8 @@ def cases(draw, config=None, variables=None, min_steps: int = 1, max_steps: int 
     to ``max_steps``; with ``none_gradients`` some gradients are ``None`` (never all of one
     step: that is an error vector of its own). With ``exclusion`` a weight-decayed case may
     exclude a variable from the decay, by name or by identity. ``lane``: the dtype the
-    case is for; value magnitudes are clipped to it (``lane_magnitudes``).
+    case is for; value magnitudes are clipped to it (``lane_magnitudes``). ``elementwise``:
+    arrays from ``values`` (small ones element by element); ``False``: from ``seeded_values``.
 
     The differential fuzzer draws ``fuzz_cases`` instead (below), which builds most of its
     examples to reach one named deep regime.
@@ -599,7 +660,7 @@ def cases(draw, config=None, variables=None, min_steps: int = 1, max_steps: int 
     steps = draw(st.integers(min_steps, max_steps))
     make_learning_rate = _pop_callable(config)
     initial, grads = draw(_inputs(variables, steps, value_kinds, gradient_kinds, allow_subnormal,
-                                  none_gradients, lane))
+                                  none_gradients, lane, elementwise))
     exclude = draw(_exclusions(config, variables, exclusion))
     return make_case(config, variables, (initial, grads), exclude, make_learning_rate)
 
@@ -613,13 +674,19 @@ def _pop_callable(config: dict):
 
 @st.composite
 def _inputs(draw, variables, steps: int, value_kinds=None, gradient_kinds=None, allow_subnormal: bool = False,
-            none_gradients: bool = True, lane: str = "float64"):
+            none_gradients: bool = True, lane: str = "float64", elementwise: bool = True):
     """``(initial values, per-step gradients)`` for ``variables`` (see ``cases``)."""
+    if elementwise:
+        def array(shape, kind):
+            return values(shape, kind, allow_subnormal=allow_subnormal, lane=lane)
+    else:
+        def array(shape, kind):
+            return seeded_values(tuple(shape), kind, allow_subnormal, lane)
     initial = []
     for _, shape in variables:
         kind = draw(st.sampled_from(tuple(value_kinds or VALUE_KINDS)))
         event(f"initial values: {kind}")
-        initial.append(draw(values(shape, kind, allow_subnormal=allow_subnormal, lane=lane)))
+        initial.append(draw(array(shape, kind)))
     grad_kinds = []
     for _ in variables:
         kind = draw(st.sampled_from(tuple(gradient_kinds or VALUE_KINDS)))
@@ -632,7 +699,7 @@ def _inputs(draw, variables, steps: int, value_kinds=None, gradient_kinds=None, 
                    for _ in variables]
         if not any(present):
             present[step % len(variables)] = True
-        grads.append([draw(values(shape, kind, allow_subnormal=allow_subnormal, lane=lane)) if p else None
+        grads.append([draw(array(shape, kind)) if p else None
                       for (_, shape), kind, p in zip(variables, grad_kinds, present)])
     return initial, grads
 
@@ -760,7 +827,7 @@ def _regime_accumulation_clip(draw, lane: str, depth: Depth):
     variables = draw(variable_sets(shapes=shapes(max_extent=depth.max_extent)))
     # No zeros: an all-zero update cannot be clipped.
     inputs = draw(_inputs(variables, steps, gradient_kinds=("ordinary", "positive", "huge", "mixed", "tiny"),
-                          lane=lane))
+                          lane=lane, elementwise=False))
     # The threshold is a fraction of the second largest statistic over the real updates:
     # the clip binds on at least two updates, and on others only if their statistic is
     # large enough (clipping on every update by the same global factor would hide a port
@@ -786,7 +853,7 @@ def _regime_accumulation_schedule(draw, lane: str, depth: Depth):
                                             boundaries=st.integers(n - 1, last - 1), varying=True))
     config = dict(draw(configs(gradient_accumulation_steps=n, learning_rate=schedule)))
     variables = draw(variable_sets(shapes=shapes(max_extent=depth.max_extent)))
-    inputs = draw(_inputs(variables, steps, lane=lane))
+    inputs = draw(_inputs(variables, steps, lane=lane, elementwise=False))
     exclude = draw(_exclusions(config, variables))
     return make_case(config, variables, inputs, exclude, None)
 
@@ -802,7 +869,7 @@ def _regime_ema_overwrite(draw, lane: str, depth: Depth):
     config = dict(draw(configs(use_ema=True, ema_overwrite_frequency=frequency, gradient_accumulation_steps=n)))
     make_learning_rate = _pop_callable(config)
     variables = draw(variable_sets(shapes=shapes(max_extent=depth.max_extent)))
-    inputs = draw(_inputs(variables, steps, lane=lane))
+    inputs = draw(_inputs(variables, steps, lane=lane, elementwise=False))
     exclude = draw(_exclusions(config, variables))
     return make_case(config, variables, inputs, exclude, make_learning_rate)
 
@@ -819,7 +886,7 @@ def _regime_relative_step_false_high_lr(draw, lane: str, depth: Depth):
     lr = draw(st.one_of(st.sampled_from([v for v in (1.5, 2.0, 4.0) if v > low]), st.floats(low, 4.0)))
     config = dict(draw(configs(relative_step=False, learning_rate=lr, gradient_accumulation_steps=n)))
     variables = draw(variable_sets(shapes=shapes(max_extent=depth.max_extent)))
-    inputs = draw(_inputs(variables, steps, lane=lane))
+    inputs = draw(_inputs(variables, steps, lane=lane, elementwise=False))
     exclude = draw(_exclusions(config, variables))
     return make_case(config, variables, inputs, exclude, None)
 
@@ -835,7 +902,8 @@ def _regime_weight_decay_epsilon_2(draw, lane: str, depth: Depth):
     n = config.get("gradient_accumulation_steps")
     if n:
         steps = max(steps, n)
-    initial, grads = draw(_inputs(variables, steps, value_kinds=("ordinary", "positive", "tiny"), lane=lane))
+    initial, grads = draw(_inputs(variables, steps, value_kinds=("ordinary", "positive", "tiny"), lane=lane,
+                                          elementwise=False))
     # Every variable below epsilon_2 (max|x| = fraction * epsilon_2, so RMS(x) <= epsilon_2).
     fraction = draw(st.floats(0.01, 0.9))
     initial = [x * (fraction * epsilon_2 / np.max(np.abs(x)))
@@ -853,7 +921,7 @@ def _regime_long_run(draw, lane: str, depth: Depth):
         steps = max(steps, n * math.ceil(9 / n))  # a real update after step 8
     make_learning_rate = _pop_callable(config)
     variables = draw(variable_sets(shapes=shapes(max_extent=depth.max_extent)))
-    inputs = draw(_inputs(variables, steps, lane=lane))
+    inputs = draw(_inputs(variables, steps, lane=lane, elementwise=False))
     exclude = draw(_exclusions(config, variables))
     return make_case(config, variables, inputs, exclude, make_learning_rate)
 
@@ -878,7 +946,7 @@ def _regime_long_axis(draw, lane: str, depth: Depth):
     n = config.get("gradient_accumulation_steps")
     if n:
         steps = max(steps, n)
-    initial, grads = draw(_inputs(variables, steps, lane=lane))
+    initial, grads = draw(_inputs(variables, steps, lane=lane, elementwise=False))
     exclude = draw(_exclusions(config, variables))
     return make_case(config, variables, (initial, grads), exclude, make_learning_rate)
 
@@ -886,7 +954,7 @@ def _regime_long_axis(draw, lane: str, depth: Depth):
 @st.composite
 def _regime_free(draw, lane: str, depth: Depth):
     return draw(cases(variables=variable_sets(shapes=shapes(max_extent=depth.max_extent)),
-                      max_steps=depth.max_steps, lane=lane))
+                      max_steps=depth.max_steps, lane=lane, elementwise=False))
 
 
 _BUILDERS = {
