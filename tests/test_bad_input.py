@@ -601,6 +601,49 @@ def test_expected_state_present_where_keras_keeps_none(tmp_path):
     refused(damaged(tmp_path, damage), "steps[0].expected.r[1] must be null")
 
 
+# --- the initial state (schema version 2): checked like an expected state, without the schema
+def test_initial_state_of_the_wrong_shape(tmp_path):
+    def damage(vector):  # r of the (5, 3) kernel is (5,); make it (1, 5)
+        vector["initial_state"]["r"][0]["shape"] = [1, 5]
+    refused(damaged(tmp_path, damage), "initial_state.r[0]", "[1, 5]", "expected [5]")
+
+
+def test_initial_state_present_where_keras_keeps_none(tmp_path):
+    def damage(vector):  # no use_ema: Keras keeps no average
+        vector["initial_state"]["average"] = [vector["variables"][0]["initial"], vector["variables"][1]["initial"]]
+    refused(damaged(tmp_path, damage), "initial_state.average must be null")
+
+
+def test_initial_state_missing_from_a_vector_with_steps(tmp_path):
+    refused(damaged(tmp_path, lambda v: v.update(initial_state=None)), "initial_state = null",
+            "needs the state before step 1")
+    refused(damaged(tmp_path, lambda v: v.update(rms_floor=None)), "rms_floor = null")
+
+
+def test_initial_state_in_a_vector_without_steps(tmp_path):
+    relative, vector_id = "keras/invalid.json", "invalid/clipnorm_and_clipvalue"
+    document = one_vector(relative, vector_id)
+    source = one_vector(KERAS_FILE, KERAS_ID)["vectors"][0]
+    document["vectors"][0]["initial_state"] = source["initial_state"]
+    refused(write_corpus(tmp_path / "v", {relative: document}), "initial_state and rms_floor must be null",
+            vector_id=vector_id, relative=relative)
+
+
+def test_initial_state_nonfinite_without_its_flag(tmp_path):
+    def damage(vector):
+        vector["initial_state"]["v"][1]["bits"][2] = "7ff8000000000000"
+    refused(damaged(tmp_path, damage), "initial_state.v[1] holds NaN or inf", "NONFINITE_STATE")
+    refused(damaged(tmp_path, lambda v: v.update(rms_floor="7ff0000000000000")), "rms_floor holds NaN or inf")
+
+
+def test_state_dtypes_name_a_kind_and_a_dtype_the_state_keeps(tmp_path):
+    refused(damaged(tmp_path, lambda v: v.update(state_dtypes={"momentum": "float8"})),
+            "state_dtypes.momentum = \"float8\"")
+    refused(damaged(tmp_path, lambda v: v.update(state_dtypes={"moment": "float32"})), "state_dtypes.moment")
+    refused(damaged(tmp_path, lambda v: v.update(state_dtypes={"momentum": "float32"})),
+            "state_dtypes names momentum, but the initial state keeps no momentum")
+
+
 def test_gradient_of_the_wrong_shape_with_the_right_count(tmp_path):
     directory = damaged(tmp_path, lambda v: _transpose_shape(v["steps"][4]["grads"][0]))
     refused(directory, "steps[4].grads[0]", "[3, 5]", "[5, 3]")

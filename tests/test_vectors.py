@@ -388,6 +388,98 @@ def test_float_encoding_is_exact_for_specials():
     assert vf.float_to_bits(1.0) == "3ff0000000000000"
 
 
+# ----------------------------------------------------------------------------- the Vector type
+def _bits(a) -> list:
+    return [vf.float_to_bits(x) for x in np.asarray(a, dtype=np.float64).ravel()]
+
+
+def test_vectors_decode_every_field_of_the_json(corpus):
+    """Each loaded Vector's typed fields say what its JSON says: names, shapes, error,
+    initial state (variables from ``variables[i].initial``), every step's gradients,
+    expected state, learning rate, step flags and the cumulative count of recorded calls."""
+    from conformance.vector import Vector
+    from reference.state import Kind
+
+    for relative, vector in vf.iter_vectors(corpus):
+        raw = vector.raw
+        assert isinstance(vector, Vector) and vector.file == relative and vector.id == raw["id"]
+        assert vector.dialect == corpus[relative]["dialect"] and vector["dialect"] == vector.dialect
+        assert vector.names == tuple(v["name"] for v in raw["variables"])
+        assert [_bits(x) for x in vector.initial] == [v["initial"]["bits"] for v in raw["variables"]]
+        if raw["error"] is None:
+            assert vector.error is None
+        else:
+            assert (vector.error.cls, vector.error.at, vector.error.message_contains, vector.error.step) == \
+                (raw["error"]["class"], raw["error"]["at"], raw["error"]["message_contains"], raw["error"].get("step"))
+        assert {str(k): str(d) for k, d in vector.state_dtypes.items()} == raw["state_dtypes"]
+        start = vector.initial_state
+        if raw["initial_state"] is None:
+            assert start is None and vector.rms_floor is None
+            continue
+        assert vf.float_to_bits(vector.rms_floor) == raw["rms_floor"]
+        assert start.variables is not None and all(a is b for a, b in zip(start.variables, vector.initial))
+        for k in Kind:
+            if k is not Kind.VARIABLES:
+                recorded = raw["initial_state"].get(k.value)
+                assert (start.get(k) is None) == (recorded is None), (vector.id, k)
+                for a, e in zip(start.get(k) or [], recorded or []):
+                    assert (a is None) == (e is None) and (a is None or _bits(a) == e["bits"]), (vector.id, k)
+        calls = 0
+        for step, raw_step in zip(vector.steps, raw["steps"], strict=True):
+            assert [None if g is None else _bits(g) for g in step.grads] == \
+                [None if g is None else g["bits"] for g in raw_step["grads"]]
+            calls += len(raw_step.get("learning_rate_calls", []))
+            assert [vf.float_to_bits(x) for x in step.learning_rate_calls] == raw_step.get("learning_rate_calls", [])
+            e = raw_step["expected"]
+            if e is None:
+                assert step.expected is None
+                continue
+            state = step.expected
+            assert (state.iterations, state.learning_rate_calls) == (e["iterations"], calls)
+            assert state.flags == {"is_update_step": e["is_update_step"], "ema_overwritten": e["ema_overwritten"]}
+            assert step.learning_rate == (None if e["learning_rate"] is None else vf.bits_to_float(e["learning_rate"]))
+            for k in Kind:
+                recorded = e.get(k.value)
+                assert (state.get(k) is None) == (recorded is None), (vector.id, step.index, k)
+                assert [None if a is None else _bits(a) for a in state.get(k) or []] == \
+                    [None if a is None else a["bits"] for a in recorded or []], (vector.id, step.index, k)
+
+
+def test_vector_arrays_are_decoded_once_and_read_only(corpus):
+    """Every lane of a process shares one decoding: the arrays cannot be changed by mistake."""
+    _, vector = vf.find(corpus, "shapes/defaults/tall")
+    assert vector.steps is vector.steps and vector.initial_state is vector.initial_state
+    for array in (vector.initial[0], vector.initial_state.v[0], vector.steps[0].grads[0],
+                  vector.steps[0].expected.r[0]):
+        with pytest.raises(ValueError, match="read-only"):
+            array[...] = 0.0
+    copy = vector.initial_state.copy()
+    copy.v[0][...] = 1.0  # a copy is the caller's own
+    assert not vector.initial_state.v[0].any()
+
+
+def test_in_memory_vectors_are_checked_when_decoded():
+    """A vector built in memory skips the loader; decoding its steps still refuses a
+    missing or misshapen gradient, naming the vector, and a version-1 vector (no initial
+    state) is refused with what version 2 added."""
+    from conformance.vector import as_vector
+
+    raw = json.loads((VECTORS / "keras" / "arguments.json").read_text())["vectors"][0]
+    assert as_vector(raw).steps[0].grads[0].shape == tuple(raw["variables"][0]["initial"]["shape"])
+    short = {**raw, "steps": [{**raw["steps"][0], "grads": raw["steps"][0]["grads"][:1]}]}
+    with pytest.raises(vf.VectorFormatError, match=rf"{raw['id']}.*steps\[0\] holds 1 gradients for 2 variables"):
+        as_vector(short).steps
+    grads = [dict(raw["steps"][0]["grads"][0], shape=raw["steps"][0]["grads"][0]["shape"][::-1])]
+    turned = {**raw, "steps": [{**raw["steps"][0], "grads": grads + raw["steps"][0]["grads"][1:]}]}
+    with pytest.raises(vf.VectorFormatError, match=r"steps\[0\]\.grads\[0\] has shape \[3, 5\], variable 0 has"):
+        as_vector(turned).steps
+    old = {key: value for key, value in raw.items() if key not in ("initial_state", "state_dtypes", "rms_floor")}
+    with pytest.raises(vf.VectorFormatError, match=r"no initial_state: a vector of schema version 1\?"):
+        as_vector(old)
+    vector = as_vector(raw)
+    assert as_vector(vector) is vector
+
+
 # ----------------------------------------------------------------------------- replay
 def _all_vectors():
     documents = vf.load_corpus(VECTORS)
