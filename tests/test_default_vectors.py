@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conformance import replay, runner
+from conformance import runner
 from conformance import vectorfile as vf
 from conformance.adapters.reference import ReferenceAdapter
+from conformance.vector import as_vector
 from conformance.tolerance import Policy
 from reference import Adafactor
 
@@ -68,7 +69,7 @@ def policy():
 
 
 def _defaults_vectors(corpus, dialect):
-    return [(path, v) for path, v in corpus if "DEFAULT_ARGUMENTS" in v["flags"] and vf.dialect_of(v) == dialect]
+    return [(path, v) for path, v in corpus if "DEFAULT_ARGUMENTS" in v.flags and v.dialect == dialect]
 
 
 class WrongDefault(ReferenceAdapter):
@@ -79,23 +80,24 @@ class WrongDefault(ReferenceAdapter):
         self.key, self.value = key, value
 
     def create(self, vector, dtype, device):
-        if self.key not in vector["config"]:
-            vector = {**vector, "config": {**vector["config"], self.key: self.value}}
+        if self.key not in vector.config:
+            vector = as_vector({**vector.raw, "config": {**vector.config, self.key: self.value}}, file=vector.file,
+                               dialect=vector.dialect)
         return super().create(vector, dtype, device)
 
 
 def test_default_vectors_leave_arguments_out(corpus):
     keras = _defaults_vectors(corpus, "keras")
-    assert any(v["config"] == {} for _, v in keras), "one Keras vector with an empty config"
+    assert any(v.config == {} for _, v in keras), "one Keras vector with an empty config"
     for _, v in keras:
-        assert set(v["config"]) < set(KERAS_DEFAULTS), v["id"]
-        assert v["result"] == "valid", v["id"]
+        assert set(v.config) < set(KERAS_DEFAULTS), v.id
+        assert v.result == "valid", v.id
     for dialect in WRONG_DIALECT_DEFAULTS:
-        assert any(v["config"] == {} for _, v in _defaults_vectors(corpus, dialect)), dialect
+        assert any(v.config == {} for _, v in _defaults_vectors(corpus, dialect)), dialect
     # every other valid vector states every argument
-    full = [v for _, v in corpus if vf.dialect_of(v) == "keras" and v["result"] != "invalid"
-            and "DEFAULT_ARGUMENTS" not in v["flags"]]
-    assert full and all(set(v["config"]) == set(KERAS_DEFAULTS) for v in full)
+    full = [v for _, v in corpus if v.dialect == "keras" and v.result != "invalid"
+            and "DEFAULT_ARGUMENTS" not in v.flags]
+    assert full and all(set(v.config) == set(KERAS_DEFAULTS) for v in full)
 
 
 def test_every_keras_default_is_checked_or_explained():
@@ -131,11 +133,11 @@ def test_wrong_dialect_default_fails(corpus, policy, dialect, key):
 
 # ----------------------------------------------------------------------------- underflowing norm
 def test_square_underflow_vectors(corpus):
-    ids = {v["id"]: v for _, v in corpus if "SQUARE_UNDERFLOW" in v["flags"]}
+    ids = {v.id: v for _, v in corpus if "SQUARE_UNDERFLOW" in v.flags}
     for key in ("clipnorm", "global_clipnorm"):
         v = ids[f"special_values/{key}_squares_underflow"]
-        assert v["result"] == "valid" and 0 < v["config"][key] < 1
-        g = replay.decode_grads(v, v["steps"][0])[0]
+        assert v.result == "valid" and 0 < v.config[key] < 1
+        g = v.steps[0].grads[0]
         assert np.all(g != 0) and np.sum(g * g) == 0  # every square underflows in float64
         # lower precision cannot hold these gradients: those lanes skip with the reason
         for dtype in ("float32", "float16", "bfloat16"):
@@ -153,7 +155,7 @@ def _norm_of_zero_is_one(g, clipnorm):
 def test_zero_norm_port_fails(corpus, policy, monkeypatch, key, wrong):
     from reference import clipping
 
-    chosen = [(p, v) for p, v in corpus if v["id"] == f"special_values/{key}_squares_underflow"]
+    chosen = [(p, v) for p, v in corpus if v.id == f"special_values/{key}_squares_underflow"]
     assert runner.run_lane(ReferenceAdapter(), chosen, VECTORS, "float64", "cpu", "teacher", policy, []).conforms
     monkeypatch.setattr(clipping, "clip_by_norm", wrong)
     report = runner.run_lane(ReferenceAdapter(), chosen, VECTORS, "float64", "cpu", "teacher", policy, [])
