@@ -1,73 +1,212 @@
-"""Shared pytest configuration: the Hypothesis profiles of the property suite.
+"""Shared pytest configuration: the Hypothesis profile, the test markers, the corpus
+fixtures and the marker guards. tests/README.md says how to use the markers.
 
-Select a profile with the environment variable ``ADAFACTOR_HYPOTHESIS_PROFILE`` (default
-``ci``); the profile applies to every Hypothesis test under tests/ (today
-tests/test_properties.py):
+Hypothesis profile
+    ``ADAFACTOR_HYPOTHESIS_PROFILE`` (``ci`` by default, ``dev``, ``campaign``) selects one
+    of the profiles that conformance/fuzz/profiles.py defines (the one definition; see its
+    docstring for what each holds). A value that names no profile is a usage error.
 
-``ci`` (default; what ``make test`` and CI run)
-    ``derandomize=True``: the examples are a fixed function of each test, so every run
-    draws the same ones and CI cannot flake; ``max_examples=100``; ``database=None``: no
-    example database is read or written; ``deadline=None`` (a timing deadline would make a
-    slow machine fail); ``print_blob=True`` (a failure prints ``@reproduce_failure``);
-    the timing-based ``too_slow`` health check is off, since it is the one check whose
-    outcome depends on the machine; no ``target`` phase: targeting climbs on measured
-    values whose last bits differ between machines (SIMD reductions), which would make the
-    "fixed" sequence machine-dependent; and no constants harvested from loaded local modules
-    (``stable_constants``), which would make the sequence depend on what else the process
-    imported (conformance/fuzz/profiles.py).
-``dev`` (local exploration)
-    random examples (a new sample every run), ``max_examples=500``, Hypothesis's default
-    local database in ``.hypothesis/examples`` (failures are replayed first next time).
-``campaign`` (long fuzzing runs, e.g. overnight)
-    random, ``max_examples=20000``, a persistent ``DirectoryBasedExampleDatabase`` at
-    ``.hypothesis/campaign`` (ignored by git: ``.hypothesis/``) that keeps every failing
-    and interesting example across runs.
+Markers (registered in pyproject.toml, ``--strict-markers``)
+    ``framework``: needs a real framework (torch, JAX, Keras, TensorFlow, optax,
+    transformers) in-process or in a child process. ``subprocess``: starts a child
+    process. ``slow``: one of the tests that take most of the suite's time (over about
+    5 s each on the 2-core CI machine). Most tests get theirs here, from ``MODULE_MARKS``,
+    ``TEST_MARKS`` and ``FIXTURE_MARKS``, so that the test modules need not repeat them; a
+    test module may also mark a test itself.
 
-    ADAFACTOR_HYPOTHESIS_PROFILE=dev .venv/bin/python -m pytest tests/test_properties.py
-    ADAFACTOR_HYPOTHESIS_PROFILE=campaign .venv/bin/python -m pytest tests/test_properties.py -x
+Guards
+    A test that starts a child process without the ``subprocess`` marker, or imports a
+    framework without the ``framework`` marker, gets an error at teardown naming what it
+    did. A framework already imported by an earlier test cannot be seen; ``pytest -m "not
+    framework"`` imports none, so that run checks every test it selects.
 
-Tests that are heavier than the rest ask for a fraction of the profile's ``max_examples``
-(``examples(fraction)`` in tests/test_properties.py), so the profiles scale them too.
-Add ``--hypothesis-show-statistics`` to see examples, discards and run time per test.
+Collection
+    A module whose every test carries a marker that ``-m`` deselects is not imported at all
+    (``pytest_ignore_collect``): ``-m "not framework"`` does not pay for importing torch or
+    TensorFlow at collection.
 """
 
-import os
+from __future__ import annotations
+
+import fnmatch
+import itertools
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-try:
-    from hypothesis import HealthCheck, settings
-    from hypothesis.database import DirectoryBasedExampleDatabase
+from tests import helpers
 
-    from conformance.fuzz.profiles import CI_PHASES
-except ImportError:  # hypothesis is a test extra; the rest of the suite runs without it
-    settings = None
+pytest_plugins = ["pytester"]  # tests of pytest plugins and of this file's hooks
 
-PROFILE_VARIABLE = "ADAFACTOR_HYPOTHESIS_PROFILE"
-PROFILES = ("ci", "dev", "campaign")
-REPO = Path(__file__).resolve().parent.parent
+REPO = helpers.REPO
+FRAMEWORKS = ("torch", "jax", "tensorflow", "keras", "optax", "transformers", "flax")
 
-if settings is not None:
-    settings.register_profile(
-        "ci", max_examples=100, derandomize=True, database=None, deadline=None, print_blob=True,
-        suppress_health_check=[HealthCheck.too_slow], phases=CI_PHASES)
-    settings.register_profile("dev", max_examples=500, deadline=None, print_blob=True)
-    settings.register_profile(
-        "campaign", max_examples=20000, deadline=None, print_blob=True,
-        database=DirectoryBasedExampleDatabase(str(REPO / ".hypothesis" / "campaign")))
-    _profile = os.environ.get(PROFILE_VARIABLE, "ci") or "ci"
-    if _profile not in PROFILES:
-        raise pytest.UsageError(f"{PROFILE_VARIABLE}={_profile!r}: use one of {', '.join(PROFILES)}")
-    settings.load_profile(_profile)
-    if _profile == "ci":
-        # The same examples whatever the process imported (conformance/fuzz/profiles.py).
-        from conformance.fuzz.profiles import stable_constants
+_FRAMEWORK = ("framework",)
+_FRAMEWORK_SUBPROCESS = ("framework", "subprocess")
 
-        stable_constants()
+#: Markers of every test of a module (by file stem).
+MODULE_MARKS = {
+    "test_dialect_torch": _FRAMEWORK,          # imports torch at module level
+    "test_dialect_transformers": _FRAMEWORK,   # imports torch and transformers at module level
+    "test_fail_closed": ("subprocess",),       # the gate's CLI and its supervised children
+    "test_keras_adapters": _FRAMEWORK_SUBPROCESS,
+    "test_keras_injected": _FRAMEWORK_SUBPROCESS,
+    "test_keras_tf_crosscheck": _FRAMEWORK_SUBPROCESS,
+    "test_sharded": _FRAMEWORK,                # imports keras and jax at module level
+}
+
+#: Markers of single tests: ``"<file stem>::<test function>"`` (fnmatch patterns; the
+#: parametrisation is left out).
+TEST_MARKS = {
+    "test_arguments::test_get_config_matches_keras": _FRAMEWORK_SUBPROCESS,
+    "test_bad_input::test_*_match_real_keras": _FRAMEWORK_SUBPROCESS,
+    "test_bad_input::test_the_gate_exits_2_*": ("subprocess",),
+    "test_deviations::test_real_tensorflow_schedules_stay_within_the_models_ulps": _FRAMEWORK_SUBPROCESS,
+    "test_dialect_optax::test_gate_passes_on_the_optax_vectors*": _FRAMEWORK_SUBPROCESS,
+    "test_dialect_optax::test_xla_cpu_keeps_a_bfloat16_momentum_product_in_float32": _FRAMEWORK_SUBPROCESS,
+    "test_dialect_torch::test_gate_cli_conforms_on_the_torch_vectors": ("subprocess",),
+    "test_dialect_transformers::test_real_transformers_conforms_on_its_vectors": ("subprocess",),
+    "test_fuzzing::test_keras_adapters_survive_fuzzing": _FRAMEWORK_SUBPROCESS,
+    "test_fuzzing::test_ci_profile_draws_do_not_depend_on_loaded_modules": ("subprocess",),
+    "test_gate::test_cli_*": ("subprocess",),
+    "test_gate::test_results_file_*": ("subprocess",),
+    "test_gate::test_parallel_adapters_merge_into_one_report": ("subprocess",),
+    "test_gate::test_split_by_dtype_merges_lanes_and_a_crash_is_an_error": ("subprocess",),
+    "test_gate::test_gpu_lanes_skip_adapters_that_see_no_gpu": ("subprocess",),
+    "test_half_precision::test_matches_torch_within_one_ulp": _FRAMEWORK,
+    "test_half_precision::test_matches_jax_within_one_ulp": _FRAMEWORK_SUBPROCESS,
+    "test_pytest_entry::test_entry_point_runs_a_native_dialect": _FRAMEWORK,
+    "test_sharded::test_sharded_*": ("subprocess",),
+    "test_sharded::test_gate_fails_a_port_that_reduces_over_its_local_shard_only": ("subprocess",),
+    "test_mutation_tool::test_every_mutant_killed": ("subprocess", "slow"),
+    "test_mutation_tool::test_resume_carries_kills_and_retests_the_rest": ("subprocess", "slow"),
+    "test_mutation_tool::test_unexplained_survivor_fails_and_is_listed": ("subprocess", "slow"),
+    "test_mutation_tool::test_mutants_are_real_and_applied_to_the_copy_only": ("subprocess", "slow"),
+    "test_mutation_tool::test_interrupted_run_leaves_the_tree_alone": ("subprocess", "slow"),
+}
+
+#: Markers of every test that uses a fixture (by fixture name; module-scoped fixtures that
+#: run a real framework in a child process).
+FIXTURE_MARKS = {
+    "keras_configs": _FRAMEWORK_SUBPROCESS,
+    "keras_errors": _FRAMEWORK_SUBPROCESS,
+    "keras_results": _FRAMEWORK_SUBPROCESS,
+    "real_optax": _FRAMEWORK_SUBPROCESS,
+    "real_optax_momentum": _FRAMEWORK_SUBPROCESS,
+}
+
+
+def _load_hypothesis_profile():
+    try:
+        from conformance.fuzz import profiles
+    except ImportError:  # hypothesis is a test extra; the rest of the suite runs without it
+        return None
+    try:
+        return profiles.load(root=REPO / ".hypothesis")
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+HYPOTHESIS_PROFILE = _load_hypothesis_profile()
 
 
 def pytest_report_header(config):
-    if settings is None:
+    if HYPOTHESIS_PROFILE is None:
         return None
-    return f"hypothesis profile: {os.environ.get(PROFILE_VARIABLE, 'ci') or 'ci'} ({PROFILE_VARIABLE})"
+    return f"hypothesis profile: {HYPOTHESIS_PROFILE} (ADAFACTOR_HYPOTHESIS_PROFILE)"
+
+
+# ----------------------------------------------------------------------------- markers
+def marks_of(stem: str, function: str, fixtures=()) -> set:
+    """The markers this file gives test ``function`` of module ``stem`` using ``fixtures``."""
+    marks = set(MODULE_MARKS.get(stem, ()))
+    for pattern, names in TEST_MARKS.items():
+        if fnmatch.fnmatchcase(f"{stem}::{function}", pattern):
+            marks.update(names)
+    for fixture in fixtures:
+        marks.update(FIXTURE_MARKS.get(fixture, ()))
+    return marks
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        stem = Path(str(item.path)).stem
+        function = getattr(item, "originalname", None) or item.name.split("[")[0]
+        for name in sorted(marks_of(stem, function, getattr(item, "fixturenames", ()))):
+            item.add_marker(name)
+
+
+def _deselected_whole(markexpr: str, marks: set, registered: list) -> bool:
+    """Whether ``markexpr`` deselects every test that carries ``marks``, whatever other
+    registered markers it carries."""
+    try:
+        from _pytest.mark.expression import Expression
+
+        expression = Expression.compile(markexpr)
+    except Exception:  # a private pytest API or an expression pytest will report itself
+        return False
+    others = [name for name in registered if name not in marks]
+    for values in itertools.product((False, True), repeat=len(others)):
+        present = marks | {name for name, value in zip(others, values) if value}
+        if expression.evaluate(lambda name, **_: name in present):
+            return False
+    return True
+
+
+def pytest_ignore_collect(collection_path, config):
+    """Do not import a module whose every test ``-m`` deselects (``MODULE_MARKS``)."""
+    markexpr = config.option.markexpr
+    marks = set(MODULE_MARKS.get(Path(str(collection_path)).stem, ()))
+    if not markexpr or not marks or collection_path.suffix != ".py":
+        return None
+    registered = [line.split(":")[0].strip() for line in config.getini("markers")]
+    return True if _deselected_whole(markexpr, marks, registered) else None
+
+
+# ----------------------------------------------------------------------------- guards
+@pytest.fixture(autouse=True)
+def _marker_guard(request, monkeypatch):
+    """Fails a test at teardown that starts a child process without ``subprocess`` or
+    imports a framework without ``framework`` (see the module docstring)."""
+    node = request.node
+    spawned = []
+    if node.get_closest_marker("subprocess") is None:
+        original = subprocess.Popen.__init__
+
+        def recording_init(self, args, *rest, **kwargs):
+            spawned.append(args)
+            original(self, args, *rest, **kwargs)
+
+        monkeypatch.setattr(subprocess.Popen, "__init__", recording_init)
+    check_frameworks = node.get_closest_marker("framework") is None
+    before = {name for name in FRAMEWORKS if name in sys.modules}
+    yield
+    problems = []
+    if spawned:
+        command = spawned[0] if isinstance(spawned[0], str) else " ".join(map(str, spawned[0]))
+        problems.append(f"started {len(spawned)} child process(es) (first: {command[:200]!r}) "
+                        "without the `subprocess` marker")
+    if check_frameworks:
+        imported = sorted(name for name in FRAMEWORKS if name in sys.modules and name not in before)
+        if imported:
+            problems.append(f"imported {', '.join(imported)} without the `framework` marker")
+    if problems:
+        pytest.fail(f"{node.nodeid}: " + "; ".join(problems) + ": add the marker (tests/conftest.py "
+                    "MODULE_MARKS/TEST_MARKS/FIXTURE_MARKS, or @pytest.mark.<name> on the test)", pytrace=False)
+
+
+# ----------------------------------------------------------------------------- the corpus
+@pytest.fixture(scope="session")
+def corpus() -> dict:
+    """The golden corpus, ``{relative path: document}``, loaded once per test process
+    (``tests.helpers.corpus``); read-only."""
+    return helpers.corpus()
+
+
+@pytest.fixture(scope="session")
+def corpus_vectors() -> tuple:
+    """Every corpus vector as ``(relative path, vector)``, loaded once per test process
+    (``tests.helpers.corpus_vectors``); read-only."""
+    return helpers.corpus_vectors()

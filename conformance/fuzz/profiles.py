@@ -18,21 +18,35 @@ on one adapter or dtype replays first on that one only, on every later run.
 Every profile splits its examples into quotas (``quotas``): 30 % drawn freely, the rest
 shared equally by the deep regimes of ``strategies.REGIMES``, each built to bind.
 
-Select with ``ADAFACTOR_HYPOTHESIS_PROFILE`` (tests) or ``--profile`` (the fuzz CLI).
+The same three names are registered as Hypothesis profiles for the property suite
+(``register``, ``load``; tests/conftest.py loads the one ``ADAFACTOR_HYPOTHESIS_PROFILE``
+names): ``PROPERTY_EXAMPLES`` examples per property test, the property suite's example
+database under ``.hypothesis/<profile>/properties`` outside ``ci``, and otherwise the
+settings the fuzzer gets from ``settings``. This module is the one definition of the
+profiles; nothing else registers any.
+
+Select with ``ADAFACTOR_HYPOTHESIS_PROFILE`` (tests; the fuzz CLI's default) or
+``--profile`` (the fuzz CLI).
 """
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
-from hypothesis import Phase
+from hypothesis import HealthCheck, Phase
 from hypothesis import settings as _settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
 from conformance.fuzz.strategies import FREE, REGIMES, Depth
 
+#: The environment variable naming the profile of the test suite (and the fuzz CLI's default).
+PROFILE_VARIABLE = "ADAFACTOR_HYPOTHESIS_PROFILE"
+#: Examples per differential fuzzing run (``conformance.fuzz.differential.fuzz``).
 EXAMPLES = {"ci": 60, "dev": 300, "campaign": 20000}
+#: Examples per property test (tests/test_properties.py; its heavier tests ask for a fraction).
+PROPERTY_EXAMPLES = {"ci": 100, "dev": 500, "campaign": 20000}
 #: How examples are graded: ``both`` draws teacher-forced or trajectory per example.
 MODES = {"ci": "teacher", "dev": "both", "campaign": "both"}
 #: How far the examples reach (shapes, steps; see ``strategies.Depth``).
@@ -46,6 +60,9 @@ DEPTH = {
 }
 #: Share of each profile's examples drawn without a regime (``strategies.FREE``).
 FREE_SHARE = 0.3
+
+#: What every profile starts from: Hypothesis's own defaults, whatever profile is loaded.
+_BASE = _settings.get_profile("default")
 
 #: Every phase but ``target`` (see the module docstring).
 CI_PHASES = (Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink)
@@ -88,13 +105,47 @@ def settings(profile: str, max_examples: int | None = None, database: Path | str
     if profile == "ci":
         stable_constants()
         phases = CI_PHASES if shrink else tuple(p for p in CI_PHASES if p is not Phase.shrink)
-        return _settings(max_examples=n, derandomize=True, database=None, deadline=None, print_blob=True,
-                         phases=phases)
+        # too_slow is the one health check whose outcome depends on the machine.
+        return _settings(_BASE, max_examples=n, derandomize=True, database=None, deadline=None, print_blob=True,
+                         phases=phases, suppress_health_check=[HealthCheck.too_slow])
     if database is None:
         database = Path(".hypothesis") / profile / "default"
     phases = tuple(Phase) if shrink else tuple(p for p in Phase if p is not Phase.shrink)
-    return _settings(max_examples=n, deadline=None, print_blob=True, phases=phases,
+    return _settings(_BASE, max_examples=n, deadline=None, print_blob=True, phases=phases,
                      database=DirectoryBasedExampleDatabase(str(database)))
+
+
+def selected(environ=None) -> str:
+    """The profile ``ADAFACTOR_HYPOTHESIS_PROFILE`` names: ``ci`` when it is unset or empty;
+    a ``ValueError`` naming the value when it names no profile."""
+    environ = os.environ if environ is None else environ
+    name = environ.get(PROFILE_VARIABLE) or "ci"
+    if name not in EXAMPLES:
+        raise ValueError(f"{PROFILE_VARIABLE}={name!r}: use one of {', '.join(EXAMPLES)}")
+    return name
+
+
+def register(root: Path | str = ".hypothesis") -> None:
+    """Register ``ci``, ``dev`` and ``campaign`` as Hypothesis profiles for the property
+    suite: ``settings(profile, PROPERTY_EXAMPLES[profile])``, with the example database of
+    ``dev`` and ``campaign`` at ``<root>/<profile>/properties``."""
+    for name in EXAMPLES:
+        database = None if name == "ci" else Path(root) / name / "properties"
+        _settings.register_profile(name, parent=settings(name, PROPERTY_EXAMPLES[name], database=database))
+
+
+def load(profile: str | None = None, root: Path | str = ".hypothesis") -> str:
+    """Register the profiles (``register``) and make ``profile`` (default: ``selected()``)
+    Hypothesis's default settings; returns its name. For ``ci`` also ``stable_constants()``,
+    so the derandomized examples do not depend on what the process imported."""
+    name = selected() if profile is None else profile
+    if name not in EXAMPLES:
+        raise ValueError(f"unknown profile {name!r}; use one of {sorted(EXAMPLES)}")
+    register(root)
+    _settings.load_profile(name)
+    if name == "ci":
+        stable_constants()
+    return name
 
 
 _EMPTY_CONSTANTS = None

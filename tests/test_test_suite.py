@@ -1,0 +1,175 @@
+"""The test suite's own machinery: the one definition of the Hypothesis profiles
+(conformance/fuzz/profiles.py), the markers tests/conftest.py gives, its guards and its
+collection shortcut, and the shared corpus of tests/helpers.py."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests import conftest, helpers
+
+hypothesis = pytest.importorskip("hypothesis")
+from conformance.fuzz import profiles  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# ----------------------------------------------------------------------------- profiles
+@pytest.fixture
+def restore_profile():
+    yield
+    profiles.load(conftest.HYPOTHESIS_PROFILE, root=REPO / ".hypothesis")
+
+
+def test_the_profile_variable_selects_ci_by_default_and_refuses_unknown_names():
+    assert profiles.selected({}) == "ci"
+    assert profiles.selected({profiles.PROFILE_VARIABLE: ""}) == "ci"
+    assert profiles.selected({profiles.PROFILE_VARIABLE: "dev"}) == "dev"
+    with pytest.raises(ValueError, match=r"ADAFACTOR_HYPOTHESIS_PROFILE='nightly': use one of ci, dev, campaign"):
+        profiles.selected({profiles.PROFILE_VARIABLE: "nightly"})
+
+
+def test_the_ci_profile_is_deterministic_and_bounded(restore_profile, tmp_path):
+    from hypothesis import HealthCheck, Phase, settings
+
+    assert profiles.load("ci", root=tmp_path) == "ci"
+    active = settings.default
+    assert active.derandomize and active.database is None and active.deadline is None
+    assert active.max_examples == profiles.PROPERTY_EXAMPLES["ci"] == 100
+    assert Phase.target not in active.phases and HealthCheck.too_slow in active.suppress_health_check
+    assert not list(tmp_path.iterdir())  # ci keeps no example database
+
+
+def test_dev_and_campaign_draw_randomly_into_their_own_databases(restore_profile, tmp_path):
+    """Whatever profile was active before: each starts from Hypothesis's defaults."""
+    from hypothesis import settings
+
+    for name in ("dev", "campaign"):
+        profiles.load("ci", root=tmp_path)
+        profiles.load(name, root=tmp_path)
+        active = settings.default
+        assert not active.derandomize, name
+        assert active.max_examples == profiles.PROPERTY_EXAMPLES[name], name
+        assert Path(active.database.path) == tmp_path / name / "properties", name
+        assert not active.suppress_health_check, name
+
+
+def test_the_fuzzer_and_the_property_suite_share_the_ci_settings():
+    fuzz = profiles.settings("ci", 7)
+    prop = hypothesis.settings.get_profile("ci")
+    for field in ("derandomize", "database", "deadline", "phases", "suppress_health_check", "print_blob"):
+        assert getattr(fuzz, field) == getattr(prop, field), field
+    assert fuzz.max_examples == 7
+
+
+def test_the_active_profile_is_the_one_the_variable_names():
+    assert conftest.HYPOTHESIS_PROFILE == profiles.selected()
+    assert hypothesis.settings.default.max_examples == profiles.PROPERTY_EXAMPLES[conftest.HYPOTHESIS_PROFILE]
+
+
+# ----------------------------------------------------------------------------- markers
+def test_markers_come_from_module_test_and_fixture_tables():
+    assert conftest.marks_of("test_dialect_torch", "test_anything") == {"framework"}
+    assert conftest.marks_of("test_bad_input", "test_constructor_errors_match_real_keras") == {
+        "framework", "subprocess"}
+    assert conftest.marks_of("test_bad_input", "test_the_gate_exits_2_naming_file_and_vector") == {"subprocess"}
+    assert conftest.marks_of("test_schedules", "test_float32_keras_matches", ["tmp_path", "keras_results"]) == {
+        "framework", "subprocess"}
+    assert conftest.marks_of("test_schedules", "test_round_trip", ["tmp_path"]) == set()
+
+
+def test_every_table_names_registered_markers_only(pytestconfig):
+    registered = {line.split(":")[0].strip() for line in pytestconfig.getini("markers")}
+    tables = [*conftest.MODULE_MARKS.values(), *conftest.TEST_MARKS.values(), *conftest.FIXTURE_MARKS.values()]
+    assert {"framework", "subprocess", "slow"} <= registered
+    assert set().union(*map(set, tables)) <= registered
+
+
+@pytest.mark.parametrize("expression,deselected", [
+    ("not framework", True), ("not framework and not slow", True), ("subprocess and not framework", True),
+    ("framework", False), ("not slow", False), ("not framework or slow", False), ("not subprocess", False),
+])
+def test_a_module_is_skipped_only_when_every_test_of_it_is_deselected(expression, deselected):
+    registered = ["framework", "subprocess", "slow", "hypothesis"]
+    assert conftest._deselected_whole(expression, {"framework"}, registered) is deselected
+
+
+# ----------------------------------------------------------------------------- guards and collection
+GUARDED_CONFTEST = """
+from tests.conftest import _marker_guard, pytest_collection_modifyitems, pytest_ignore_collect  # noqa: F401
+
+def pytest_configure(config):
+    for name in ("framework", "subprocess", "slow"):
+        config.addinivalue_line("markers", f"{name}: test")
+"""
+
+GUARDED_TESTS = """
+import subprocess, sys, types
+import pytest
+
+def test_spawns_unmarked():
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+
+@pytest.mark.subprocess
+def test_spawns_marked():
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+
+def test_imports_a_framework_unmarked():
+    sys.modules["flax"] = types.ModuleType("flax")
+
+@pytest.mark.framework
+def test_imports_a_framework_marked():
+    sys.modules.pop("flax", None)
+    sys.modules["flax"] = types.ModuleType("flax")
+
+def test_does_neither():
+    pass
+
+def teardown_module(module):
+    sys.modules.pop("flax", None)
+"""
+
+
+@pytest.mark.subprocess
+def test_the_guards_fail_a_test_missing_its_marker(pytester):
+    assert "flax" not in sys.modules  # the simulated framework must be new to the process
+    pytester.makeconftest(GUARDED_CONFTEST)
+    pytester.makepyfile(test_guarded=GUARDED_TESTS)
+    result = pytester.runpytest_inprocess("-q", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=5, errors=2)
+    result.stdout.fnmatch_lines([
+        "*test_spawns_unmarked*started 1 child process*without the `subprocess` marker*",
+        "*test_imports_a_framework_unmarked*imported flax without the `framework` marker*",
+    ])
+
+
+def test_a_module_the_mark_expression_deselects_is_not_imported(pytester):
+    """test_dialect_torch.py carries ``framework`` as a whole (MODULE_MARKS): with
+    ``-m "not framework"`` it is not imported, so its import error never happens."""
+    pytester.makeconftest(GUARDED_CONFTEST)
+    pytester.makepyfile(test_dialect_torch="raise ImportError('imported although deselected')\n",
+                        test_plain="def test_one():\n    pass\n")
+    pytester.runpytest_inprocess("-q", "-p", "no:cacheprovider", "-m", "not framework").assert_outcomes(passed=1)
+    pytester.runpytest_inprocess("-q", "-p", "no:cacheprovider").assert_outcomes(errors=1)
+
+
+# ----------------------------------------------------------------------------- the shared corpus
+def test_the_corpus_fixture_is_loaded_once_per_process(corpus, corpus_vectors):
+    assert corpus is helpers.corpus() and corpus_vectors is helpers.corpus_vectors()
+    assert len(corpus_vectors) == sum(len(document["vectors"]) for document in corpus.values()) > 100
+    relative, vector = corpus_vectors[0]
+    assert helpers.vector(vector["id"]) == (relative, vector)
+    with pytest.raises(KeyError, match="'no/such/vector'"):
+        helpers.vector("no/such/vector")
+
+
+def test_normwise_is_the_gates_relative_error_in_epsilons():
+    golden = np.array([1.0, -2.0, 4.0])
+    assert helpers.normwise(golden, golden) == 0.0
+    assert helpers.normwise(golden + [0.0, 0.0, 2.0 ** -50], golden) == 1.0  # 2**-50 / 4 = 2**-52
+    assert helpers.normwise(golden + [0.0, 0.0, 2.0 ** -21], golden, "float32") == 1.0
+    assert helpers.normwise(np.array([np.nan, 1.0]), np.array([0.5, 1.0])) == np.inf
