@@ -96,13 +96,8 @@ def state_snapshot(opt: Adafactor, variables: list) -> dict:
     per kind (``r``, ``c``, ``v``, ``average``, ``accumulator``) the per-variable arrays, or
     None where the configuration keeps no such kind."""
     state = opt.get_state()
-    if hasattr(state, "slots"):  # reference.optimizer.OptimizerState
-        r, c, v = ([getattr(s, key) for s in state.slots] for key in ("r", "c", "v"))
-        average, accumulator = state.average, state.accumulator
-    else:  # reference.state.State
-        r, c, v, average, accumulator = state.r, state.c, state.v, state.average, state.accumulator
     return {"iterations": state.iterations, "variables": [x.copy() for x in variables],
-            "r": r, "c": c, "v": v, "average": average, "accumulator": accumulator}
+            "r": state.r, "c": state.c, "v": state.v, "average": state.average, "accumulator": state.accumulator}
 
 
 def snapshot(opt: Adafactor, variables: list) -> dict:

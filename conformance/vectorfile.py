@@ -58,8 +58,10 @@ def bits_to_float(bits: str) -> float:
 
 
 def encode_array(a) -> dict:
+    """``{"shape", "bits"}`` of a float64 array (row-major, each value's big-endian bits)."""
     a = np.asarray(a, dtype=np.float64)
-    return {"shape": list(a.shape), "bits": [float_to_bits(v) for v in a.ravel()]}
+    text = np.ascontiguousarray(a, dtype=">f8").tobytes().hex()
+    return {"shape": list(a.shape), "bits": [text[i:i + 16] for i in range(0, len(text), 16)]}
 
 
 def decode_array(obj: dict, path="<memory>", vector_id=None) -> np.ndarray:
