@@ -115,19 +115,21 @@ def relative_error(actual, golden) -> float:
     return diff / top if top > 0 else math.inf
 
 
-def compare(actual, golden, dtype_name: str, allowance=None, scale: float = 0.0) -> TensorError:
+def compare(actual, golden, dtype_name: str, allowance=None, scale: float = 0.0, ulps: bool = True) -> TensorError:
     """Metrics of ``actual`` (any float dtype) against float64 ``golden``. ``allowance``
     (elementwise, >= 0) is forgiven from each absolute difference before the normwise error
     is taken; the ulp and absolute metrics are reported without it. ``scale`` is the
     largest magnitude among the operation's inputs: the normwise error is taken relative to
     max(max|golden|, scale), so that a result much smaller than its inputs (cancellation,
     e.g. x - alpha*u with alpha*u close to x) is not held to a relative accuracy no finite
-    precision can give."""
+    precision can give. ``ulps=False`` skips the ulp metric (``ulp`` is NaN), for callers
+    that need it only for the tensors they report."""
     with np.errstate(all="ignore"):
-        return _compare(actual, golden, dtype_name, allowance, scale)
+        return _compare(actual, golden, dtype_name, allowance, scale, ulps)
 
 
-def _compare(actual, golden, dtype_name: str, allowance=None, scale_floor: float = 0.0) -> TensorError:
+def _compare(actual, golden, dtype_name: str, allowance=None, scale_floor: float = 0.0,
+             want_ulps: bool = True) -> TensorError:
     golden = np.asarray(golden, dtype=np.float64)
     actual64 = np.asarray(actual).astype(np.float64)
     if actual64.shape != golden.shape:
@@ -142,6 +144,9 @@ def _compare(actual, golden, dtype_name: str, allowance=None, scale_floor: float
     finite = ~(a_special | g_special)
     if not finite.any():
         return TensorError(0.0, 0.0, 0.0, None, None, None)
+    if not (a_special.any() or g_special.any()) and np.array_equal(actual64, golden):
+        first = (0,) * golden.ndim  # equal: every metric 0, the first element reported
+        return TensorError(0.0, 0.0, 0.0, first, float(golden[first]), float(actual64[first]))
     diff = np.where(finite, np.abs(actual64 - golden), 0.0)
     worst = np.unravel_index(int(np.argmax(diff)), diff.shape) if diff.ndim else ()
     max_abs = float(diff[worst])
@@ -155,6 +160,8 @@ def _compare(actual, golden, dtype_name: str, allowance=None, scale_floor: float
         normwise = math.inf
     else:
         normwise = max_excess / scale / eps
-    ulps = ulp_distance(np.where(finite, actual64, 0.0), np.where(finite, golden, 0.0), dtype_name)
-    return TensorError(normwise, float(np.max(ulps)), max_abs, tuple(int(i) for i in worst),
+    ulp = math.nan
+    if want_ulps:
+        ulp = float(np.max(ulp_distance(np.where(finite, actual64, 0.0), np.where(finite, golden, 0.0), dtype_name)))
+    return TensorError(normwise, ulp, max_abs, tuple(int(i) for i in worst),
                        float(golden[worst]), float(actual64[worst]))
