@@ -83,11 +83,6 @@ def factored_axes(shape) -> Optional[tuple[int, int]]:
     return (len(shape) - 2, len(shape) - 1) if len(shape) >= 2 else None
 
 
-def is_factored(shape) -> bool:
-    """Whether Keras factors a variable of this shape (``factored_axes`` is not None)."""
-    return factored_axes(shape) is not None
-
-
 def zero_moments(x: np.ndarray) -> tuple:
     """Zero second-moment state ``(r, c, v)`` for variable ``x`` (adafactor.py:84-138).
 
@@ -197,10 +192,11 @@ def clip_update(u: np.ndarray, denominator, out: np.ndarray = None) -> np.ndarra
     return np.divide(u, denominator, out=out)
 
 
-def apply_update(x: np.ndarray, alpha_t, u_hat: np.ndarray, out: np.ndarray = None) -> np.ndarray:
-    """x - alpha_t * U_hat (adafactor.py:214, assign_sub). ``out`` receives the result; the
-    product alpha_t * U_hat is formed in ``u_hat``'s buffer when ``out`` is given."""
-    step = np.multiply(alpha_t, u_hat, out=None if out is None else u_hat)
+def apply_update(x: np.ndarray, alpha_t, u_hat: np.ndarray, out: np.ndarray = None,
+                 scratch: np.ndarray = None) -> np.ndarray:
+    """x - alpha_t * U_hat (adafactor.py:214, assign_sub). ``out`` receives the result and
+    ``scratch`` the product alpha_t * U_hat (it may be ``u_hat`` itself)."""
+    step = np.multiply(alpha_t, u_hat, out=scratch)
     return np.subtract(x, step, out=out)
 
 
@@ -256,7 +252,7 @@ def update_step(
     rms_u = rms(u_t, scratch=new_x)
     denominator = clip_denominator(rms_u, hyper.clip_threshold, dtype)  # adafactor.py:210-213
     u_t_hat = clip_update(u_t, denominator, out=work)
-    new_x = apply_update(x, alpha_t, u_t_hat, out=new_x)  # adafactor.py:214
+    new_x = apply_update(x, alpha_t, u_t_hat, out=new_x, scratch=work)  # adafactor.py:214
     # NumPy turns 0-D results into scalars; the state stays arrays of the variable's shape.
     v = np.asarray(v)
 

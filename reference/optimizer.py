@@ -65,6 +65,13 @@ class StepRecord:
     ema_overwritten: bool = False
 
 
+def apply_weight_decay(x: np.ndarray, weight_decay: float, learning_rate: float) -> np.ndarray:
+    """x - x * wd * lr, both scalars cast to x's dtype (base_optimizer.py:952-959)."""
+    lr = x.dtype.type(learning_rate)
+    wd = x.dtype.type(weight_decay)
+    return np.asarray(x - x * wd * lr)
+
+
 class Adafactor:
     """Float64 NumPy reference of ``keras.optimizers.Adafactor`` (keras 3.15.1).
 
@@ -439,10 +446,7 @@ class Adafactor:
             return
         for i in active:
             if self._use_weight_decay(i):
-                x = values[i]
-                lr = x.dtype.type(self.learning_rate)
-                wd = x.dtype.type(self.weight_decay)
-                values[i] = np.asarray(x - x * wd * lr)
+                values[i] = apply_weight_decay(values[i], self.weight_decay, self.learning_rate)
 
     def _ema(self, state: State, values: list) -> bool:
         """EMA of *every* built variable, then the periodic overwrite

@@ -15,14 +15,17 @@ import json
 import subprocess
 import sys
 import textwrap
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from reference.dialects import optimizer_class
-from reference.dialects.base import KerasStage
-from reference.dialects.optax import DIFFERENCES, OptaxAdafactor, OptaxStage, from_keras
+from reference.dialects import optax as optax_dialect
+from reference.dialects.keras import keras_stages
+from reference.dialects.optax import DIFFERENCES, OptaxAdafactor, OptaxArguments, from_keras, stage_functions
+from reference.state import Kind
 
 REPO = Path(__file__).resolve().parent.parent
 SHAPES = [(), (7,), (5, 3), (130, 3), (2, 3, 4)]
@@ -62,10 +65,11 @@ def _draw(shape, seed):
     return x, grads
 
 
-def _dialect(config, x, grads, stage_class=None):
+def _dialect(config, x, grads, stages=None):
+    """The optax dialect's final variable; ``stages(arguments)`` replaces its stages."""
     opt = OptaxAdafactor(**config)
-    if stage_class is not None:
-        opt.stage.__class__ = stage_class
+    if stages is not None:
+        opt.stages = stages(opt.arguments)
     xs = [np.array(x, dtype=np.float64)]
     opt.build(xs)
     with np.errstate(all="ignore"):
@@ -107,23 +111,31 @@ def test_dialect_is_not_keras():
     """The comparison above can fail: the Keras stages land far outside its bound."""
     x, grads = _draw((5, 3), 0)
     ours = _dialect({}, x, grads)
-    keras = _dialect({}, x, grads, stage_class=type("K", (KerasStage,), {}))
+    keras = _dialect({}, x, grads, stages=_keras_plus([]))
     assert np.max(np.abs(ours - keras)) / np.max(np.abs(ours)) > 1e3 * np.finfo(np.float64).eps
 
 
 # ----------------------------------------------------------------------------- DIFFERENCES
+def _keras_plus(names):
+    """Keras's stages (with optax's eps, floor, threshold and rate) with the stages of the
+    named differences taken from optax, as tools/divergence.py builds them."""
+    def build(p):
+        optax = stage_functions(p)
+        return keras_stages(p.keras_hyperparameters(), p.weight_decay_rate).replace(
+            **{n: optax[n] for name in names for n in DIFFERENCES[name][0]})
+    return build
+
+
 def _hybrid(names, config, x, grads):
-    namespace = {n: getattr(OptaxStage, n) for name in names for n in DIFFERENCES[name][0]}
-    return _dialect(config, x, grads, stage_class=type("KerasPlus", (KerasStage,), namespace))
+    return _dialect(config, x, grads, stages=_keras_plus(names))
 
 
 def test_every_override_belongs_to_exactly_one_difference():
-    overrides = {n for n, value in vars(OptaxStage).items()
-                 if not n.startswith("__") and (callable(value) or n in vars(KerasStage))}
+    overrides = set(stage_functions(OptaxArguments()))
     listed = [n for methods, _ in DIFFERENCES.values() for n in methods]
     assert len(listed) == len(set(listed)), f"listed twice: {sorted(n for n in listed if listed.count(n) > 1)}"
     assert overrides == set(listed), (f"not in DIFFERENCES: {sorted(overrides - set(listed))}; "
-                                      f"not in OptaxStage: {sorted(set(listed) - overrides)}")
+                                      f"not replaced by optax: {sorted(set(listed) - overrides)}")
 
 
 @pytest.mark.parametrize("config", [{}, {"momentum": 0.9, "weight_decay_rate": 0.1, "learning_rate": 0.3,
@@ -215,8 +227,8 @@ def test_momentum_ema_follows_jax_weak_typing(lane, momentum):
     rng = np.random.default_rng(5)
     u = rng.normal(size=(4, 3)).astype(u_dtype)
     mom = rng.normal(size=(4, 3)).astype(m_dtype)
-    stage = OptaxStage(momentum=0.9, dtype_momentum=momentum)
-    new, slots = stage.momentum_ema(u, {"momentum": mom})
+    new, moments = optax_dialect.momentum_ema(OptaxArguments(momentum=0.9, dtype_momentum=momentum), u,
+                                              {Kind.MOMENTUM: mom})
     first = u * u_dtype.type(1 - 0.9)  # in u's dtype
     second = mom * m_dtype.type(0.9)  # in the momentum dtype
     assert first.dtype == u_dtype and second.dtype == m_dtype
@@ -226,7 +238,8 @@ def test_momentum_ema_follows_jax_weak_typing(lane, momentum):
         np.result_type(u_dtype, m_dtype)
     assert new.dtype == joined == expected.dtype
     assert np.array_equal(new, expected)
-    assert slots["momentum"].dtype == m_dtype and np.array_equal(slots["momentum"], expected.astype(m_dtype))
+    assert moments[Kind.MOMENTUM].dtype == m_dtype and np.array_equal(moments[Kind.MOMENTUM],
+                                                                       expected.astype(m_dtype))
     if m_dtype.name == "bfloat16":  # the old promotion (m in float32, product in float32) is not this
         old = u * np.float32(1 - 0.9) + mom.astype(np.float32) * np.float32(0.9)
         assert not np.array_equal(np.asarray(new, dtype=np.float64), np.asarray(old, dtype=np.float64))
@@ -273,14 +286,14 @@ def real_optax_momentum():
     return x, grads, dict(zip(MOMENTUM_RUNS, (np.array(r) for r in json.loads(done.stdout))))
 
 
-def _momentum_error(run, x, grads, real, stage_class=None):
+def _momentum_error(run, x, grads, real, stages=None):
     """Normwise distance of the dialect (in the run's parameter dtype) from real optax after
     STEPS steps, in epsilons of that dtype."""
     lane, md, m = run
     dtype = _ml_dtype(lane)
     opt = OptaxAdafactor(momentum=m, dtype_momentum=md, learning_rate=0.1)
-    if stage_class is not None:
-        opt.stage.__class__ = stage_class
+    if stages is not None:
+        opt.stages = stages(opt.arguments)
     xs = [x.astype(dtype)]
     opt.build(xs)
     with np.errstate(all="ignore"):
@@ -291,12 +304,18 @@ def _momentum_error(run, x, grads, real, stage_class=None):
     return np.max(np.abs(ours - real)) / np.max(np.abs(real)) / eps
 
 
-class _OldPromotion(OptaxStage):
-    """The momentum EMA as NumPy/ml_dtypes promote it: python float * bfloat16 -> float32."""
+def _old_promotion_apply(p, stages, dtype, x, x_scale, u, den, alpha, lr, moments, decays):
+    """optax's update tail with the momentum EMA as NumPy/ml_dtypes promote it: python
+    float * bfloat16 -> float32."""
+    u = optax_dialect.scaled_update(stages, dtype, u, den, lr, x_scale)
+    u = (1 - p.momentum) * u + p.momentum * moments[Kind.MOMENTUM]
+    moments = {**moments, Kind.MOMENTUM: np.asarray(u).astype(_ml_dtype(p.dtype_momentum))}
+    u = optax_dialect.add_decayed_weights(p, dtype, u, x_scale, decays)
+    return np.asarray(x + (-1 * u)).astype(x.dtype), moments
 
-    def momentum_ema(self, u, slots):
-        new = (1 - self.momentum) * u + self.momentum * slots["momentum"]
-        return new, {**slots, "momentum": np.asarray(new).astype(_ml_dtype(self.dtype_momentum))}
+
+def _old_promotion(p):
+    return optax_dialect.optax_stages(p).replace(apply=partial(_old_promotion_apply, p))
 
 
 @pytest.mark.parametrize("run", [r for r in MOMENTUM_RUNS if r != ("float32", "bfloat16", 0.9)],
@@ -309,7 +328,7 @@ def test_half_precision_momentum_matches_real_optax(real_optax_momentum, run):
     err = _momentum_error(run, x, grads, real[run])
     assert err <= 2 * STEPS, f"{run}: {err:.2f} eps > {2 * STEPS}"
     if run[1] == "bfloat16" and run[0] in ("float64", "float32"):
-        old = _momentum_error(run, x, grads, real[run], stage_class=_OldPromotion)
+        old = _momentum_error(run, x, grads, real[run], stages=_old_promotion)
         assert old > 50 * STEPS, f"{run}: the old promotion is only {old:.2f} eps off"
 
 

@@ -21,9 +21,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from reference.dialects.base import KerasStage  # noqa: E402
-from reference.dialects.keras import KerasStages  # noqa: E402
-from reference.dialects.torch import DIFFERENCES, TorchAdafactor, TorchStage, from_keras  # noqa: E402
+from reference.adafactor_step import Hyperparameters  # noqa: E402
+from reference.dialects import torch as torch_dialect  # noqa: E402
+from reference.dialects.keras import keras_stages  # noqa: E402
+from reference.dialects.torch import DIFFERENCES, TorchAdafactor, TorchArguments, from_keras  # noqa: E402
+from reference.state import Kind  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 EPS = np.finfo(np.float64).eps
@@ -68,7 +70,7 @@ def _dialect_run(x0, grads, config):
     out = []
     for g in grads:
         opt.apply([g], [x])
-        out.append((x.copy(), dict(opt.slots[0])))
+        out.append((x.copy(), {k.value: opt.state[k][0] for k in opt.state.kinds()}))
     return out
 
 
@@ -95,36 +97,28 @@ def test_dialect_matches_real_torch(shape, config_name, foreach):
 
 def test_eps1_binding_config_really_binds():
     """The eps1_binding configuration is only a test of the floor if the floor is active."""
-    stage = TorchAdafactor(**CONFIGS["eps1_binding"]).stage
+    s = TorchAdafactor(**CONFIGS["eps1_binding"]).stages
     x0, grads = _inputs((5, 3), scale=0.03)
-    slots = stage.init_slots(x0)
-    stage.f = np.float64
-    slots = stage.second_moment(stage.gradient_square(grads[0]), slots, stage.beta_2(1), (0, 1))
-    assert np.mean(slots["r"]) < 1.0, "mean(r) does not fall below eps1=1: the floor never binds"
+    f = np.float64
+    moments = s.second_moment(s, f, s.gradient_square(f, grads[0]), s.initial_moments(s, x0), s.beta_2(f, 1), (0, 1))
+    assert np.mean(moments[Kind.R]) < 1.0, "mean(r) does not fall below eps1=1: the floor never binds"
 
 
 # ----------------------------------------------------------------------------- DIFFERENCES
-def _compose(names, attributes):
-    """KerasStage with the methods of ``names`` taken from TorchStage (as tools/divergence.py
-    builds "Keras + differences"), carrying ``attributes``."""
-    namespace = {}
-    for name in names:
-        if name == "scale_after_decay":
-            namespace[name] = TorchStage.scale_after_decay
-        else:
-            namespace[name] = TorchStage.__dict__[name]
-    stage = object.__new__(type("KerasPlus", (KerasStage,), namespace))
-    stage.__dict__.update(attributes)
-    return stage
+def _compose(names, keras, arguments):
+    """``keras`` (Keras's stages) with the stages ``names`` taken from torch's, bound to
+    ``arguments`` (as tools/divergence.py builds "Keras + differences")."""
+    torch_functions = torch_dialect.stage_functions(arguments)
+    return keras.replace(**{name: torch_functions[name] for name in names})
 
 
-def _stage_run(stage, x0s, gradss, lr=0.5):
+def _stage_run(stages, x0s, gradss, lr=0.5):
     xs = [np.array(x, dtype=np.float64) for x in x0s]
-    slots = [stage.init_slots(x) for x in xs]
+    moments = [stages.initial_moments(stages, x) for x in xs]
     for t, row in enumerate(gradss, start=1):
         for i, g in enumerate(row):
-            xs[i], slots[i] = stage.step(xs[i], g, slots[i], t, lr)
-    return xs, slots
+            xs[i], moments[i] = stages.step(xs[i], g, moments[i], t, lr)
+    return xs, moments
 
 
 def _difference_inputs():
@@ -134,23 +128,22 @@ def _difference_inputs():
 
 
 def test_every_override_belongs_to_exactly_one_difference():
-    overrides = [name for name, value in TorchStage.__dict__.items()
-                 if callable(value) and not name.startswith("__") and hasattr(KerasStage, name)]
-    overrides.append("scale_after_decay")
+    overrides = list(torch_dialect.stage_functions(TorchArguments()))
     listed = [name for methods, _ in DIFFERENCES.values() for name in methods]
     assert sorted(listed) == sorted(set(listed)), f"a method is in two differences: {listed}"
-    assert sorted(listed) == sorted(overrides), (f"DIFFERENCES lists {sorted(listed)}, TorchStage overrides "
+    assert sorted(listed) == sorted(overrides), (f"DIFFERENCES lists {sorted(listed)}, torch replaces "
                                                  f"{sorted(overrides)}")
 
 
 def test_keras_plus_all_differences_is_torch_bit_for_bit():
-    native = TorchAdafactor(lr=0.5, weight_decay=0.1, eps=(1e-3, 1e-3), d=2.0).stage
+    native = TorchAdafactor(lr=0.5, weight_decay=0.1, eps=(1e-3, 1e-3), d=2.0)
     every = [name for methods, _ in DIFFERENCES.values() for name in methods]
     x0s, gradss = _difference_inputs()
-    want_x, want_s = _stage_run(native, x0s, gradss)
-    got_x, got_s = _stage_run(_compose(every, native.__dict__), x0s, gradss)
+    want_x, want_s = _stage_run(native.stages, x0s, gradss)
+    keras = keras_stages(Hyperparameters(beta_2_decay=-0.8, epsilon_1=1e-3, epsilon_2=1e-3, clip_threshold=2.0), 0.1)
+    got_x, got_s = _stage_run(_compose(every, keras, native.arguments), x0s, gradss)
     for i, (a, b) in enumerate(zip(got_x, want_x)):
-        np.testing.assert_array_equal(a, b, err_msg=f"variable {i}: Keras + every difference != TorchStage")
+        np.testing.assert_array_equal(a, b, err_msg=f"variable {i}: Keras + every difference != torch")
     for i, (a, b) in enumerate(zip(got_s, want_s)):
         assert sorted(a) == sorted(b), f"variable {i}: slots {sorted(a)} != {sorted(b)}"
         for key in a:
@@ -159,11 +152,11 @@ def test_keras_plus_all_differences_is_torch_bit_for_bit():
 
 @pytest.mark.parametrize("difference", list(DIFFERENCES))
 def test_each_difference_alone_changes_the_keras_result(difference):
-    keras = KerasStages(learning_rate=0.5, weight_decay=0.1).stage
-    attributes = {**keras.__dict__, "maximize": False}
+    keras = keras_stages(Hyperparameters(), 0.1)
+    arguments = TorchArguments(weight_decay=0.1)
     x0s, gradss = _difference_inputs()
-    base_x, _ = _stage_run(_compose((), attributes), x0s, gradss)
-    alone_x, _ = _stage_run(_compose(DIFFERENCES[difference][0], attributes), x0s, gradss)
+    base_x, _ = _stage_run(_compose((), keras, arguments), x0s, gradss)
+    alone_x, _ = _stage_run(_compose(DIFFERENCES[difference][0], keras, arguments), x0s, gradss)
     assert any(not np.array_equal(a, b) for a, b in zip(alone_x, base_x)), (
         f"difference {difference!r} alone leaves the Keras result unchanged bit for bit")
 
@@ -203,14 +196,14 @@ def test_config_round_trips_and_eps1_none_follows_the_dtype():
     assert config == {"lr": 1e-2, "beta2_decay": -0.8, "eps": [None, 1e-3], "d": 1.0, "weight_decay": 0.0,
                       "foreach": None, "maximize": False}
     assert TorchAdafactor(**config).get_config() == config
-    stage = TorchAdafactor().stage
+    s = TorchAdafactor().stages
     # g*g = 1e-18 against the floor eps1^2: 4.9e-32 in float64 (U = g/|g| = 1), 1.4e-14 in
     # float32 (U = g/eps1 ~ 0.008); real torch in the same dtype agrees.
     for dtype, floored in ((np.float64, False), (np.float32, True)):
         x = np.ones(3, dtype=dtype)
         g = np.full(3, 1e-9, dtype=dtype)
-        new_x, slots = stage.step(x, g, stage.init_slots(x), 1, 0.01)
-        u = stage.precondition(g, slots, None)
+        new_x, moments = s.step(x, g, s.initial_moments(s, x), 1, 0.01)
+        u = s.precondition(s, dtype, g, moments, None)
         assert (float(u[0]) < 0.5) == floored, f"{dtype.__name__}: U = {u[0]}, eps1 floor bound: {floored}"
         p = torch.tensor(x, requires_grad=True)
         p.grad = torch.tensor(g)
@@ -238,12 +231,10 @@ def test_lerp_takes_torchs_branch(w):
     CPU torch fuses the multiply-add, so single elements differ by <= 1 ulp; over 10^4
     elements the right branch agrees with torch bit for bit more often than the other one
     (at w = 1 the second branch is e exactly, the first is not)."""
-    stage = TorchStage()
-    stage.f = np.float64
     rng = np.random.default_rng(1)
     s, e = rng.random(10_000) * 1e3, rng.random(10_000) * 1e-3
     real = torch.tensor(s).lerp_(torch.tensor(e), w).numpy()
-    ours = stage.moment_update(s, e, w)
+    ours = torch_dialect.moment_update(np.float64, s, e, w)
     other = s + w * (e - s) if w >= 0.5 else e - (e - s) * (1 - w)
     assert np.max(np.abs(ours - real) / np.spacing(np.abs(real))) <= 1.0
     agree, agree_other = np.mean(ours == real), np.mean(other == real)

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reference.dialects.base import KerasStage
-from reference.dialects.keras import KerasStages
-from reference.dialects.transformers import DIFFERENCES, TransformersAdafactor, TransformersStage, from_keras
+from reference.dialects import transformers as transformers_dialect
+from reference.dialects.keras import KerasDialect
+from reference.dialects.transformers import DIFFERENCES, TransformersAdafactor, TransformersArguments, from_keras
 from tools.dialect_cases.transformers import CASES
-from tools.divergence import hybrid
+from tools.divergence import keras_plus
 
 torch = pytest.importorskip("torch")
 transformers_optimization = pytest.importorskip("transformers.optimization")
@@ -70,7 +70,7 @@ def _real_and_dialect(config, shape, seed):
         p.grad = torch.tensor(g.copy())
         real.step()
         ours.apply([g], xs)
-        state, slots = real.state[p], ours.slots[0]
+        state, slots = real.state[p], {k.value: ours.state[k][0] for k in ours.state.kinds()}
         assert sorted(STATE_KEYS[k] for k in slots) == sorted(k for k in state if k in STATE_KEYS.values()), \
             f"{config} {shape}: dialect slots {sorted(slots)} vs transformers state {sorted(state)}"
         assert state["step"] == ours.iterations
@@ -111,7 +111,7 @@ def test_eps_list_and_config_round_trip():
     config = opt.get_config()
     assert config["eps"] == [1e-20, 1e-2] and config["lr"] == 0.1
     assert TransformersAdafactor(**config).get_config() == config
-    assert (opt.stage.epsilon_1, opt.stage.epsilon_2) == (1e-20, 1e-2)
+    assert opt.arguments.eps == (1e-20, 1e-2) and opt.rms_floor == 1e-2
 
 
 def test_learning_rate_is_the_relative_step():
@@ -138,7 +138,7 @@ def _run(opt, dtype, seed, steps=12):
     opt.build(variables)
     for _ in range(steps):
         opt.apply([(rng.normal(size=s) * 3.0).astype(dtype) for s in DIFF_SHAPES], variables)
-    return variables, opt.slots
+    return variables, [{k: opt.state[k][i] for k in opt.state.kinds()} for i in range(len(variables))]
 
 
 def _all_methods():
@@ -146,8 +146,7 @@ def _all_methods():
 
 
 def test_every_override_is_in_exactly_one_difference():
-    overridden = {name for name, value in vars(TransformersStage).items()
-                  if name in vars(KerasStage) and not name.startswith("__")}
+    overridden = set(transformers_dialect.stage_functions(TransformersArguments()))
     listed = _all_methods()
     assert len(listed) == len(set(listed)), f"a stage is in two differences: {listed}"
     assert overridden == set(listed), (f"overridden but in no difference: {overridden - set(listed)}; "
@@ -159,7 +158,7 @@ def test_every_override_is_in_exactly_one_difference():
 def test_keras_plus_all_differences_is_the_dialect_bit_for_bit(keras_config, dtype):
     native = from_keras(keras_config)
     assert native is not None
-    got, got_slots = _run(hybrid("transformers", keras_config, native, _all_methods()), dtype, 3)
+    got, got_slots = _run(keras_plus("transformers", keras_config, native, _all_methods()), dtype, 3)
     want, want_slots = _run(TransformersAdafactor(**native), dtype, 3)
     for i, (a, b) in enumerate(zip(got, want)):
         assert np.array_equal(a, b), f"variable {i} ({DIFF_SHAPES[i]}) differs"
@@ -174,8 +173,8 @@ def test_each_difference_alone_changes_the_result(name):
     for keras_config in KERAS_CONFIGS:
         native = from_keras(keras_config)
         for dtype in (np.float64, np.float32):  # beta_2_in_double only shows below float64
-            keras, _ = _run(KerasStages(**keras_config), dtype, 5)
-            alone, _ = _run(hybrid("transformers", keras_config, native, methods), dtype, 5)
+            keras, _ = _run(KerasDialect(**keras_config), dtype, 5)
+            alone, _ = _run(keras_plus("transformers", keras_config, native, methods), dtype, 5)
             changed.append(any(not np.array_equal(a, b) for a, b in zip(keras, alone)))
     assert any(changed), f"difference {name!r} ({methods}) never changes the Keras result"
 

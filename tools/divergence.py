@@ -11,14 +11,16 @@ loss scaling and None gradients do not map), the same initial variables and grad
 run through:
 
   * the dialect's reference (float64), the framework as we read its source;
-  * "Keras + one difference": the Keras stages (``reference/dialects/base.py``) with exactly
-    the methods of one entry of the dialect's ``DIFFERENCES`` taken from the dialect, so each
-    difference is measured alone;
-  * the real framework through its adapter (float64, CPU, free-running), when installed: the
-    residue against the dialect reference says how well the dialect explains it.
+  * "Keras + one difference": the Keras stages (``reference/dialects/keras.py``) with exactly
+    the stages of one entry of the dialect's ``DIFFERENCES`` replaced by the dialect's own
+    (bound to the dialect's arguments as ``from_keras`` maps them), so each difference is
+    measured alone (``keras_plus``);
+  * the real framework through the adapter the registry (conformance/adapters/registry.py)
+    lists for that dialect (float64, CPU, free-running), when installed: the residue against
+    the dialect reference says how well the dialect explains it.
 
-Distance = max |x - x_spec| / max |x_spec| over the variables after the last step
-(normwise relative, float64). The table lists the median and the largest distance over the
+Distance = ``conformance.metrics.relative_error``: max |x - x_spec| / max |x_spec| over the
+variables after the last step (normwise relative, float64). The table lists the median and the largest distance over the
 mapped vectors; a difference "matters" on a vector when it alone moves the result by more
 than 1e-12 relative.
 """
@@ -26,7 +28,6 @@ than 1e-12 relative.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import warnings
 from pathlib import Path
@@ -34,24 +35,22 @@ from pathlib import Path
 import numpy as np
 from tabulate import tabulate
 
-from conformance import replay
 from conformance import vectorfile as vf
-from reference.dialects import DialectOptimizer, KerasStage, optimizer_class
-from reference.dialects.keras import KerasStages
+from conformance.metrics import relative_error
+from reference.dialects import DIALECTS, DialectOptimizer, optimizer_class, stages_module
+from reference.dialects.keras import KerasDialect
+from reference.state import Kind
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "conformance" / "DIVERGENCE.md"
-NATIVE = ("torch", "optax", "transformers")
-ADAPTERS = {"torch": "torch", "optax": "optax", "transformers": "transformers"}
+NATIVE = tuple(d for d in DIALECTS if d != "keras")
 MATTERS = 1e-12
 
 
 def _distance(x: list, spec: list) -> float:
-    scale = max(float(np.max(np.abs(s))) if s.size else 0.0 for s in spec)
-    err = max(float(np.max(np.abs(a - s))) if s.size else 0.0 for a, s in zip(x, spec))
-    if not np.isfinite(err):
-        return float("inf")
-    return err / scale if scale > 0 else err
+    """Normwise relative distance of the variables ``x`` from ``spec`` (the one comparison
+    helper, conformance.metrics.relative_error)."""
+    return relative_error(x, spec)
 
 
 def _run(opt: DialectOptimizer, initial, grads) -> list:
@@ -63,21 +62,14 @@ def _run(opt: DialectOptimizer, initial, grads) -> list:
     return variables
 
 
-def hybrid(dialect: str, keras_config: dict, native_config: dict, methods: tuple) -> DialectOptimizer:
-    """Keras's stages with ``methods`` taken from the dialect's stage class. Attributes: the
-    Keras values, plus the dialect's own attributes that Keras does not have."""
-    keras_opt = KerasStages(**_keras_step_config(keras_config))
-    native_stage = optimizer_class(dialect)(**native_config).stage
-    namespace = {}
-    for name in methods:
-        value = getattr(type(native_stage), name)
-        namespace[name] = value
-    cls = type(f"KerasPlus_{dialect}", (KerasStage,), namespace)
-    stage = object.__new__(cls)
-    stage.__dict__.update({k: v for k, v in native_stage.__dict__.items() if k not in keras_opt.stage.__dict__})
-    stage.__dict__.update(keras_opt.stage.__dict__)
-    keras_opt.stage = stage
-    return keras_opt
+def keras_plus(dialect: str, keras_config: dict, native_config: dict, stages: tuple) -> DialectOptimizer:
+    """The Keras step of ``keras_config`` with the named ``stages`` replaced by the dialect's
+    own (the dialect built from ``native_config``, so each replaced stage carries the
+    dialect's arguments); the rest, and the learning rate, stay Keras's."""
+    keras = KerasDialect(**_keras_step_config(keras_config))
+    native = optimizer_class(dialect)(**native_config).stages
+    keras.stages = keras.stages.replace(**{name: getattr(native, name) for name in stages})
+    return keras
 
 
 def _keras_step_config(config: dict) -> dict:
@@ -88,53 +80,71 @@ def _keras_step_config(config: dict) -> dict:
     return out
 
 
-def _real(dialect: str, vector: dict, native_config: dict, initial, grads):
-    """The real framework, free-running from the vector's initial state, or None."""
-    from conformance import runner
-    from conformance.adapters import AdapterError, resolve
+def native_adapter(dialect: str):
+    """The registered adapter (conformance.adapters.ADAPTERS) that runs the real framework of
+    ``dialect``: the first entry, in registry order, that speaks only that dialect; None when
+    there is none or it is not installed."""
+    from conformance.adapters import ADAPTERS, AdapterError
 
+    entries = [e for e in ADAPTERS.values() if e.speaks == (dialect,)]
+    if not entries or entries[0].missing() is not None:
+        return None
     try:
-        adapter = resolve(ADAPTERS[dialect])
+        return entries[0].load()
     except AdapterError:
         return None
-    synthetic = dict(vector, config=native_config, dialect=dialect)
+
+
+def _real(dialect: str, vector, native_config: dict, initial, grads):
+    """The real framework, free-running from the dialect's zero state, or None."""
+    from conformance.adapters import AdapterError
+    from conformance.vector import as_vector
+
+    adapter = native_adapter(dialect)
+    if adapter is None:
+        return None
+    synthetic = as_vector(dict(vector.raw, config=native_config, dialect=dialect), dialect=dialect)
+    variables = [np.array(x, dtype=np.float64) for x in initial]
+    start = optimizer_class(dialect)(**native_config).zero_state(variables)
+    start.values[Kind.VARIABLES] = variables
     try:
         session = adapter.create(synthetic, "float64", "cpu")
-        session.load(runner.initial_state(synthetic))
+        session.load(start)
         for row in grads:
-            session.step(row)
+            session.step([np.array(g, dtype=np.float64) for g in row])
         return [np.asarray(x, dtype=np.float64) for x in session.read().variables]
     except AdapterError:
         return None
 
 
 def mapped_vectors(documents, dialect: str):
-    module = importlib.import_module(f"reference.dialects.{dialect}")
+    """(vector, native config, initial variables, grads) of every valid Keras vector whose
+    configuration ``from_keras`` maps onto the dialect's arguments."""
+    module = stages_module(dialect)
     for relative, vector in vf.iter_vectors(documents):
-        if vf.dialect_of(vector) != "keras" or vector["result"] != "valid" or vector["exclude_from_weight_decay"]:
+        if vector.dialect != "keras" or vector.result != "valid" or vector.exclude_from_weight_decay:
             continue
-        config = vector["config"]
+        config = vector.config
         if isinstance(config.get("learning_rate"), dict):
             continue
         native = module.from_keras(config)
         if native is None:
             continue
-        grads = [replay.decode_grads(vector, s) for s in vector["steps"]]
+        grads = [step.grads for step in vector.steps]
         if any(g is None for row in grads for g in row):
             continue
-        yield vector, native, replay.initial_variables(vector), grads
+        yield vector, native, vector.initial, grads
 
 
 def measure(dialect: str, documents, frameworks: bool) -> dict:
-    module = importlib.import_module(f"reference.dialects.{dialect}")
-    differences = module.DIFFERENCES
+    differences = stages_module(dialect).DIFFERENCES
     rows = {"dialect": [], "real": [], "residue": [], "alone": {name: [] for name in differences}}
     for vector, native, initial, grads in mapped_vectors(documents, dialect):
         spec = runner_final(vector)
         ours = _run(optimizer_class(dialect)(**native), initial, grads)
         rows["dialect"].append(_distance(ours, spec))
-        for name, (methods, _) in differences.items():
-            rows["alone"][name].append(_distance(_run(hybrid(dialect, vector["config"], native, methods),
+        for name, (stages, _) in differences.items():
+            rows["alone"][name].append(_distance(_run(keras_plus(dialect, vector.config, native, stages),
                                                       initial, grads), spec))
         if frameworks:
             real = _real(dialect, vector, native, initial, grads)
@@ -144,9 +154,9 @@ def measure(dialect: str, documents, frameworks: bool) -> dict:
     return rows
 
 
-def runner_final(vector: dict) -> list:
-    last = vector["steps"][-1]["expected"]
-    return replay.decode_expected(vector, last)["variables"]
+def runner_final(vector) -> list:
+    """The golden variables after the vector's last step."""
+    return list(vector.steps[-1].expected.variables)
 
 
 def _stat(values, fn):
@@ -163,7 +173,7 @@ def report(frameworks: bool = True) -> str:
     parts = []
     summary = []
     for dialect in NATIVE:
-        module = importlib.import_module(f"reference.dialects.{dialect}")
+        module = stages_module(dialect)
         cls = optimizer_class(dialect)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

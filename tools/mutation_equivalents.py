@@ -86,7 +86,6 @@ EQUIVALENT: list[Explanation] = [
     E(STEP, "Hyperparameters", "clip_threshold: float = 1.0", "clip_threshold: float = 0.0", _UNUSED_DEFAULT),
     E(STEP, "Hyperparameters", "relative_step: bool = True", "relative_step: bool = False", _UNUSED_DEFAULT),
     E(STEP, "Hyperparameters", "@dataclass(frozen=True)", "@dataclass(frozen=False)", _FROZEN),
-    E(STEP, "Slots", "@dataclass(frozen=True)", "@dataclass(frozen=False)", _FROZEN),
     E(STEP, "StepTrace", "@dataclass(frozen=True)", "@dataclass(frozen=False)", _FROZEN),
     E(STEP, "update_step", "if not learning_rate_is_callable and hyper.relative_step:",
       "if not not learning_rate_is_callable and hyper.relative_step:", _RELATIVE_STEP),
@@ -172,9 +171,9 @@ EQUIVALENT: list[Explanation] = [
       for op in (">", "<")],
     *[E(OPT, "Adafactor.apply", "if len(variables) != len(self._variables) or any(",
         f"if len(variables) {op} len(self._variables) or any(", _API_MISUSE) for op in (">", "is not", "<")],
-    *[E(OPT, "Adafactor.set_state", "if len(state.slots) != len(self._variables):",
-        f"if len(state.slots) {op} len(self._variables):", _CHECKS) for op in (">", "is not", "<")],
-    *[E(OPT, "Adafactor.set_state", "if s.v.shape != x.shape:", f"if s.v.shape {op} x.shape:", _CHECKS)
+    *[E(OPT, "Adafactor.set_state", "if state.v is None or len(state.v) != len(self._variables):",
+        f"if state.v is None or len(state.v) {op} len(self._variables):", _CHECKS) for op in (">", "is not", "<")],
+    *[E(OPT, "Adafactor.set_state", "if v.shape != x.shape:", f"if v.shape {op} x.shape:", _CHECKS)
       for op in (">", "<")],
     E(OPT, "Adafactor._ema", "momentum = dtype(self.iterations != 0) * dtype(self.ema_momentum)",
       "momentum = dtype(self.iterations > 0) * dtype(self.ema_momentum)",
@@ -206,8 +205,8 @@ EQUIVALENT: list[Explanation] = [
       "for i, (g, x) in []:", _CHECKS),
     E(OPT, "Adafactor.apply", "for i, x in enumerate(self._variables):", "for i, x in []:", _CHECKS),
     E(OPT, "Adafactor.stateless_apply", "for i, x in enumerate(variables):", "for i, x in []:", _UNUSED_API),
-    E(OPT, "Adafactor.set_state", "for i, (s, x) in enumerate(zip(state.slots, self._variables)):",
-      "for i, (s, x) in []:", _CHECKS),
+    E(OPT, "Adafactor.set_state", "for i, (v, x) in enumerate(zip(state.v, self._variables)):",
+      "for i, (v, x) in []:", _CHECKS),
     E(OPT, "Adafactor.finalize_variable_values", "for x, avg in zip(variables, self.state.average):",
       "for x, avg in []:", _UNUSED_API),
     # --- clipping.py
@@ -236,7 +235,6 @@ EQUIVALENT: list[Explanation] = [
     *[E(RED, scope, "if acc is None:", mutated, _HALF) for scope in ("total", "mean", "norm")
       for mutated in ("if not acc is None:", "if acc is not None:")],
     E(RED, "norm", "def norm(x, axis=None, keepdims=False):", "def norm(x, axis=None, keepdims=True):", _KEEPDIMS),
-    E(OPT, "Adafactor", "\n@property", "", "the decorator of variable_names: " + _UNUSED_API, nth=1),
     E(OPT, "Adafactor", "\n@classmethod", "", "the decorator of from_config: " + _CONFIG),
     E(STEP, "update_step", "g = g.astype(x.dtype, copy=False)  # Keras casts the gradient only here, after clipping",
       "g = g.astype(x.dtype, copy=True)  # Keras casts the gradient only here, after clipping",

@@ -41,7 +41,7 @@ import numpy as np
 from mpmath import mp, mpf
 
 import reference.optimizer as _optimizer_module
-from reference.adafactor_step import Hyperparameters, is_factored, update_step
+from reference.adafactor_step import Hyperparameters, factored_axes, update_step
 from reference.optimizer import Adafactor
 from reference.state import Kind, State
 
@@ -106,7 +106,7 @@ def make_cases(seed: int = SEED, n: int = N_CASES) -> list:
         g = g_scale * rng.standard_normal(shape)
         state_scale = g_scale**2 * _log_uniform(rng, -4, 4)
         q0 = state_scale * np.exp(rng.standard_normal(shape))  # positive "past g**2"
-        if is_factored(shape):
+        if factored_axes(shape) is not None:
             moments = (q0.mean(axis=-1), q0.mean(axis=-2), q0.copy())
         else:
             moments = (None, None, np.asarray(q0, dtype=np.float64))
@@ -222,7 +222,7 @@ def exact_step(case: Case, beta: Optional[float] = None) -> ExactStep:
         else:
             b = mpf(float(beta))
             w = 1 - b
-        factored = is_factored(case.x.shape)
+        factored = factored_axes(case.x.shape) is not None
         if factored:
             r0, c0 = _mp_array(case.moments[0]), _mp_array(case.moments[1])
             mq_rows, mq_cols = _mean(q, axis=-1), _mean(q, axis=-2)

@@ -1,22 +1,27 @@
-"""Named dialects: what other frameworks' Adafactors compute, written as differences from
-the Keras step (``reference/dialects/base.py``). ``keras`` is the spec
-(``reference.Adafactor``); every other dialect is a ``DialectOptimizer`` subclass taking
-its framework's own constructor arguments and defaults.
+"""Named dialects: what other frameworks' Adafactors compute, written as the Keras step with
+named stages swapped (``reference/dialects/base.py``: ``Stages``). ``keras`` is the spec's
+own stages (``reference/dialects/keras.py``; the spec with every argument is
+``reference.Adafactor``); every other dialect is a ``DialectOptimizer`` subclass taking its
+framework's own constructor arguments and defaults.
 
     from reference.dialects import optimizer_class
     opt = optimizer_class("torch")(lr=0.01)      # torch.optim.Adafactor's arguments
-    opt.build(variables); opt.apply(grads, variables)
+    opt.build(variables); opt.apply(grads, variables); opt.state   # a reference.state.State
+
+Adding a dialect: a module here with its stage functions, a ``<name>_stages`` built by
+``keras_stages(...).replace(...)``, a ``DialectOptimizer`` subclass, ``DIFFERENCES`` and
+``from_keras``; then one line in ``DIALECTS``.
 """
 
 from __future__ import annotations
 
 import importlib
 
-from reference.dialects.base import DialectOptimizer, KerasStage
+from reference.dialects.base import DialectOptimizer, Stages
 
 #: dialect name -> "module:Class" of its DialectOptimizer.
 DIALECTS = {
-    "keras": "reference.dialects.keras:KerasStages",
+    "keras": "reference.dialects.keras:KerasDialect",
     "torch": "reference.dialects.torch:TorchAdafactor",
     "optax": "reference.dialects.optax:OptaxAdafactor",
     "transformers": "reference.dialects.transformers:TransformersAdafactor",
@@ -31,4 +36,10 @@ def optimizer_class(dialect: str) -> type:
     return getattr(importlib.import_module(module), name)
 
 
-__all__ = ["DIALECTS", "DialectOptimizer", "KerasStage", "optimizer_class"]
+def stages_module(dialect: str):
+    """The module of ``dialect`` (its stage functions, ``DIFFERENCES``, ``from_keras``)."""
+    optimizer_class(dialect)  # a clear error for an unknown name
+    return importlib.import_module(f"reference.dialects.{dialect}")
+
+
+__all__ = ["DIALECTS", "DialectOptimizer", "Stages", "optimizer_class", "stages_module"]

@@ -1,190 +1,145 @@
-"""The Keras Adafactor step cut into named stages, so that a framework's dialect is the list
-of stages it does differently.
+"""A dialect is the Keras step with named stages swapped.
 
-``KerasStage`` computes exactly what ``reference.adafactor_step.update_step`` computes,
-plus Keras's weight decay (which the spec runs in ``reference/optimizer.py`` just before
-the step, base_optimizer.py:952-959), bit for bit (tests/test_dialects.py checks it on
-every shape class). It exists for the dialects: ``reference/dialects/torch.py``,
-``optax.py`` and ``transformers.py`` subclass it and override only the stages where their
-framework differs, each override pointing at the source line it mirrors. The spec itself
-stays ``reference.Adafactor``.
+``Stages`` holds one Adafactor step on one variable as named stage functions, in Keras's
+order; ``Stages.step`` composes them. ``reference/dialects/keras.py`` fills every stage with
+the spec's own stage functions (``reference/adafactor_step.py``), so the Keras stages are the
+spec bit for bit (tests/test_dialects.py); every other dialect is
+``keras_stages(...).replace(<stage>=<its function>, ...)`` with the stages its framework
+computes differently, each function citing the source line it mirrors, as optax builds an
+optimizer by chaining transforms. "Keras plus one framework difference" (tools/divergence.py)
+is the same ``replace`` with fewer stages.
 
-One step on one variable, in this order (Keras's names; each line is a method):
+One step on one variable at 1-based step ``t`` with learning rate ``lr``, in this order:
 
-    rho     = relative_step(t, lr)                 min(lr, 1/sqrt(t))
-    x_scale = x                                    the variable the step size is taken on
-    x       = decay(x, lr, ...)                    Keras: x - x*wd*lr, before the step
-    alpha   = parameter_scale(x or x_scale) * rho  max(eps2, RMS(x)); Keras: after the decay
-    q       = gradient_square(g)                   g*g + eps1
-    beta    = beta_2(t)                            (1 - t**decay, 1 - (1 - t**decay))
-    slots   = second_moment(q, slots, beta)        EMA of row/column means or of q
-    u       = precondition(g, slots)               g / sqrt(V)
-    u, den  = clip(u)                              den = max(1, RMS(u)/d)
-    x       = apply(x, x_scale, u, den, alpha, lr, slots)   x - alpha * (u / den)
+    rho     = relative_step(dtype, t, lr)                 min(lr, 1/sqrt(t))
+    x_scale = x                                           the variable the step size may be taken on
+    x       = weight_decay(dtype, x, lr, decays)          Keras: x - x*wd*lr, before the step
+    alpha   = parameter_scale(dtype, x or x_scale) * rho  max(eps2, RMS(x)); Keras: after the decay
+    q       = gradient_square(dtype, g)                   g*g + eps1
+    beta    = beta_2(dtype, t)                            Keras: (1 - t**decay, 1 - (1 - t**decay))
+    moments = second_moment(stages, dtype, q, moments, beta, axes)   EMAs of row/column means or of q
+    u       = precondition(stages, dtype, g, moments, axes)          g / sqrt(V)
+    u, den  = clip(dtype, u)                              den = max(1, RMS(u)/d)
+    x, moments = apply(stages, dtype, x, x_scale, u, den, alpha, lr, moments, decays)  x - alpha*(u/den)
 
-Slots are a dict of arrays. ``r`` is the statistic that reduced the *column* axis (Keras:
-the last axis, shape ``x.shape[:-1]``), ``c`` the one that reduced the *row* axis (Keras:
-axis -2); ``v`` is the full second moment where the dialect keeps one; ``momentum`` a
-first moment where the dialect has one. ``factored_axes(shape)`` says which axes are the
-row and column axes, or None for an unfactored variable.
+``dtype`` is the variable's scalar type: every constant is cast to it, as Keras casts every
+scalar to the variable dtype (adafactor.py:146-150), so the same stages run honestly in
+float32 and below. Stages that combine other stages (``initial_moments``, ``second_moment``,
+``precondition``, ``apply``) receive the composed ``Stages`` first and call the others
+through it, so swapping a leaf (``moment_update``, ``axis_mean``, ``estimate``,
+``parameter_scale``) reaches them too. A stage's own arguments (eps1, a momentum, ...) are
+bound to it with ``functools.partial`` when the dialect builds its stages.
+
+``moments`` is a dict {Kind: array} for one variable: ``Kind.R`` is the statistic that
+reduced the *column* axis (Keras: the last axis, shape ``x.shape[:-1]``), ``Kind.C`` the one
+that reduced the *row* axis (Keras: axis -2); ``Kind.V`` the full second moment where the
+dialect keeps one; ``Kind.MOMENTUM`` a first moment where the dialect has one.
+``factored_axes(shape)`` says which axes are the row and column axes, or None for an
+unfactored variable.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 import numpy as np
 
-from reference import reductions
-from reference.adafactor_step import rms
+from reference.state import Kind, State
 
 
-class KerasStage:
-    """Keras 3.15.1 ``Adafactor.update_step`` (adafactor.py:143-214) and its weight decay
-    (base_optimizer.py:952-959), as stages. ``hyper`` holds Keras's argument names."""
+@dataclass(frozen=True)
+class Stages:
+    """The named stages of one step on one variable (signatures in the module docstring)."""
 
-    #: Keras takes RMS(x) after weight decay (the decay runs first, in the base optimizer).
-    scale_after_decay = True
-    #: The scalar type of the variable being stepped (set by ``step``): every constant is
-    #: cast to it, as Keras casts every scalar to the variable dtype (adafactor.py:146-150),
-    #: so the same stages run honestly in float32 and below.
-    f = np.float64
+    factored_axes: Callable  # (shape) -> (row, col) | None
+    initial_moments: Callable  # (stages, x) -> {Kind: zeros}
+    relative_step: Callable  # (dtype, t, lr) -> rho
+    parameter_scale: Callable  # (dtype, x) -> scale
+    scale_after_decay: bool  # alpha from the decayed variable (Keras) or the one passed in
+    weight_decay: Callable  # (dtype, x, lr, decays) -> x
+    gradient_square: Callable  # (dtype, g) -> q
+    beta_2: Callable  # (dtype, t) -> beta, in whatever form moment_update takes
+    moment_update: Callable  # (dtype, old, new, beta) -> new EMA
+    axis_mean: Callable  # (dtype, q, axis) -> row or column statistic
+    second_moment: Callable  # (stages, dtype, q, moments, beta, axes) -> moments
+    estimate: Callable  # (dtype, r, c, axes) -> V
+    precondition: Callable  # (stages, dtype, g, moments, axes) -> U
+    clip: Callable  # (dtype, u) -> (u, denominator)
+    apply: Callable  # (stages, dtype, x, x_scale, u, den, alpha, lr, moments, decays) -> (x, moments)
 
-    def __init__(self, beta_2_decay: float = -0.8,
-                 epsilon_1: float = 1e-30, epsilon_2: float = 1e-3, clip_threshold: float = 1.0,
-                 weight_decay: Optional[float] = None):
-        self.beta_2_decay = beta_2_decay
-        self.epsilon_1 = epsilon_1
-        self.epsilon_2 = epsilon_2
-        self.clip_threshold = clip_threshold
-        self.weight_decay = weight_decay
+    def replace(self, **stages) -> "Stages":
+        """These stages with the named ones swapped (``dataclasses.replace``; an unknown
+        name is a TypeError naming it)."""
+        return dataclasses.replace(self, **stages)
 
-    # ------------------------------------------------------------------ layout
-    def factored_axes(self, shape) -> Optional[tuple[int, int]]:
-        """(row axis, column axis) of a factored variable, or None. Keras: the last two
-        axes of every variable with two or more axes (adafactor.py:100, 163)."""
-        return (len(shape) - 2, len(shape) - 1) if len(shape) >= 2 else None
-
-    def statistic_zeros(self, x: np.ndarray) -> dict:
-        """Zero second-moment statistics: r and c for a factored variable, v otherwise."""
-        axes = self.factored_axes(x.shape)
-        if axes is None:
-            return {"v": np.zeros_like(x)}
-        row, col = axes
-        return {"r": np.zeros(np.delete(x.shape, col), dtype=x.dtype),
-                "c": np.zeros(np.delete(x.shape, row), dtype=x.dtype)}
-
-    def init_slots(self, x: np.ndarray) -> dict:
-        """Zero state (adafactor.py:84-138): r, c and a full-size v for factored variables
-        (Keras keeps V too; the other dialects keep ``statistic_zeros`` only)."""
-        return {**self.statistic_zeros(x), "v": np.zeros_like(x)}
-
-    # ------------------------------------------------------------------ step size
-    def relative_step(self, t: int, lr: float):
-        """rho_t = min(lr, 1/sqrt(t)) (adafactor.py:151-152, 158; relative_step is a no-op)."""
-        one = self.f(1.0)
-        return np.minimum(self.f(lr), one / np.sqrt(self.f(t)))
-
-    def parameter_scale(self, x: np.ndarray):
-        """max(eps2, RMS(x)) (adafactor.py:159)."""
-        return np.maximum(self.f(self.epsilon_2), rms(x))
-
-    def decay(self, x: np.ndarray, lr: float, decayed: bool) -> np.ndarray:
-        """x - x*wd*lr with the raw learning rate, before the step (base_optimizer.py:952-959)."""
-        if self.weight_decay is None or not decayed:
-            return x
-        return np.asarray(x - x * self.f(self.weight_decay) * self.f(lr))
-
-    # ------------------------------------------------------------------ second moment
-    def gradient_square(self, g: np.ndarray) -> np.ndarray:
-        """g*g + eps1: epsilon_1 inside the square, before any mean (adafactor.py:160)."""
-        return np.square(g) + self.f(self.epsilon_1)
-
-    def beta_2(self, t: int):
-        """(beta_2, 1 - beta_2) with beta_2 = 1 - t**beta_2_decay, both as written
-        (adafactor.py:161)."""
-        one = self.f(1.0)
-        beta = one - self.f(float(t) ** self.beta_2_decay)
-        return beta, one - beta
-
-    def moment_update(self, old: np.ndarray, new: np.ndarray, beta):
-        """beta * old + (1 - beta) * new (adafactor.py:165-177, 199-205)."""
-        b, one_minus_b = beta
-        return b * old + one_minus_b * new
-
-    def axis_mean(self, q: np.ndarray, axis: int) -> np.ndarray:
-        """mean(q, axis): the row or column statistic of q (adafactor.py:168, 174)."""
-        return reductions.mean(q, axis=axis)
-
-    def second_moment(self, q: np.ndarray, slots: dict, beta, axes) -> dict:
-        """The EMA of the factored statistics and V (Algorithm 4), or of q (Algorithm 5)."""
-        if axes is None:
-            return {**slots, "v": np.asarray(self.moment_update(slots["v"], q, beta))}
-        row, col = axes
-        r = self.moment_update(slots["r"], self.axis_mean(q, col), beta)
-        c = self.moment_update(slots["c"], self.axis_mean(q, row), beta)
-        return {**slots, "r": r, "c": c, "v": self.estimate(r, c, axes)}
-
-    def estimate(self, r: np.ndarray, c: np.ndarray, axes) -> np.ndarray:
-        """V = (r / mean(r over rows)) (outer) c: Keras divides first (adafactor.py:178-183)."""
-        row, col = axes
-        row_in_r = row if row < col else row - 1  # r lacks the column axis
-        return np.expand_dims(r / reductions.mean(r, axis=row_in_r, keepdims=True), col) * np.expand_dims(c, row)
-
-    def precondition(self, g: np.ndarray, slots: dict, axes) -> np.ndarray:
-        """U = g / sqrt(V) (adafactor.py:209)."""
-        return g / np.sqrt(slots["v"])
-
-    # ------------------------------------------------------------------ update
-    def clip(self, u: np.ndarray):
-        """den = max(1, RMS(U) / d) (adafactor.py:210-213); returns (U, den)."""
-        return u, np.maximum(self.f(1.0), rms(u) / self.f(self.clip_threshold))
-
-    def apply(self, x, x_scale, u, den, alpha, lr, slots, decayed: bool):
-        """x - alpha * (U / den) (adafactor.py:214). Returns (new x, slots)."""
-        return np.asarray(x - alpha * (u / den)), slots
-
-    # ------------------------------------------------------------------ the step
-    def step(self, x: np.ndarray, g: np.ndarray, slots: dict, t: int, lr: float,
-             decayed: bool = True) -> tuple[np.ndarray, dict]:
-        """One step on one variable at 1-based step ``t``; ``decayed``: whether weight decay
-        applies to this variable. Returns (new x, new slots); inputs are not modified."""
-        self.f = x.dtype.type
-        rho = self.relative_step(t, lr)
+    def step(self, x: np.ndarray, g: np.ndarray, moments: dict, t: int, lr, decays: bool = True) -> tuple:
+        """One step on one variable at 1-based step ``t``; ``decays``: whether weight decay
+        applies to this variable. Returns (new x, new moments); inputs are not modified."""
+        dtype = x.dtype.type
+        rho = self.relative_step(dtype, t, lr)
         x_scale = x
-        x = self.decay(x, lr, decayed)
-        alpha = self.parameter_scale(x if self.scale_after_decay else x_scale) * rho
+        x = self.weight_decay(dtype, x, lr, decays)
+        alpha = self.parameter_scale(dtype, x if self.scale_after_decay else x_scale) * rho
         axes = self.factored_axes(x.shape)
-        q = self.gradient_square(g)
-        slots = self.second_moment(q, slots, self.beta_2(t), axes)
-        u = self.precondition(g, slots, axes)
-        u, den = self.clip(u)
-        return self.apply(x, x_scale, u, den, alpha, lr, slots, decayed)
+        q = self.gradient_square(dtype, g)
+        moments = self.second_moment(self, dtype, q, moments, self.beta_2(dtype, t), axes)
+        u = self.precondition(self, dtype, g, moments, axes)
+        u, den = self.clip(dtype, u)
+        return self.apply(self, dtype, x, x_scale, u, den, alpha, lr, moments, decays)
+
+
+def statistic_zeros(stages: Stages, x: np.ndarray) -> dict:
+    """Zero second-moment statistics in x's dtype: r and c for a factored variable, v
+    otherwise (the part of ``initial_moments`` every dialect shares)."""
+    axes = stages.factored_axes(x.shape)
+    if axes is None:
+        return {Kind.V: np.zeros_like(x)}
+    row, col = axes
+    return {Kind.R: np.zeros(np.delete(x.shape, col), dtype=x.dtype),
+            Kind.C: np.zeros(np.delete(x.shape, row), dtype=x.dtype)}
+
+
+class _MomentsView(dict):
+    """DEPRECATED view of one variable's moments with string keys (``"r"``, ``"momentum"``),
+    for callers of ``DialectOptimizer.slots`` not yet on ``State``; writes go to the state."""
+
+    def __init__(self, state: State, index: int):
+        super().__init__((k.value, state[k][index]) for k in state.kinds() if state[k][index] is not None)
+        self._state, self._index = state, index
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        self._state[key][self._index] = value
 
 
 class DialectOptimizer:
-    """A framework's Adafactor over a list of float64 NumPy variables, stepped by a stage
-    class. Subclasses take their framework's own constructor arguments and defaults, build
-    ``self.stage`` from them and say what the learning rate is at step ``t``.
+    """A framework's Adafactor over a list of NumPy variables, stepped by ``self.stages``.
+    Subclasses take their framework's own constructor arguments and defaults, build
+    ``self.stages`` from them and say what the learning rate is at step ``t``.
 
-    The state is ``iterations`` (applies so far; every dialect's step counter is
-    ``iterations + 1`` on the next apply) and one slots dict per variable. Every variable
-    needs a gradient on every apply: the frameworks differ in how they count steps of a
-    parameter without one (per-parameter counters in torch and transformers), which the
-    version-1 vector format does not record.
+    The state is a ``reference.state.State``: ``iterations`` (applies so far; every
+    dialect's step counter is ``iterations + 1`` on the next apply) and the moment kinds of
+    ``stages.initial_moments`` per variable. Every variable needs a gradient on every apply:
+    the frameworks differ in how they count steps of a parameter without one (per-parameter
+    counters in torch and transformers), which the vector format does not record.
     """
 
-    dialect = "keras-stages"
+    dialect = "?"
     #: What the dialect mirrors, for vector files and reports, e.g.
     #: framework = "torch.optim.Adafactor", spec = "torch 2.13.0, torch/optim/_adafactor.py".
     framework = "?"
     spec = "?"
-    stage: KerasStage
+    stages: Stages
+    #: The floor of RMS(x) in the step size (Keras's epsilon_2), None where there is none.
+    rms_floor: Optional[float] = None
+    #: Whether the configuration decays weights at all.
+    has_weight_decay: bool = False
 
     def __init__(self):
-        self.iterations = 0
-        self.slots: Optional[list] = None
-        self.decayed: Optional[list] = None
+        self.state: Optional[State] = None
+        self.decays: Optional[list] = None
 
     # subclasses --------------------------------------------------------------------
     def learning_rate(self, t: int) -> float:
@@ -193,17 +148,51 @@ class DialectOptimizer:
     def get_config(self) -> dict:
         raise NotImplementedError
 
+    # state -------------------------------------------------------------------------
+    def zero_state(self, variables) -> State:
+        """The state before the first step: iterations 0 and zero moments per variable (no
+        ``variables`` kind)."""
+        moments = [self.stages.initial_moments(self.stages, np.asarray(x)) for x in variables]
+        kinds = [k for k in Kind if any(k in m for m in moments)]
+        return State(0, {k: [m.get(k) for m in moments] for k in kinds})
+
+    @property
+    def iterations(self) -> int:
+        return self.state.iterations
+
+    @iterations.setter
+    def iterations(self, value: int) -> None:
+        self.state.iterations = value
+
+    def set_state(self, state: State) -> None:
+        """Load ``state`` (iterations and this dialect's moment kinds; other kinds, such as
+        ``variables``, are ignored), each array cast to the dtype the built state keeps it in."""
+        if self.state is None:
+            raise ValueError(f"{self.dialect}: call build(variables) before set_state()")
+        values = {}
+        for k in self.state.kinds():
+            if k not in state:
+                raise ValueError(f"{self.dialect}: the state to load has no {k.value!r}")
+            values[k] = [None if old is None else np.array(new, dtype=old.dtype)
+                         for old, new in zip(self.state[k], state[k])]
+        self.state = State(state.iterations, values)
+
+    @property
+    def slots(self) -> list:
+        """DEPRECATED (read ``self.state``): one dict per variable with string keys."""
+        return [_MomentsView(self.state, i) for i in range(len(self.decays))]
+
     # driver ------------------------------------------------------------------------
-    def build(self, variables, decayed=None) -> None:
-        """Zero state for ``variables``; ``decayed[i]`` False excludes variable i from
-        weight decay (where the dialect has a mask)."""
-        self.slots = [self.stage.init_slots(np.asarray(x)) for x in variables]
-        self.decayed = list(decayed) if decayed is not None else [True] * len(variables)
-        self.iterations = 0
+    def build(self, variables, decays=None, *, decayed=None) -> None:
+        """Zero state for ``variables``; ``decays[i]`` False excludes variable i from weight
+        decay (where the dialect has a mask). ``decayed`` is the deprecated name of ``decays``."""
+        decays = decays if decays is not None else decayed
+        self.state = self.zero_state(variables)
+        self.decays = list(decays) if decays is not None else [True] * len(variables)
 
     def apply(self, grads, variables) -> None:
-        """One step on every variable; ``variables`` are float64 arrays updated in place."""
-        if self.slots is None:
+        """One step on every variable; ``variables`` are arrays updated in place."""
+        if self.state is None:
             self.build(variables)
         if len(grads) != len(variables):
             raise ValueError(f"{self.dialect}: {len(grads)} gradients for {len(variables)} variables")
@@ -211,14 +200,29 @@ class DialectOptimizer:
             if g is None:
                 raise ValueError(f"{self.dialect}: variable {i} has no gradient; dialect vectors "
                                  "give every variable a gradient on every step")
-        t = self.iterations + 1
+        t = self.state.iterations + 1
         lr = self.learning_rate(t)
-        new = []
+        kinds = self.state.kinds()
+        new_x, new_moments = [], []
         for i, (x, g) in enumerate(zip(variables, grads)):
             x = np.asarray(x)
-            new_x, self.slots[i] = self.stage.step(x, np.asarray(g).astype(x.dtype, copy=False), self.slots[i], t, lr,
-                                                   self.decayed[i])
-            new.append(new_x)
-        for x, value in zip(variables, new):  # all or nothing: assign after every step succeeded
+            moments = {k: self.state[k][i] for k in kinds if self.state[k][i] is not None}
+            value, moments = self.stages.step(x, np.asarray(g).astype(x.dtype, copy=False), moments, t, lr,
+                                              self.decays[i])
+            new_x.append(value)
+            new_moments.append(moments)
+        # all or nothing: assign after every step succeeded
+        for x, value in zip(variables, new_x):
             x[...] = value
-        self.iterations = t
+        self.state = State(t, {k: [m.get(k) for m in new_moments] for k in kinds})
+
+    @property
+    def stage(self):
+        """DEPRECATED (use ``stages``, ``rms_floor``, ``has_weight_decay``, ``zero_state``):
+        what callers read from the old stage object."""
+        from types import SimpleNamespace
+
+        return SimpleNamespace(factored_axes=self.stages.factored_axes, epsilon_2=self.rms_floor,
+                               weight_decay=self.has_weight_decay,
+                               init_slots=lambda x: {k.value: a for k, a in
+                                                     self.stages.initial_moments(self.stages, x).items()})

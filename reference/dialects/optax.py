@@ -37,13 +37,18 @@ and ``decay_rate``/``eps`` given as arrays.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from functools import partial
 from typing import Optional
 
 import numpy as np
 
-from reference.adafactor_step import rms
-from reference.dialects.base import DialectOptimizer, KerasStage
+from reference import adafactor_step as spec
 from reference import reductions
+from reference.adafactor_step import Hyperparameters
+from reference.dialects.base import DialectOptimizer, Stages, statistic_zeros
+from reference.dialects.keras import keras_stages
+from reference.state import Kind
 
 #: optax's ``scale_by_param_block_rms`` floor (transform.py:540, min_scale=1e-3), fixed.
 MIN_SCALE = 1e-3
@@ -86,169 +91,203 @@ def xla_pow(x, y):
     return out if out.ndim else out[()]
 
 
-class OptaxStage(KerasStage):
-    """The Keras stages with optax.adafactor's differences; each override cites its line.
-    Extra attributes: factored, min_dim_size_to_factor, decay_offset,
-    multiply_by_parameter_scale, momentum, dtype_momentum."""
+@dataclass(frozen=True)
+class OptaxArguments:
+    """What the optax stages read of ``optax.adafactor``'s arguments (alias.py:224-237)."""
 
-    #: optax takes RMS(p) of the parameters passed to ``update`` (before the update); it
-    #: has no decay before the step (weight decay is added to the update, _adding.py:72-76).
-    scale_after_decay = False
+    decay_rate: float = 0.8
+    eps: float = 1e-30
+    clipping_threshold: Optional[float] = 1.0
+    weight_decay_rate: Optional[float] = None
+    factored: bool = True
+    min_dim_size_to_factor: int = 128
+    decay_offset: int = 0
+    multiply_by_parameter_scale: bool = True
+    momentum: Optional[float] = None
+    dtype_momentum: str = "float32"
 
-    def __init__(self, decay_rate: float = 0.8, eps: float = 1e-30, clipping_threshold: Optional[float] = 1.0,
-                 weight_decay_rate: Optional[float] = None, *, factored: bool = True,
-                 min_dim_size_to_factor: int = 128, decay_offset: int = 0,
-                 multiply_by_parameter_scale: bool = True, momentum: Optional[float] = None,
-                 dtype_momentum: str = "float32"):
-        super().__init__(beta_2_decay=-decay_rate, epsilon_1=eps, epsilon_2=MIN_SCALE,
-                         clip_threshold=clipping_threshold, weight_decay=weight_decay_rate)
-        self.factored = factored
-        self.min_dim_size_to_factor = min_dim_size_to_factor
-        self.decay_offset = decay_offset
-        self.multiply_by_parameter_scale = multiply_by_parameter_scale
-        self.momentum = momentum
-        self.dtype_momentum = dtype_momentum
-
-    # ------------------------------------------------------------------ layout
-    def factored_axes(self, shape):
-        """(d1, d0): the second-largest and largest axes by ``np.argsort`` (ties: the lower
-        index sorts first), only if ``factored``, ndim >= 2 and size[d1] >=
-        min_dim_size_to_factor (factorized.py:52-57). d0 is reduced into v_row (= r), so
-        it is the column axis; d1 is the row axis."""
-        if not self.factored or len(shape) < 2:
-            return None
-        order = np.argsort(shape)
-        if shape[order[-2]] < self.min_dim_size_to_factor:
-            return None
-        return int(order[-2]), int(order[-1])
-
-    def init_slots(self, x: np.ndarray) -> dict:
-        """Zeros in the parameter dtype (factorized.py:143-159): r (no axis d0) and c (no
-        axis d1) for factored variables, v otherwise; plus the momentum in
-        ``dtype_momentum`` (_accumulation.py:118-121, float32 by default)."""
-        slots = self.statistic_zeros(x)
-        if getattr(self, "momentum", None) is not None:
-            slots["momentum"] = np.zeros(x.shape, dtype=momentum_dtype(self.dtype_momentum))
-        return slots
-
-    # ------------------------------------------------------------------ second moment
-    def beta_2(self, t: int):
-        """beta = 1.0 - t'**(-decay_rate), t' = float32(t - decay_offset), all in float32
-        even for float64 parameters; ``1.0 - beta`` is a float32 subtraction too (the
-        Python 1.0 is weak-typed) (factorized.py:28-32, 170, 181). t' <= 0 (decay_offset
-        beyond the step) gives inf/NaN, as optax does."""
-        f32 = np.float32
-        with np.errstate(divide="ignore", invalid="ignore"):
-            beta = f32(1.0) - xla_pow(f32(t - getattr(self, "decay_offset", 0)), f32(self.beta_2_decay))
-        return beta, f32(1.0) - beta
-
-    def second_moment(self, q: np.ndarray, slots: dict, beta, axes) -> dict:
-        """The EMA of v_row/v_col (or of q), as Keras's, but optax keeps no full V for a
-        factored variable (factorized.py:181-188, 200-201)."""
-        # .astype(dtype) after the EMA (factorized.py:186-188, 201): with a float32 beta a
-        # float16 or bfloat16 state would otherwise be promoted to float32.
-        if axes is None:
-            v = np.asarray(self.moment_update(slots["v"], q, beta)).astype(slots["v"].dtype, copy=False)
-            return {**slots, "v": v}
-        row, col = axes
-        r = np.asarray(self.moment_update(slots["r"], self.axis_mean(q, col), beta)).astype(slots["r"].dtype, copy=False)
-        c = np.asarray(self.moment_update(slots["c"], self.axis_mean(q, row), beta)).astype(slots["c"].dtype, copy=False)
-        return {**{k: a for k, a in slots.items() if k != "v"}, "r": r, "c": c}
-
-    def precondition(self, g: np.ndarray, slots: dict, axes) -> np.ndarray:
-        """u = g * (r / mean(r over d1))**-0.5 * c**-0.5, multiplied left to right, with
-        ``pow`` (factorized.py:189-197); unfactored u = g * v**-0.5 (factorized.py:202).
-        ``xla_pow`` is the pow XLA runs (not 1/sqrt, not NumPy's)."""
-        half = self.f(-0.5)
-        if axes is None:
-            return g * xla_pow(slots["v"], half)
-        row, col = axes
-        r, c = slots["r"], slots["c"]
-        row_in_r = row if row < col else row - 1  # factorized.py:189 reduced_d1
-        row_factor = xla_pow(r / reductions.mean(r, axis=row_in_r, keepdims=True), half)
-        col_factor = xla_pow(c, half)
-        return g * np.expand_dims(row_factor, col) * np.expand_dims(col_factor, row)
-
-    # ------------------------------------------------------------------ update
-    def clip(self, u: np.ndarray):
-        """den = max(1, RMS(u)/threshold) (_clipping.py:66-70); threshold None: no clipping
-        at all (alias.py:310-311), den = 1 (u / 1 is u, NaNs stay where they are)."""
-        if self.clip_threshold is None:
-            return u, self.f(1.0)
-        return KerasStage.clip(self, u)  # not super(): hybrids (tools/divergence.py) are not subclasses
-
-    def relative_step(self, t: int, lr: float):
-        """No relative step: the learning rate is a plain multiplier (alias.py:312-313;
-        ``learning_rate=None`` is no scaling at all, i.e. 1)."""
-        return self.f(lr)
-
-    def parameter_scale(self, x: np.ndarray):
-        """safe_rms(p) = 1e-3 if RMS(p) <= 1e-3 else RMS(p) (numerics.py:101-103; NaN RMS
-        stays NaN); 1 when multiply_by_parameter_scale=False (alias.py:314-315)."""
-        if not getattr(self, "multiply_by_parameter_scale", True):
-            return self.f(1.0)
-        value = rms(x)
-        floor = self.f(self.epsilon_2)
-        return floor if value <= floor else value
-
-    def decay(self, x: np.ndarray, lr: float, decayed: bool) -> np.ndarray:
-        """No decay before the step: optax adds weight_decay_rate * p to the update
-        (``add_decayed_weights``), see ``add_decayed_weights`` below."""
-        return x
-
-    def scaled_update(self, u, den, lr, x_scale):
-        """((u / den) * lr) * scale, in optax's order: clip, then ``scale(lr)``
-        (transform.py:506-507; lr is weak-typed, so in the parameter dtype), then
-        ``scale_by_param_block_rms`` (transform.py:561-565). lr is the raw learning rate (1
-        for learning_rate=None, which optax does not multiply at all; 1*u is u), so there is
-        no relative step; ``parameter_scale`` is 1 when optax does not scale (1*u is u)."""
-        return ((u / den) * self.f(lr)) * self.parameter_scale(x_scale)
-
-    def momentum_ema(self, u, slots):
-        """new = (1 - m) * u + m * mom (``optax.tree.update_moment``, _tree_math.py:394-403,
-        called by ``ema`` at _accumulation.py:122-124; ``transform.ema`` is that function,
-        transform.py:1859, chained by alias.py:316-319 with debias=False). The step goes on
-        with ``new`` uncast; the state keeps ``new.astype(dtype_momentum)`` (_accumulation.py:128).
-
-        m is a Python float, so JAX types both products weakly
-        (https://docs.jax.dev/en/latest/type_promotion.html, "Weakly-typed values in JAX": a
-        Python scalar takes the dtype of the array it meets, the table's ``f*`` row/column; jax
-        0.10.2 jax/_src/dtypes.py:761, ``f_: [..., bf16, f16, ...]`` in the promotion lattice):
-        ``1 - m`` is rounded to u's dtype and multiplied in it, ``m`` is rounded to the momentum
-        dtype and ``m * mom`` is computed in the momentum dtype, e.g. in bfloat16 (m = 0.9 is
-        0.8984375 there). Only the sum promotes (float32 + bfloat16 -> float32, float16 +
-        bfloat16 -> float32, lattice lines 763-764). NumPy with ml_dtypes would promote
-        ``python float * bfloat16`` to float32 instead, so the scalars are cast explicitly."""
-        m = getattr(self, "momentum", None)
-        if m is None:
-            return u, slots
-        mom = slots["momentum"]
-        u = np.asarray(u)
-        new = u.dtype.type(1 - m) * u + mom.dtype.type(m) * mom
-        return new, {**slots, "momentum": np.asarray(new).astype(momentum_dtype(self.dtype_momentum))}
-
-    def add_decayed_weights(self, u, p, decayed: bool):
-        """u + weight_decay_rate * p on unmasked variables (_adding.py:72-76; not scaled by
-        lr or the parameter scale); skipped entirely for a rate of 0 (_adding.py:68-69)."""
-        wd = self.weight_decay
-        if wd is None or wd == 0.0 or not decayed:
-            return u
-        return u + self.f(wd) * p
-
-    def apply(self, x, x_scale, u, den, alpha, lr, slots, decayed: bool):
-        """optax's tail after the preconditioner: clip, lr, parameter scale, momentum, weight
-        decay, ``scale(-1)`` (alias.py:325) and ``apply_updates``: (p + u).astype(p.dtype)
-        (update.py:42). ``alpha`` is not used: optax multiplies lr and the scale into u one
-        at a time. x is x_scale here (no decay before the step)."""
-        u = self.scaled_update(u, den, lr, x_scale)
-        u, slots = self.momentum_ema(u, slots)
-        u = self.add_decayed_weights(u, x_scale, decayed)
-        return np.asarray(x + (-1 * u)).astype(x.dtype), slots
+    def keras_hyperparameters(self) -> Hyperparameters:
+        """The Keras stages optax shares take optax's values: eps1 = eps, the RMS floor
+        MIN_SCALE, the clip threshold."""
+        return Hyperparameters(beta_2_decay=-self.decay_rate, epsilon_1=self.eps, epsilon_2=MIN_SCALE,
+                               clip_threshold=self.clipping_threshold, relative_step=False)
 
 
-#: difference name -> (OptaxStage methods / class attributes implementing it, explanation).
-#: Keras's stages with every entry's methods taken from OptaxStage are OptaxStage
-#: (tests/test_dialect_optax.py). Keras's ``apply`` has no place for a momentum or for a
+# ------------------------------------------------------------------ layout
+def factored_axes(p: OptaxArguments, shape):
+    """(d1, d0): the second-largest and largest axes by ``np.argsort`` (ties: the lower
+    index sorts first), only if ``factored``, ndim >= 2 and size[d1] >=
+    min_dim_size_to_factor (factorized.py:52-57). d0 is reduced into v_row (= r), so
+    it is the column axis; d1 is the row axis."""
+    if not p.factored or len(shape) < 2:
+        return None
+    order = np.argsort(shape)
+    if shape[order[-2]] < p.min_dim_size_to_factor:
+        return None
+    return int(order[-2]), int(order[-1])
+
+
+def initial_moments(p: OptaxArguments, stages: Stages, x: np.ndarray) -> dict:
+    """Zeros in the parameter dtype (factorized.py:143-159): r (no axis d0) and c (no
+    axis d1) for factored variables, v otherwise; plus the momentum in
+    ``dtype_momentum`` (_accumulation.py:118-121, float32 by default)."""
+    moments = statistic_zeros(stages, x)
+    if p.momentum is not None:
+        moments[Kind.MOMENTUM] = np.zeros(x.shape, dtype=momentum_dtype(p.dtype_momentum))
+    return moments
+
+
+# ------------------------------------------------------------------ second moment
+def beta_2(p: OptaxArguments, dtype, t: int):
+    """beta = 1.0 - t'**(-decay_rate), t' = float32(t - decay_offset), all in float32
+    even for float64 parameters; ``1.0 - beta`` is a float32 subtraction too (the
+    Python 1.0 is weak-typed) (factorized.py:28-32, 170, 181). t' <= 0 (decay_offset
+    beyond the step) gives inf/NaN, as optax does."""
+    f32 = np.float32
+    with np.errstate(divide="ignore", invalid="ignore"):
+        beta = f32(1.0) - xla_pow(f32(t - p.decay_offset), f32(-p.decay_rate))
+    return beta, f32(1.0) - beta
+
+
+def second_moment(stages: Stages, dtype, q: np.ndarray, moments: dict, beta, axes) -> dict:
+    """The EMA of v_row/v_col (or of q), as Keras's, but optax keeps no full V for a
+    factored variable (factorized.py:181-188, 200-201)."""
+    # .astype(dtype) after the EMA (factorized.py:186-188, 201): with a float32 beta a
+    # float16 or bfloat16 state would otherwise be promoted to float32.
+    if axes is None:
+        v = moments[Kind.V]
+        return {**moments, Kind.V: np.asarray(stages.moment_update(dtype, v, q, beta)).astype(v.dtype, copy=False)}
+    row, col = axes
+    r, c = moments[Kind.R], moments[Kind.C]
+    r = np.asarray(stages.moment_update(dtype, r, stages.axis_mean(dtype, q, col), beta)).astype(r.dtype, copy=False)
+    c = np.asarray(stages.moment_update(dtype, c, stages.axis_mean(dtype, q, row), beta)).astype(c.dtype, copy=False)
+    return {**{k: a for k, a in moments.items() if k is not Kind.V}, Kind.R: r, Kind.C: c}
+
+
+def precondition(stages: Stages, dtype, g: np.ndarray, moments: dict, axes) -> np.ndarray:
+    """u = g * (r / mean(r over d1))**-0.5 * c**-0.5, multiplied left to right, with
+    ``pow`` (factorized.py:189-197); unfactored u = g * v**-0.5 (factorized.py:202).
+    ``xla_pow`` is the pow XLA runs (not 1/sqrt, not NumPy's)."""
+    half = dtype(-0.5)
+    if axes is None:
+        return g * xla_pow(moments[Kind.V], half)
+    row, col = axes
+    r, c = moments[Kind.R], moments[Kind.C]
+    row_in_r = row if row < col else row - 1  # factorized.py:189 reduced_d1
+    row_factor = xla_pow(r / reductions.mean(r, axis=row_in_r, keepdims=True), half)
+    col_factor = xla_pow(c, half)
+    return g * np.expand_dims(row_factor, col) * np.expand_dims(col_factor, row)
+
+
+# ------------------------------------------------------------------ update
+def clip(p: OptaxArguments, dtype, u: np.ndarray):
+    """den = max(1, RMS(u)/threshold) (_clipping.py:66-70), Keras's clip; threshold None: no
+    clipping at all (alias.py:310-311), den = 1 (u / 1 is u, NaNs stay where they are)."""
+    if p.clipping_threshold is None:
+        return u, dtype(1.0)
+    return u, spec.clip_denominator(spec.rms(u), p.clipping_threshold, dtype)
+
+
+def relative_step(dtype, t: int, lr):
+    """No relative step: the learning rate is a plain multiplier (alias.py:312-313;
+    ``learning_rate=None`` is no scaling at all, i.e. 1)."""
+    return dtype(lr)
+
+
+def parameter_scale(p: OptaxArguments, dtype, x: np.ndarray):
+    """safe_rms(p) = 1e-3 if RMS(p) <= 1e-3 else RMS(p) (numerics.py:101-103; NaN RMS
+    stays NaN); 1 when multiply_by_parameter_scale=False (alias.py:314-315)."""
+    if not p.multiply_by_parameter_scale:
+        return dtype(1.0)
+    value = spec.rms(x)
+    floor = dtype(MIN_SCALE)
+    return floor if value <= floor else value
+
+
+def weight_decay(dtype, x: np.ndarray, lr, decays: bool) -> np.ndarray:
+    """No decay before the step: optax adds weight_decay_rate * p to the update
+    (``add_decayed_weights``, in ``apply``)."""
+    return x
+
+
+def scaled_update(stages: Stages, dtype, u, den, lr, x_scale):
+    """((u / den) * lr) * scale, in optax's order: clip, then ``scale(lr)``
+    (transform.py:506-507; lr is weak-typed, so in the parameter dtype), then
+    ``scale_by_param_block_rms`` (transform.py:561-565). lr is the raw learning rate (1
+    for learning_rate=None, which optax does not multiply at all; 1*u is u), so there is
+    no relative step; ``parameter_scale`` is 1 when optax does not scale (1*u is u)."""
+    return ((u / den) * dtype(lr)) * stages.parameter_scale(dtype, x_scale)
+
+
+def momentum_ema(p: OptaxArguments, u, moments: dict):
+    """new = (1 - m) * u + m * mom (``optax.tree.update_moment``, _tree_math.py:394-403,
+    called by ``ema`` at _accumulation.py:122-124; ``transform.ema`` is that function,
+    transform.py:1859, chained by alias.py:316-319 with debias=False). The step goes on
+    with ``new`` uncast; the state keeps ``new.astype(dtype_momentum)`` (_accumulation.py:128).
+
+    m is a Python float, so JAX types both products weakly
+    (https://docs.jax.dev/en/latest/type_promotion.html, "Weakly-typed values in JAX": a
+    Python scalar takes the dtype of the array it meets, the table's ``f*`` row/column; jax
+    0.10.2 jax/_src/dtypes.py:761, ``f_: [..., bf16, f16, ...]`` in the promotion lattice):
+    ``1 - m`` is rounded to u's dtype and multiplied in it, ``m`` is rounded to the momentum
+    dtype and ``m * mom`` is computed in the momentum dtype, e.g. in bfloat16 (m = 0.9 is
+    0.8984375 there). Only the sum promotes (float32 + bfloat16 -> float32, float16 +
+    bfloat16 -> float32, lattice lines 763-764). NumPy with ml_dtypes would promote
+    ``python float * bfloat16`` to float32 instead, so the scalars are cast explicitly."""
+    m = p.momentum
+    if m is None:
+        return u, moments
+    mom = moments[Kind.MOMENTUM]
+    u = np.asarray(u)
+    new = u.dtype.type(1 - m) * u + mom.dtype.type(m) * mom
+    return new, {**moments, Kind.MOMENTUM: np.asarray(new).astype(momentum_dtype(p.dtype_momentum))}
+
+
+def add_decayed_weights(p: OptaxArguments, dtype, u, x, decays: bool):
+    """u + weight_decay_rate * p on unmasked variables (_adding.py:72-76; not scaled by
+    lr or the parameter scale); skipped entirely for a rate of 0 (_adding.py:68-69)."""
+    wd = p.weight_decay_rate
+    if wd is None or wd == 0.0 or not decays:
+        return u
+    return u + dtype(wd) * x
+
+
+def apply(p: OptaxArguments, stages: Stages, dtype, x, x_scale, u, den, alpha, lr, moments: dict, decays: bool):
+    """optax's tail after the preconditioner: clip, lr, parameter scale, momentum, weight
+    decay, ``scale(-1)`` (alias.py:325) and ``apply_updates``: (p + u).astype(p.dtype)
+    (update.py:42). ``alpha`` is not used: optax multiplies lr and the scale into u one
+    at a time. x is x_scale here (no decay before the step)."""
+    u = scaled_update(stages, dtype, u, den, lr, x_scale)
+    u, moments = momentum_ema(p, u, moments)
+    u = add_decayed_weights(p, dtype, u, x_scale, decays)
+    return np.asarray(x + (-1 * u)).astype(x.dtype), moments
+
+
+def stage_functions(p: OptaxArguments) -> dict:
+    """stage name -> optax's function for it, bound to ``p``."""
+    return dict(
+        factored_axes=partial(factored_axes, p),
+        initial_moments=partial(initial_moments, p),
+        beta_2=partial(beta_2, p),
+        second_moment=second_moment,
+        precondition=precondition,
+        clip=partial(clip, p),
+        relative_step=relative_step,
+        parameter_scale=partial(parameter_scale, p),
+        weight_decay=weight_decay,
+        apply=partial(apply, p),
+        scale_after_decay=False,  # RMS(p) of the parameters passed to update, before the update
+    )
+
+
+def optax_stages(p: OptaxArguments) -> Stages:
+    """``optax.adafactor``: the Keras stages (with optax's eps, floor and threshold) with
+    every optax difference (``DIFFERENCES``) swapped in."""
+    return keras_stages(p.keras_hyperparameters(), p.weight_decay_rate).replace(**stage_functions(p))
+
+
+#: difference name -> (the stages implementing it, explanation). Keras's stages with every
+#: entry's stages replaced are ``optax_stages`` (tests/test_dialect_optax.py). Keras's ``apply`` has no place for a momentum or for a
 #: weight decay added to the update, and it multiplies lr and the scale into u together
 #: (alpha), so optax's whole update tail, its missing relative step included, is one entry.
 DIFFERENCES = {
@@ -265,8 +304,7 @@ DIFFERENCES = {
     "parameter_scale": (("parameter_scale",),
                         "safe_rms floor 1e-3 (numerics.py:101-103), off with multiply_by_parameter_scale="
                         "False (alias.py:314-315)"),
-    "update_tail": (("relative_step", "apply", "scaled_update", "momentum_ema", "add_decayed_weights", "init_slots", "decay",
-                     "scale_after_decay"),
+    "update_tail": (("relative_step", "apply", "initial_moments", "weight_decay", "scale_after_decay"),
                     "no relative step: (clip(u)*lr)*RMS(p) of the pre-update p (lr None: 1), momentum EMA in dtype_momentum, "
                     "+ weight_decay_rate*p not lr-scaled and no decay before the step "
                     "(alias.py:310-325, _adding.py:72-76)"),
@@ -283,7 +321,6 @@ class OptaxAdafactor(DialectOptimizer):
     dialect = "optax"
     framework = "optax.adafactor"
     spec = "optax 0.2.8, optax/_src/alias.py:224-326, optax/_src/factorized.py"
-    stage_class = OptaxStage
 
     def __init__(self, learning_rate: Optional[float] = None, min_dim_size_to_factor: int = 128,
                  decay_rate: float = 0.8, decay_offset: int = 0, multiply_by_parameter_scale: bool = True,
@@ -313,12 +350,15 @@ class OptaxAdafactor(DialectOptimizer):
                            weight_decay_rate=None if weight_decay_rate is None else float(weight_decay_rate),
                            eps=float(eps), factored=bool(factored), weight_decay_mask=None)
         c = self.config
-        self.stage = self.stage_class(
+        self.arguments = OptaxArguments(
             decay_rate=c["decay_rate"], eps=c["eps"], clipping_threshold=c["clipping_threshold"],
             weight_decay_rate=c["weight_decay_rate"], factored=c["factored"],
             min_dim_size_to_factor=c["min_dim_size_to_factor"], decay_offset=c["decay_offset"],
             multiply_by_parameter_scale=c["multiply_by_parameter_scale"], momentum=c["momentum"],
             dtype_momentum=dtype_momentum)
+        self.stages = optax_stages(self.arguments)
+        self.rms_floor = MIN_SCALE
+        self.has_weight_decay = bool(c["weight_decay_rate"])
 
     def learning_rate(self, t: int) -> float:
         """The multiplier at step t: the constant lr, or 1 for None (no scaling)."""
@@ -368,4 +408,4 @@ def from_keras(config: dict, closest: bool = False) -> Optional[dict]:
     return out
 
 
-__all__ = ["DIFFERENCES", "OptaxAdafactor", "OptaxStage", "from_keras", "momentum_dtype"]
+__all__ = ["DIFFERENCES", "OptaxAdafactor", "OptaxArguments", "from_keras", "momentum_dtype", "optax_stages"]

@@ -25,8 +25,8 @@ use, :1256):
     p <- p - u                                              (:1289)
 
 No full second moment is kept for a factored parameter (state: exp_avg_sq_row/col only,
-:1236-1238), and there is no per-parameter weight-decay mask. ``TransformersStage``
-overrides exactly the Keras stages (reference/dialects/base.py) where this differs;
+:1236-1238), and there is no per-parameter weight-decay mask. ``transformers_stages``
+replaces exactly the Keras stages (reference/dialects/base.py) where this differs;
 ``DIFFERENCES`` names them. Scalars follow torch's rules for a float32 parameter: a Python
 double multiplying a tensor is rounded to the tensor dtype first, while ``RMS`` is a 0-d
 tensor of the parameter dtype, so ``lr_t`` is a tensor when ``max`` picks it (:1181).
@@ -42,12 +42,17 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from dataclasses import dataclass
+from functools import partial
 from typing import Optional
 
 import numpy as np
 
 from reference import reductions
-from reference.dialects.base import DialectOptimizer, KerasStage
+from reference.adafactor_step import Hyperparameters
+from reference.dialects.base import DialectOptimizer, Stages, statistic_zeros
+from reference.dialects.keras import keras_stages
+from reference.state import Kind
 
 
 def torch_rms(x: np.ndarray):
@@ -61,114 +66,146 @@ def torch_rms(x: np.ndarray):
     return np.asarray(norm / f(x.size ** 0.5), dtype=x.dtype)
 
 
-class TransformersStage(KerasStage):
-    """The Keras stages with transformers' differences. Keras's attribute names hold
-    transformers' values (beta_2_decay = decay_rate, epsilon_1/2 = eps, clip_threshold,
-    weight_decay); ``beta1``, ``scale_parameter``, ``relative_step`` and ``warmup_init`` are
-    transformers' own."""
+@dataclass(frozen=True)
+class TransformersArguments:
+    """What the transformers stages read of ``transformers.optimization.Adafactor``'s
+    arguments (optimization.py:1142-1171)."""
 
-    #: RMS(p) is taken on p before weight decay (optimization.py:1257 vs :1287).
-    scale_after_decay = False
+    lr: Optional[float] = None
+    eps: tuple = (1e-30, 1e-3)
+    clip_threshold: float = 1.0
+    decay_rate: float = -0.8
+    beta1: Optional[float] = None
+    weight_decay: float = 0.0
+    scale_parameter: bool = True
+    relative_step: bool = True
+    warmup_init: bool = False
 
-    def __init__(self, decay_rate: float = -0.8, eps=(1e-30, 1e-3), clip_threshold: float = 1.0,
-                 weight_decay: float = 0.0, beta1: Optional[float] = None, scale_parameter: bool = True,
-                 relative_step: bool = True, warmup_init: bool = False):
-        super().__init__(beta_2_decay=decay_rate, epsilon_1=eps[0], epsilon_2=eps[1],
-                         clip_threshold=clip_threshold, weight_decay=weight_decay)
-        self.beta1 = beta1
-        self.scale_parameter = scale_parameter
-        self.relative_step_on = relative_step  # ``relative_step`` is the Keras stage's name
-        self.warmup_init = warmup_init
-
-    # ------------------------------------------------------------------ layout
-    def init_slots(self, x: np.ndarray) -> dict:
-        """exp_avg_sq_row/col (r, c) for a factored parameter, exp_avg_sq (v) otherwise, and
-        exp_avg (momentum) when beta1 is set; all zero (optimization.py:1230-1242)."""
-        slots = self.statistic_zeros(x)
-        if getattr(self, "beta1", None) is not None:
-            slots["momentum"] = np.zeros_like(x)
-        return slots
-
-    # ------------------------------------------------------------------ step size
-    def relative_step(self, t: int, lr):
-        """rho = min(1e-6*t if warmup_init else 1e-2, 1/sqrt(t)) when relative_step, ignoring
-        lr; else lr itself, uncapped (optimization.py:1175-1178). A Python float, as in torch."""
-        if getattr(self, "relative_step_on", True):
-            min_step = 1e-6 * t if self.warmup_init else 1e-2
-            return min(min_step, 1.0 / math.sqrt(t))
-        if lr is None:
-            raise TypeError("transformers dialect: relative_step=False needs a float lr, got lr=None "
-                            "(transformers raises TypeError at the first step, optimization.py:1182)")
-        return float(lr)
-
-    def parameter_scale(self, x: np.ndarray):
-        """max(eps2, ||p||/sqrt(N)) with scale_parameter, else 1.0 (optimization.py:1179-1181).
-        Python's ``max(eps2, RMS)`` keeps eps2 unless RMS > eps2 (so a NaN RMS gives eps2) and
-        returns either the Python float eps2 or the 0-d RMS tensor of the parameter dtype."""
-        if not getattr(self, "scale_parameter", True):
-            return 1.0
-        value = torch_rms(x)
-        return value if value > self.f(self.epsilon_2) else float(self.epsilon_2)
-
-    # ------------------------------------------------------------------ second moment
-    def beta_2(self, t: int):
-        """beta2t = 1 - t**decay_rate and 1 - beta2t in Python doubles, each rounded once to
-        the parameter dtype when torch multiplies by it (optimization.py:1260, :1266-1275).
-        Keras computes both in the variable dtype; identical in float64."""
-        beta2t = 1.0 - math.pow(t, self.beta_2_decay)
-        return self.f(beta2t), self.f(1.0 - beta2t)
-
-    def second_moment(self, q: np.ndarray, slots: dict, beta, axes) -> dict:
-        """EMA of the row/column means of q, or of q (optimization.py:1266-1267, :1275); unlike
-        Keras no full V is formed or kept for a factored parameter."""
-        if axes is None:
-            return {**slots, "v": np.asarray(self.moment_update(slots["v"], q, beta))}
-        row, col = axes
-        r = self.moment_update(slots["r"], self.axis_mean(q, col), beta)
-        c = self.moment_update(slots["c"], self.axis_mean(q, row), beta)
-        return {**{k: a for k, a in slots.items() if k != "v"}, "r": r, "c": c}
-
-    def precondition(self, g: np.ndarray, slots: dict, axes) -> np.ndarray:
-        """U = (rsqrt(r / mean(r, -1))[..., None] * rsqrt(c)[..., None, :]) * g for a factored
-        parameter (``_approx_sq_grad``, optimization.py:1195-1200, :1270-1271), rsqrt(v) * g
-        otherwise (:1276). rsqrt is 1/sqrt, as torch computes it on CPU."""
-        one = self.f(1.0)
-        if axes is None:
-            return (one / np.sqrt(slots["v"])) * g
-        row, col = axes
-        r, c = slots["r"], slots["c"]
-        row_in_r = row if row < col else row - 1  # r lacks the column axis
-        r_factor = np.expand_dims(one / np.sqrt(r / reductions.mean(r, axis=row_in_r, keepdims=True)), col)
-        c_factor = np.expand_dims(one / np.sqrt(c), row)
-        return (r_factor * c_factor) * g
-
-    # ------------------------------------------------------------------ update
-    def clip(self, u: np.ndarray):
-        """den = clamp(RMS(U) / d, min=1) with RMS = ||U||/sqrt(N) (optimization.py:1278);
-        clamp propagates NaN like Keras's maximum."""
-        return u, np.maximum(self.f(1.0), torch_rms(u) / self.f(self.clip_threshold))
-
-    def decay(self, x: np.ndarray, lr, decayed: bool) -> np.ndarray:
-        """No decay before the step: transformers decays inside the update, with lr_t (``apply``)."""
-        return x
-
-    def apply(self, x, x_scale, u, den, alpha, lr, slots, decayed: bool):
-        """u = (U/den) * lr_t; with beta1: m = m*beta1 + (1-beta1)*u, u = m; then
-        p + p*(-wd*lr_t) (weight_decay != 0) and p - u (optimization.py:1278-1289)."""
-        u = (u / den) * self.f(alpha)
-        beta1 = getattr(self, "beta1", None)
-        if beta1 is not None:
-            m = slots["momentum"] if "momentum" in slots else np.zeros_like(u)
-            m = m * self.f(beta1) + self.f(1 - beta1) * u
-            slots = {**slots, "momentum": m}
-            u = m
-        if self.weight_decay and decayed:  # transformers: `!= 0`; None is Keras's "off"
-            x = x + x * self.f(-self.weight_decay * alpha)
-        return np.asarray(x - u), slots
+    def keras_hyperparameters(self) -> Hyperparameters:
+        """The Keras stages transformers shares (g*g + eps1 and the EMA) take its values."""
+        return Hyperparameters(beta_2_decay=self.decay_rate, epsilon_1=self.eps[0], epsilon_2=self.eps[1],
+                               clip_threshold=self.clip_threshold, relative_step=self.relative_step)
 
 
-#: name -> (TransformersStage attributes that implement it, what and where). Every override
-#: of TransformersStage is in exactly one entry; Keras + all of them is TransformersStage.
+# ------------------------------------------------------------------ layout
+def initial_moments(p: TransformersArguments, stages: Stages, x: np.ndarray) -> dict:
+    """exp_avg_sq_row/col (r, c) for a factored parameter, exp_avg_sq (v) otherwise, and
+    exp_avg (momentum) when beta1 is set; all zero (optimization.py:1230-1242)."""
+    moments = statistic_zeros(stages, x)
+    if p.beta1 is not None:
+        moments[Kind.MOMENTUM] = np.zeros_like(x)
+    return moments
+
+
+# ------------------------------------------------------------------ step size
+def relative_step(p: TransformersArguments, dtype, t: int, lr):
+    """rho = min(1e-6*t if warmup_init else 1e-2, 1/sqrt(t)) when relative_step, ignoring
+    lr; else lr itself, uncapped (optimization.py:1175-1178). A Python float, as in torch."""
+    if p.relative_step:
+        min_step = 1e-6 * t if p.warmup_init else 1e-2
+        return min(min_step, 1.0 / math.sqrt(t))
+    if lr is None:
+        raise TypeError("transformers dialect: relative_step=False needs a float lr, got lr=None "
+                        "(transformers raises TypeError at the first step, optimization.py:1182)")
+    return float(lr)
+
+
+def parameter_scale(p: TransformersArguments, dtype, x: np.ndarray):
+    """max(eps2, ||p||/sqrt(N)) with scale_parameter, else 1.0 (optimization.py:1179-1181).
+    Python's ``max(eps2, RMS)`` keeps eps2 unless RMS > eps2 (so a NaN RMS gives eps2) and
+    returns either the Python float eps2 or the 0-d RMS tensor of the parameter dtype."""
+    if not p.scale_parameter:
+        return 1.0
+    value = torch_rms(x)
+    return value if value > dtype(p.eps[1]) else float(p.eps[1])
+
+
+# ------------------------------------------------------------------ second moment
+def beta_2(p: TransformersArguments, dtype, t: int):
+    """beta2t = 1 - t**decay_rate and 1 - beta2t in Python doubles, each rounded once to
+    the parameter dtype when torch multiplies by it (optimization.py:1260, :1266-1275).
+    Keras computes both in the variable dtype; identical in float64."""
+    beta2t = 1.0 - math.pow(t, p.decay_rate)
+    return dtype(beta2t), dtype(1.0 - beta2t)
+
+
+def second_moment(stages: Stages, dtype, q: np.ndarray, moments: dict, beta, axes) -> dict:
+    """EMA of the row/column means of q, or of q (optimization.py:1266-1267, :1275); unlike
+    Keras no full V is formed or kept for a factored parameter."""
+    if axes is None:
+        return {**moments, Kind.V: np.asarray(stages.moment_update(dtype, moments[Kind.V], q, beta))}
+    row, col = axes
+    r = stages.moment_update(dtype, moments[Kind.R], stages.axis_mean(dtype, q, col), beta)
+    c = stages.moment_update(dtype, moments[Kind.C], stages.axis_mean(dtype, q, row), beta)
+    return {**{k: a for k, a in moments.items() if k is not Kind.V}, Kind.R: r, Kind.C: c}
+
+
+def precondition(stages: Stages, dtype, g: np.ndarray, moments: dict, axes) -> np.ndarray:
+    """U = (rsqrt(r / mean(r, -1))[..., None] * rsqrt(c)[..., None, :]) * g for a factored
+    parameter (``_approx_sq_grad``, optimization.py:1195-1200, :1270-1271), rsqrt(v) * g
+    otherwise (:1276). rsqrt is 1/sqrt, as torch computes it on CPU."""
+    one = dtype(1.0)
+    if axes is None:
+        return (one / np.sqrt(moments[Kind.V])) * g
+    row, col = axes
+    r, c = moments[Kind.R], moments[Kind.C]
+    row_in_r = row if row < col else row - 1  # r lacks the column axis
+    r_factor = np.expand_dims(one / np.sqrt(r / reductions.mean(r, axis=row_in_r, keepdims=True)), col)
+    c_factor = np.expand_dims(one / np.sqrt(c), row)
+    return (r_factor * c_factor) * g
+
+
+# ------------------------------------------------------------------ update
+def clip(p: TransformersArguments, dtype, u: np.ndarray):
+    """den = clamp(RMS(U) / d, min=1) with RMS = ||U||/sqrt(N) (optimization.py:1278);
+    clamp propagates NaN like Keras's maximum."""
+    return u, np.maximum(dtype(1.0), torch_rms(u) / dtype(p.clip_threshold))
+
+
+def weight_decay(dtype, x: np.ndarray, lr, decays: bool) -> np.ndarray:
+    """No decay before the step: transformers decays inside the update, with lr_t (``apply``)."""
+    return x
+
+
+def apply(p: TransformersArguments, stages: Stages, dtype, x, x_scale, u, den, alpha, lr, moments: dict,
+          decays: bool):
+    """u = (U/den) * lr_t; with beta1: m = m*beta1 + (1-beta1)*u, u = m; then
+    p + p*(-wd*lr_t) (weight_decay != 0) and p - u (optimization.py:1278-1289)."""
+    u = (u / den) * dtype(alpha)
+    if p.beta1 is not None:
+        m = moments[Kind.MOMENTUM] if Kind.MOMENTUM in moments else np.zeros_like(u)
+        m = m * dtype(p.beta1) + dtype(1 - p.beta1) * u
+        moments = {**moments, Kind.MOMENTUM: m}
+        u = m
+    if p.weight_decay and decays:  # transformers: `!= 0`; None is Keras's "off"
+        x = x + x * dtype(-p.weight_decay * alpha)
+    return np.asarray(x - u), moments
+
+
+def stage_functions(p: TransformersArguments) -> dict:
+    """stage name -> transformers' function for it, bound to ``p``."""
+    return dict(
+        relative_step=partial(relative_step, p),
+        parameter_scale=partial(parameter_scale, p),
+        scale_after_decay=False,  # RMS(p) is taken on p before weight decay (optimization.py:1257 vs :1287)
+        beta_2=partial(beta_2, p),
+        second_moment=second_moment,
+        precondition=precondition,
+        clip=partial(clip, p),
+        initial_moments=partial(initial_moments, p),
+        weight_decay=weight_decay,
+        apply=partial(apply, p),
+    )
+
+
+def transformers_stages(p: TransformersArguments) -> Stages:
+    """``transformers.optimization.Adafactor.step``: the Keras stages (with its eps and decay
+    rate) with every transformers difference (``DIFFERENCES``) swapped in."""
+    return keras_stages(p.keras_hyperparameters(), p.weight_decay).replace(**stage_functions(p))
+
+
+#: name -> (the stages that implement it, what and where). Every stage transformers replaces
+#: is in exactly one entry; Keras with all of them replaced is ``transformers_stages``.
 DIFFERENCES = OrderedDict([
     ("relative_step", (("relative_step",),
                        "rho = min(1e-2 or 1e-6*t, 1/sqrt t) ignoring lr, or lr uncapped with relative_step=False "
@@ -187,7 +224,7 @@ DIFFERENCES = OrderedDict([
     ("clip_rms_as_norm", (("clip",),
                           "den = clamp(||U||/sqrt(N)/d, min=1) (optimization.py:1278); Keras: RMS as "
                           "sqrt(mean U^2)")),
-    ("update_tail", (("init_slots", "decay", "apply"),
+    ("update_tail", (("initial_moments", "weight_decay", "apply"),
                      "u*lr_t, then beta1 EMA of it, then p += p*(-wd*lr_t) with the FULL step size lr_t, then "
                      "p -= u (optimization.py:1279-1289); Keras: p -= p*wd*lr (raw lr) before the step")),
 ])
@@ -200,7 +237,6 @@ class TransformersAdafactor(DialectOptimizer):
     dialect = "transformers"
     framework = "transformers.optimization.Adafactor"
     spec = "transformers 5.23.0, transformers/optimization.py:1057-1294"
-    stage_class = TransformersStage
 
     def __init__(self, lr=None, eps=(1e-30, 1e-3), clip_threshold=1.0, decay_rate=-0.8, beta1=None,
                  weight_decay=0.0, scale_parameter=True, relative_step=True, warmup_init=False):
@@ -214,13 +250,17 @@ class TransformersAdafactor(DialectOptimizer):
         self.config = dict(lr=lr, eps=eps, clip_threshold=clip_threshold, decay_rate=decay_rate, beta1=beta1,
                            weight_decay=weight_decay, scale_parameter=scale_parameter,
                            relative_step=relative_step, warmup_init=warmup_init)
-        self.stage = self.stage_class(decay_rate=decay_rate, eps=eps, clip_threshold=clip_threshold,
-                                      weight_decay=weight_decay, beta1=beta1, scale_parameter=scale_parameter,
-                                      relative_step=relative_step, warmup_init=warmup_init)
+        self.arguments = TransformersArguments(lr=lr, eps=eps, clip_threshold=clip_threshold,
+                                               decay_rate=decay_rate, beta1=beta1, weight_decay=weight_decay,
+                                               scale_parameter=scale_parameter, relative_step=relative_step,
+                                               warmup_init=warmup_init)
+        self.stages = transformers_stages(self.arguments)
+        self.rms_floor = eps[1]
+        self.has_weight_decay = bool(weight_decay)
 
     def learning_rate(self, t: int) -> float:
         """rho_t: the relative step, or lr (``_get_lr`` before the parameter scale, :1175-1178)."""
-        return self.stage.relative_step(t, self.config["lr"])
+        return relative_step(self.arguments, np.float64, t, self.config["lr"])
 
     def get_config(self) -> dict:
         return {**self.config, "eps": list(self.config["eps"])}
@@ -269,4 +309,5 @@ def from_keras(config: dict) -> Optional[dict]:
     return out
 
 
-__all__ = ["DIFFERENCES", "TransformersAdafactor", "TransformersStage", "from_keras", "torch_rms"]
+__all__ = ["DIFFERENCES", "TransformersAdafactor", "TransformersArguments", "from_keras", "torch_rms",
+           "transformers_stages"]
