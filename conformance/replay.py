@@ -13,8 +13,9 @@ from typing import Callable, Iterable, Optional
 
 import numpy as np
 
-from conformance import vectorfile as vf
+from conformance.vector import STEP_FLAGS, Step, Vector, as_vector
 from reference import Adafactor, schedules
+from reference.state import Kind, State
 
 
 class CallsExhausted(RuntimeError):
@@ -41,45 +42,41 @@ class RecordedCallable:
         return value
 
 
-def decode_learning_rate(vector: dict):
-    """The ``learning_rate`` argument a vector's config describes."""
-    lr = vector["config"].get("learning_rate", 0.001)
+def decode_learning_rate(vector):
+    """The ``learning_rate`` argument a vector's config describes (a recorded callable is
+    replayed from ``vector.learning_rate_calls``)."""
+    vector = as_vector(vector)
+    lr = vector.config.get("learning_rate", 0.001)
     if isinstance(lr, dict) and lr.get("callable") == "recorded":
-        calls = [vf.bits_to_float(b) for step in vector["steps"]
-                 for b in step.get("learning_rate_calls", [])]
-        return RecordedCallable(calls, vector["id"])
+        return RecordedCallable(vector.learning_rate_calls, vector.id)
     if isinstance(lr, dict):
         return schedules.deserialize(lr)
     return lr
 
 
-def make_optimizer(vector: dict, learning_rate=None, cls=Adafactor) -> Adafactor:
+def make_optimizer(vector, learning_rate=None, cls=Adafactor) -> Adafactor:
     """Construct (not build) the reference optimizer of ``vector``. Raises what the
     reference raises for an invalid configuration."""
-    config = dict(vector["config"])
+    config = dict(as_vector(vector).config)
     if "learning_rate" in config or learning_rate is not None:
         config["learning_rate"] = decode_learning_rate(vector) if learning_rate is None else learning_rate
     return cls(**config)
 
 
-def initial_variables(vector: dict, path="<memory>") -> list:
-    return [vf.decode_array(v["initial"], path, vector["id"]).copy() for v in vector["variables"]]
+def initial_variables(vector, path=None) -> list:
+    """The initial variables: float64 arrays of the caller's own (copies)."""
+    return [x.copy() for x in as_vector(vector).initial]
 
 
-def decode_grads(vector: dict, step: dict, path="<memory>") -> list:
-    """One array (or None) per variable, each of its variable's shape. The loader checked
-    this for every vector it read (vectorfile.check_vector); vectors built in memory are
-    checked here, so a malformed one is a VectorFormatError, not a broadcast error."""
-    variables = vector["variables"]
-    if len(step["grads"]) != len(variables):
-        raise vf.VectorFormatError(path, f"a step holds {len(step['grads'])} gradients for "
-                                         f"{len(variables)} variables", vector["id"])
-    grads = [vf.decode_optional(g, path, vector["id"]) for g in step["grads"]]
-    for i, (g, variable) in enumerate(zip(grads, variables)):
-        if g is not None and list(g.shape) != list(variable["initial"]["shape"]):
-            raise vf.VectorFormatError(path, f"grads[{i}] has shape {list(g.shape)}, variable {i} has shape "
-                                             f"{list(variable['initial']['shape'])}", vector["id"])
-    return grads
+def decode_grads(vector, step, path=None) -> list:
+    """One float64 array (or None) per variable of ``step`` (a ``Step``, or a step of the
+    vector's JSON), copies of the caller's own. A vector built in memory has not been
+    through the loader: a missing or misshapen gradient is a VectorFormatError naming it."""
+    vector = as_vector(vector, path=path)
+    if isinstance(step, Step):
+        return [None if g is None else g.copy() for g in step.grads]
+    probe = as_vector({**vector.raw, "steps": [step]}, file=vector.file, path=vector.path, dialect=vector.dialect)
+    return [None if g is None else g.copy() for g in probe.steps[0].grads]
 
 
 def build(opt: Adafactor, variables: list, names: list, exclude: Optional[dict]) -> None:
@@ -117,67 +114,34 @@ def run_steps(opt: Adafactor, variables: list, grads_per_step: Iterable[list],
         on_step(index, snapshot(opt, variables))
 
 
-def decode_expected(vector: dict, expected: dict, path="<memory>") -> dict:
-    def arrays(items):
-        return None if items is None else [vf.decode_optional(a, path, vector["id"]) for a in items]
-
-    lr = expected["learning_rate"]
-    return {
-        "iterations": expected["iterations"],
-        "is_update_step": expected["is_update_step"],
-        "learning_rate": None if lr is None else vf.bits_to_float(lr),
-        "ema_overwritten": expected["ema_overwritten"],
-        "variables": arrays(expected["variables"]),
-        "r": arrays(expected["r"]),
-        "c": arrays(expected["c"]),
-        "v": arrays(expected["v"]),
-        "average": arrays(expected["average"]),
-        "accumulator": arrays(expected["accumulator"]),
-        "momentum": arrays(expected.get("momentum")),
-    }
+# ----------------------------------------------------------------------------- checking
+def as_state(snapshot: dict) -> State:
+    """A snapshot as a ``State`` (with its step flags, where it has them)."""
+    flags = {key: snapshot[key] for key in STEP_FLAGS if key in snapshot}
+    return State(snapshot["iterations"], {k: snapshot.get(k.value) for k in Kind}, None, flags or None)
 
 
-STATE_KEYS = ("variables", "r", "c", "v", "average", "accumulator", "momentum")
-
-
-def bitwise_differences(expected: dict, actual: dict) -> list[str]:
-    """Every place where two snapshots differ in bits (any NaN equals any NaN)."""
+def state_differences(expected: State, actual: State) -> list[str]:
+    """Every place where two states differ in bits (any NaN equals any NaN): iterations,
+    the step flags ``expected`` records, and every kind and array; learning-rate calls are
+    not compared."""
     problems = []
-    for key in ("iterations", "is_update_step", "ema_overwritten"):
-        if expected[key] != actual[key]:
-            problems.append(f"{key}: expected {expected[key]!r}, got {actual[key]!r}")
-    if expected["learning_rate"] != actual["learning_rate"]:
-        problems.append(f"learning_rate: expected {expected['learning_rate']!r}, got {actual['learning_rate']!r}")
-    for key in STATE_KEYS:
-        problems.extend(_kind_differences(key, expected.get(key), actual.get(key)))
-    return problems
-
-
-def initial_state_differences(vector: dict, built: dict, path="<memory>") -> list[str]:
-    """Where the vector's ``initial_state`` (and ``iterations``) differs in bits from the
-    state the reference holds right after ``build`` (``built``: a snapshot)."""
-    recorded = vector["initial_state"]
-    if recorded is None:
-        return ["initial_state: expected the state after build, the vector has none"]
-    problems = []
-    if recorded["iterations"] != built["iterations"]:
-        problems.append(f"initial_state.iterations: recorded {recorded['iterations']}, built {built['iterations']}")
-    for key in STATE_KEYS[1:]:
-        items = recorded.get(key)
-        decoded = None if items is None else [vf.decode_optional(a, path, vector["id"]) for a in items]
-        problems.extend(f"initial_state.{p}" for p in _kind_differences(key, decoded, built.get(key)))
-    return problems
-
-
-def _kind_differences(key: str, e_list, a_list) -> list[str]:
-    if (e_list is None) != (a_list is None):
-        return [f"{key}: expected {'none' if e_list is None else 'present'}"]
-    problems = []
-    for i, (e, a) in enumerate(zip(e_list or [], a_list or [])):
-        if (e is None) != (a is None):
-            problems.append(f"{key}[{i}]: presence differs")
-        elif e is not None and not _same_bits(e, a):
-            problems.append(f"{key}[{i}]: differs")
+    if expected.iterations != actual.iterations:
+        problems.append(f"iterations: expected {expected.iterations!r}, got {actual.iterations!r}")
+    for key, e in (expected.flags or {}).items():
+        a = (actual.flags or {}).get(key)
+        if e != a:
+            problems.append(f"{key}: expected {e!r}, got {a!r}")
+    for k in Kind:
+        e_list, a_list = expected.get(k), actual.get(k)
+        if (e_list is None) != (a_list is None):
+            problems.append(f"{k}: expected {'none' if e_list is None else 'present'}")
+            continue
+        for i, (e, a) in enumerate(zip(e_list or [], a_list or [])):
+            if (e is None) != (a is None):
+                problems.append(f"{k}[{i}]: presence differs")
+            elif e is not None and not _same_bits(e, a):
+                problems.append(f"{k}[{i}]: differs")
     return problems
 
 
@@ -189,64 +153,83 @@ def _same_bits(e: np.ndarray, a: np.ndarray) -> bool:
     return bool(np.all(both_nan | (e.view(np.int64) == a.view(np.int64))))
 
 
-def check_reference(vector: dict, path="<memory>") -> list[str]:
+def _step_differences(step: Step, actual: dict) -> list[str]:
+    problems = state_differences(step.expected, as_state(actual))
+    if step.learning_rate != actual["learning_rate"]:
+        problems.append(f"learning_rate: expected {step.learning_rate!r}, got {actual['learning_rate']!r}")
+    return [f"step {step.index + 1}: {p}" for p in problems]
+
+
+def _initial_differences(vector: Vector, built: dict) -> list[str]:
+    """Where the vector's ``initial_state`` differs in bits from the state the reference
+    holds right after ``build``."""
+    if vector.initial_state is None:
+        return ["initial_state: expected the state after build, the vector has none"]
+    return [f"initial_state: {p}" for p in state_differences(vector.initial_state, as_state(built))]
+
+
+def check_reference(vector, path=None) -> list[str]:
     """Replay ``vector`` through the reference; return the problems (empty: its initial
     state is the reference's state after build, and it conforms at 0 ulp, or raises the
     recorded error for an invalid vector)."""
-    if vf.dialect_of(vector) != "keras":
-        return _check_dialect(vector, path)
-    error = vector["error"]
+    vector = as_vector(vector, path=path)
+    if vector.dialect != "keras":
+        return _check_dialect(vector)
+    error = vector.error
     try:
         opt = make_optimizer(vector)
     except Exception as exc:  # noqa: BLE001 - any exception is graded against `error`
         return _graded_error(vector, exc, "construction")
-    if error and error["at"] == "construction":
-        return [f"expected {error['class']} at construction, nothing raised"]
-    variables = initial_variables(vector, path)
-    build(opt, variables, [v["name"] for v in vector["variables"]], vector["exclude_from_weight_decay"])
-    grads = [decode_grads(vector, step, path) for step in vector["steps"]]
-    problems: list[str] = initial_state_differences(vector, state_snapshot(opt, variables), path)
+    if error and error.at == "construction":
+        return [f"expected {error.cls} at construction, nothing raised"]
+    variables = initial_variables(vector)
+    build(opt, variables, list(vector.names), vector.exclude_from_weight_decay)
+    problems: list[str] = _initial_differences(vector, state_snapshot(opt, variables))
     done = []
 
     def on_step(index, actual):
-        expected = decode_expected(vector, vector["steps"][index]["expected"], path)
-        problems.extend(f"step {index + 1}: {p}" for p in bitwise_differences(expected, actual))
+        problems.extend(_step_differences(vector.steps[index], actual))
         done.append(index)
 
     try:
-        run_steps(opt, variables, grads, on_step)
+        run_steps(opt, variables, [decode_grads(vector, step) for step in vector.steps], on_step)
     except Exception as exc:  # noqa: BLE001
-        problems.extend(_graded_error(vector, exc, "step"))
-        if error and error.get("step") != len(done):
-            problems.append(f"raised at step {len(done)}, expected at step {error.get('step')}")
-        return problems
+        return problems + _graded_error(vector, exc, "step", len(done))
     if error:
-        problems.append(f"expected {error['class']} during the steps, nothing raised")
+        problems.append(f"expected {error.cls} during the steps, nothing raised")
     return problems
 
 
-def _check_dialect(vector: dict, path="<memory>") -> list[str]:
+def _check_dialect(vector: Vector) -> list[str]:
     """``check_reference`` for a native dialect's vector (reference/dialects)."""
     from reference.dialects import optimizer_class
 
     try:
-        opt = optimizer_class(vf.dialect_of(vector))(**vector["config"])
+        opt = optimizer_class(vector.dialect)(**vector.config)
     except Exception as exc:  # noqa: BLE001
         return _graded_error(vector, exc, "construction")
-    if vector["error"]:
-        return [f"expected {vector['error']['class']} at construction, nothing raised"]
-    variables = initial_variables(vector, path)
-    excluded = set((vector["exclude_from_weight_decay"] or {}).get("var_index", []))
+    if vector.error:
+        return [f"expected {vector.error.cls} at construction, nothing raised"]
+    variables = initial_variables(vector)
+    excluded = set((vector.exclude_from_weight_decay or {}).get("var_index", []))
     opt.build(variables, decayed=[i not in excluded for i in range(len(variables))])
-    problems: list[str] = initial_state_differences(vector, dialect_snapshot(opt, variables), path)
-    for index, step in enumerate(vector["steps"]):
+    problems: list[str] = _initial_differences(vector, dialect_snapshot(opt, variables))
+    for step in vector.steps:
         lr = opt.learning_rate(opt.iterations + 1)
         with np.errstate(all="ignore"):
-            opt.apply(decode_grads(vector, step, path), variables)
-        actual = dialect_snapshot(opt, variables, lr)
-        expected = decode_expected(vector, step["expected"], path)
-        problems.extend(f"step {index + 1}: {p}" for p in bitwise_differences(expected, actual))
+            opt.apply(decode_grads(vector, step), variables)
+        problems.extend(_step_differences(step, dialect_snapshot(opt, variables, lr)))
     return problems
+
+
+def _graded_error(vector: Vector, exc: Exception, at: str, step: Optional[int] = None) -> list[str]:
+    """The problems of what the reference raised (conformance.grading.error_problems: the
+    one contract), or "unexpected" where the vector expects no error there."""
+    from conformance.grading import error_problems
+
+    if vector.error is None or (vector.error.at != at):
+        return [f"unexpected {type(exc).__name__} at {at}: {exc}"]
+    return error_problems(vector.raw["error"], exc, at, step)
 
 
 # ----------------------------------------------------------------------------- dialects
@@ -291,15 +274,3 @@ def dialect_factored_axes(opt, shape: tuple):
 def dialect_weight_decay(opt):
     """A dialect's weight-decay rate (0 or None: no decay)."""
     return opt.stage.weight_decay
-
-
-def _graded_error(vector: dict, exc: Exception, at: str) -> list[str]:
-    error = vector["error"]
-    if not error or error["at"] != at:
-        return [f"unexpected {type(exc).__name__} at {at}: {exc}"]
-    problems = []
-    if type(exc).__name__ != error["class"]:
-        problems.append(f"raised {type(exc).__name__}, expected {error['class']}: {exc}")
-    if error["message_contains"] not in str(exc):
-        problems.append(f"message {str(exc)!r} lacks {error['message_contains']!r}")
-    return problems
