@@ -37,8 +37,11 @@ check-gpu: $(STAMP)
 	  --dtype float64,float32,float16,bfloat16 --split dtype --jobs $(GPU_JOBS) \
 	  --json out/report-gpu.json --junit out/junit-gpu.xml
 
+# The whole suite. A subset by marker (tests/README.md), e.g. the reference, corpus and gate
+# without any framework: make test PYTEST_ARGS='-m "not framework"'
+PYTEST_ARGS ?=
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
