@@ -48,6 +48,8 @@ SLOT_KINDS = tuple(k for k in Kind if k is not Kind.VARIABLES)
 
 def kind(name) -> Kind:
     """``Kind`` from its name (``"v"``) or itself; a clear error for anything else."""
+    if type(name) is Kind:  # the common case, without the Enum lookup
+        return name
     try:
         return Kind(name)
     except ValueError:
