@@ -33,6 +33,10 @@ def skip_reason(vector: dict, dtype: str) -> Optional[str]:
     second-moment EMA step."""
     if dtype == "float64" or vector["result"] == "invalid":
         return None
+    return vector_states.cached(vector, f"skip reason {dtype}", lambda: _first_reason(vector, dtype))
+
+
+def _first_reason(vector: dict, dtype: str) -> Optional[str]:
     target = numpy_dtype(dtype)
     return (_inputs_out_of_range(vector, target, dtype) or _binding_defaults(vector, dtype)
             or _rms_underflow(vector, dtype) or _moment_range(vector, dtype) or _ema_conditioning(vector))

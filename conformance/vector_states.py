@@ -23,8 +23,9 @@ STEP_FLAGS = ("is_update_step", "ema_overwritten")
 _cache: "OrderedDict[int, tuple]" = OrderedDict()
 
 
-def _part(vector: dict, name: str, build):
-    """``build()`` once per vector object and part (the latest CACHE_SIZE vectors are kept)."""
+def cached(vector: dict, name: str, build):
+    """``build()`` once per vector object and ``name`` (the latest CACHE_SIZE vectors are
+    kept): for what is computed from a vector alone (its decoded parts, its skip reasons)."""
     key = id(vector)
     hit = _cache.get(key)
     if hit is None or hit[0] is not vector:
@@ -40,26 +41,26 @@ def _part(vector: dict, name: str, build):
 
 def initial_variables(vector: dict, path="<memory>") -> list:
     """The initial variables, float64 (shared: do not modify)."""
-    return _part(vector, "variables", lambda: [
+    return cached(vector, "variables", lambda: [
         vf.decode_array(v["initial"], path, vector["id"]) for v in vector["variables"]])
 
 
 def initial_state(vector: dict, path="<memory>") -> State:
     """The state before step 1 (the vector's ``initial_state`` with its initial variables),
     float64; a copy the caller may keep."""
-    return _part(vector, "initial", lambda: _initial_state(vector, path)).copy()
+    return cached(vector, "initial", lambda: _initial_state(vector, path)).copy()
 
 
 def golden_states(vector: dict, path="<memory>") -> list:
     """The golden state after each step, float64; None for the failing step of an invalid
     vector (shared: do not modify)."""
-    return _part(vector, "goldens", lambda: _golden_states(vector, path))
+    return cached(vector, "goldens", lambda: _golden_states(vector, path))
 
 
 def grads(vector: dict, path="<memory>") -> list:
     """Per step, one float64 array (or None) per variable, each of its variable's shape
     (shared: do not modify)."""
-    return _part(vector, "grads", lambda: [_step_grads(vector, step, path) for step in vector["steps"]])
+    return cached(vector, "grads", lambda: [_step_grads(vector, step, path) for step in vector["steps"]])
 
 
 def rms_floor(vector: dict) -> float:
