@@ -15,7 +15,9 @@ prints its measurements as JSON; the tests below judge them. What is pinned:
   array still reads back as float64.
 * float32 lanes: ~1e-7 to 1e-6 from the float64 golden, arrays float32.
 * invalid vectors raise the recorded error class; one Keras backend per process; JAX
-  without x64 is refused (it would silently run float64 in float32).
+  without x64 is refused by the runner's dtype check (it would silently run float64 in
+  float32); a session reused for another vector of its structure computes the same bits as
+  a fresh one.
 * two backend-specific deviations found with the gate: the JAX backend does not reset the
   accumulators of variables without a gradient on the update micro-step; the torch backend
   calls a callable learning rate once per apply for weight decay (not once per decayed
@@ -62,6 +64,9 @@ PINNED = {
     "jax": "combinations/accumulation_none_gradients",
     "torch": "schedules/callable_counter",
 }
+#: Reused across vectors of one structure (keras_adapter.structure_key): accumulation, EMA with
+#: overwrites, weight decay, a factored and an unfactored variable.
+REUSED = "combinations/accumulation_ema_overwrite_wd"
 INVALID = ["invalid/clipnorm_and_clipvalue", "invalid/learning_rate_int", "invalid/unknown_argument",
            "invalid/all_gradients_none"]
 
@@ -71,11 +76,13 @@ def _worker(backend: str) -> dict:
     sys.path.insert(0, str(ROOT))
     import numpy as np
 
-    from conformance import replay, runner
+    from conformance import metrics, runner
     from conformance import vectorfile as vf
     from conformance.adapters import AdapterError, resolve
     from conformance.adapters.base import numpy_dtype
     from conformance.adapters.reference import ReferenceSession
+    from conformance.tolerance import Policy
+    from conformance.vector import as_vector
 
     adapter = resolve(f"keras-{backend}")
     documents = vf.load_corpus(ROOT / "vectors")
@@ -84,33 +91,23 @@ def _worker(backend: str) -> dict:
     keras = sys.modules["keras"]
     out["keras_backend"] = keras.backend.backend()
 
-    def normwise(golden, actual):
-        golden = np.asarray(golden, dtype=np.float64)
-        actual = np.asarray(actual, dtype=np.float64).reshape(golden.shape)
-        special = ~np.isfinite(golden) | ~np.isfinite(actual)
-        if special.any() and not np.array_equal(golden[special], actual[special], equal_nan=True):
-            return float("inf")
-        finite = ~special
-        if not finite.any():
-            return 0.0
-        diff = float(np.max(np.abs(golden[finite] - actual[finite])))
-        scale = float(np.max(np.abs(golden[finite])))
-        return 0.0 if diff == 0 else (float("inf") if scale == 0 else diff / scale)
+    def find(vector_id):
+        return as_vector(vf.find(documents, vector_id)[1])
 
     def compare(worst, golden, actual, before, loaded):
         for kind in STATE_KINDS:
-            for g, a in zip(getattr(golden, kind) or [], getattr(actual, kind) or []):
+            for g, a in zip(golden.get(kind) or [], actual.get(kind) or []):
                 if g is not None:
-                    worst[kind] = max(worst.get(kind, 0.0), normwise(g, a))
+                    worst[kind] = max(worst.get(kind, 0.0), metrics.relative_error(a, g))
         for g1, g0, a1, a0 in zip(golden.variables, before.variables, actual.variables, loaded.variables):
             with np.errstate(all="ignore"):
-                update = normwise(g1 - g0, a1.astype(np.float64) - a0.astype(np.float64))
+                update = metrics.relative_error(a1.astype(np.float64) - a0.astype(np.float64), g1 - g0)
             worst["update"] = max(worst.get("update", 0.0), update)
 
     def float32_detours(vector, keras_lr):
         """The vector as the TF backend really computes it in float64: epsilon_2,
         weight_decay, a callable's values and the schedule's value rounded to float32."""
-        vector = json.loads(json.dumps(vector))
+        vector = json.loads(json.dumps(vector.raw))
         config = vector["config"]
         for key in ("epsilon_2", "weight_decay"):
             if isinstance(config.get(key), float):
@@ -124,25 +121,23 @@ def _worker(backend: str) -> dict:
         return vector
 
     def teacher(vector_id, dtype, explain=False):
-        _, vector = vf.find(documents, vector_id)
+        vector = find(vector_id)
         lane = numpy_dtype(dtype)
-        goldens = runner.golden_states(vector)
-        start = runner.initial_state(vector)
+        start = vector.initial_state
         session = adapter.create(vector, dtype, "cpu")
-        is_schedule = isinstance(vector["config"].get("learning_rate"), dict) and \
-            "class_name" in vector["config"]["learning_rate"]
+        is_schedule = isinstance(vector.config.get("learning_rate"), dict) and \
+            "class_name" in vector.config["learning_rate"]
         result = {"max": {}, "explained": {}, "calls": [], "iterations": [], "dtypes": set()}
-        for k, golden in enumerate(goldens):
-            before = goldens[k - 1] if k else start
+        for k, step in enumerate(vector.steps):
+            golden = step.expected
+            before = vector.steps[k - 1].expected if k else start
             loaded = before.cast(dtype)
             session.load(loaded)
             keras_lr = None
             if explain and is_schedule:
                 # The value update_step will receive: the schedule at the loaded counter.
                 keras_lr = float(keras.ops.convert_to_numpy(session.opt.learning_rate))
-            grads = [None if g is None else g.astype(lane)
-                     for g in replay.decode_grads(vector, vector["steps"][k])]
-            session.step(grads)
+            session.step([None if g is None else g.astype(lane) for g in step.grads])
             actual = session.read()
             result["dtypes"].update(str(a.dtype) for _, _, a in actual.arrays())
             result["calls"].append([golden.learning_rate_calls, actual.learning_rate_calls])
@@ -151,10 +146,67 @@ def _worker(backend: str) -> dict:
             if explain:
                 ref = ReferenceSession(float32_detours(vector, keras_lr), "float64")
                 ref.load(before)
-                ref.step(replay.decode_grads(vector, vector["steps"][k]))
+                ref.step([None if g is None else g.copy() for g in step.grads])
                 compare(result["explained"], ref.read(), actual, before, loaded)
+        session.close()
         result["dtypes"] = sorted(result["dtypes"])
         return result
+
+    def run_session(session, vector, mode):
+        """Every state read from ``session`` over ``vector``: the built state first in
+        trajectory mode, then one per step."""
+        reads = [session.read()] if mode == "trajectory" else []
+        for k, step in enumerate(vector.steps):
+            if mode == "teacher":
+                session.load((vector.steps[k - 1].expected if k else vector.initial_state).cast("float64"))
+            session.step([None if g is None else g.copy() for g in step.grads])
+            reads.append(session.read())
+        return reads
+
+    def differences(first, second):
+        """Where two runs' states differ in any bit (or in kinds, dtypes, counters)."""
+        out = []
+        for k, (a, b) in enumerate(zip(first, second)):
+            if (a.iterations, a.learning_rate_calls, a.kinds()) != (b.iterations, b.learning_rate_calls, b.kinds()):
+                out.append(f"read {k}: counters or kinds differ")
+            for (kind, i, x), (_, _, y) in zip(a.arrays(), b.arrays()):
+                if x.dtype != y.dtype or x.shape != y.shape or x.tobytes() != y.tobytes():
+                    out.append(f"read {k}: {kind.value}[{i}]")
+        return out if len(first) == len(second) else out + ["different numbers of reads"]
+
+    def reuse_check():
+        """The same vector through a fresh session and through a reused one that has just
+        run another vector of its structure (other initial values, other gradients): the
+        same bits in every read, trajectory and teacher-forced."""
+        vector = find(REUSED)
+        raw = json.loads(json.dumps(vector.raw))
+        raw["id"] = vector.id + "/sibling"
+        for variable in raw["variables"]:
+            x = vf.decode_array(variable["initial"])
+            variable["initial"] = vf.encode_array(x * 0.5 - 0.25)
+        for step in raw["steps"]:
+            step["grads"] = [None if g is None else vf.encode_array(vf.decode_array(g)[::-1].copy() * 3.0)
+                             for g in step["grads"]]
+        sibling = as_vector(raw)
+        report = {"reused": [], "differences": []}
+        for mode in ("trajectory", "teacher"):
+            fresh = resolve(f"keras-{backend}")
+            session = fresh.create(vector, "float64", "cpu")
+            first = run_session(session, vector, mode)
+            session.close()
+            pooled = resolve(f"keras-{backend}")
+            dirty = pooled.create(sibling, "float64", "cpu")
+            run_session(dirty, sibling, mode)
+            dirty.close()
+            again = pooled.create(vector, "float64", "cpu")
+            report["reused"].append(again is dirty)
+            report["differences"] += [f"{mode} {d}" for d in differences(first, run_session(again, vector, mode))]
+            again.close()
+        callable_vector = find(CLEAN[4])
+        one = pooled.create(callable_vector, "float64", "cpu")
+        one.close()
+        report["callable_reused"] = pooled.create(callable_vector, "float64", "cpu") is one
+        return report
 
     for vector_id in CLEAN:
         out["lanes"][f"float64:{vector_id}"] = teacher(vector_id, "float64", explain=backend == "tensorflow")
@@ -167,13 +219,13 @@ def _worker(backend: str) -> dict:
             out["lanes"][f"{dtype}:{PINNED[backend]}"] = teacher(PINNED[backend], dtype)
 
     for vector_id in INVALID:
-        _, vector = vf.find(documents, vector_id)
+        vector = find(vector_id)
         at, raised = "construction", None
         try:
             session = adapter.create(vector, "float64", "cpu")
-            for index, step in enumerate(vector["steps"]):
+            for index, step in enumerate(vector.steps):
                 at = f"step {index}"
-                session.step(replay.decode_grads(vector, step))
+                session.step(list(step.grads))
         except AdapterError:
             raise
         except Exception as exc:  # noqa: BLE001 - graded by the test
@@ -188,13 +240,15 @@ def _worker(backend: str) -> dict:
     except AdapterError as exc:
         out["other_backend"] = str(exc)
 
+    out["reuse"] = reuse_check()
+
     if backend == "jax":
         from conformance.adapters.keras_adapter import KerasJaxAdapter
 
-        _, vector = vf.find(documents, CLEAN[0])
         try:
-            KerasJaxAdapter(x64=False).create(vector, "float64", "cpu")
-            out["no_x64"] = None
+            outcome = runner.run_vector(KerasJaxAdapter(x64=False), find(CLEAN[0]), "<x>", "float64", "cpu",
+                                        "teacher", Policy.load(), [])
+            out["no_x64"] = f"not refused: {outcome.status}"
         except AdapterError as exc:
             out["no_x64"] = str(exc)
     return out
@@ -275,17 +329,17 @@ def test_float32_lane_smoke(backend):
 def test_invalid_vectors_raise_the_recorded_error(backend):
     sys.path.insert(0, str(ROOT))
     from conformance import vectorfile as vf
+    from conformance.vector import as_vector
 
     documents = vf.load_corpus(ROOT / "vectors")
     out = results(backend)
     for vector_id in INVALID:
-        _, vector = vf.find(documents, vector_id)
-        error = vector["error"]
+        error = as_vector(vf.find(documents, vector_id)[1]).error
         raised = out["invalid"][vector_id]
-        assert raised is not None, f"keras-{backend} {vector_id}: nothing raised, expected {error['class']}"
+        assert raised is not None, f"keras-{backend} {vector_id}: nothing raised, expected {error.cls}"
         cls, message, at = raised
-        assert cls == error["class"] and error["message_contains"] in message, (vector_id, raised)
-        expected_at = "construction" if error["at"] == "construction" else f"step {error['step']}"
+        assert cls == error.cls and error.message_contains in message, (vector_id, raised)
+        expected_at = "construction" if error.at == "construction" else f"step {error.step}"
         assert at == expected_at, (vector_id, raised)
 
 
@@ -339,8 +393,22 @@ def test_float64_shows_keras_23223_float32_means(backend):
 
 
 def test_jax_without_x64_is_refused():
+    """Without jax_enable_x64 JAX silently holds a float64 lane in float32: the runner's dtype
+    check (the one check; adapters do not re-check) refuses the lane."""
     message = results("jax")["no_x64"]
-    assert message and "float32" in message and "float64" in message and "jax_enable_x64" in message, message
+    assert message and "holds float32" in message and "float64" in message, message
+
+
+@pytest.mark.parametrize("backend", list(FRAMEWORK))
+def test_a_reused_session_computes_the_same_bits_as_a_fresh_one(backend):
+    """Sessions are pooled per structure (keras_adapter.structure_key; keras-jax keeps its
+    compiled step): after another vector of the same structure, the pooled session gives
+    exactly the bits of a fresh one, its freshly built state included. A recorded callable
+    learning rate belongs to one vector: never pooled."""
+    reuse = results(backend)["reuse"]
+    assert reuse["reused"] == [True, True], reuse
+    assert reuse["differences"] == [], reuse["differences"]
+    assert reuse["callable_reused"] is False
 
 
 def test_jax_does_not_reset_accumulators_without_gradient():

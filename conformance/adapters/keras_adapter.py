@@ -3,44 +3,52 @@
 Each adapter runs Keras exactly as a user would: ``Adafactor(**config)`` with Python
 floats as given, a serialized schedule through ``keras.optimizers.schedules.deserialize``,
 variables made with ``keras.Variable`` in the lane dtype (``keras.config.set_floatx`` set
-to the same dtype), ``optimizer.build`` on them, then one eager ``optimizer.apply`` per
-step. Teacher forcing (``Session.load``) writes Keras's own state variables directly.
+to the same dtype), ``optimizer.build`` on them, then one ``optimizer.apply`` per step
+(keras-jax: the jitted ``stateless_apply`` Keras's JAX trainer runs). Teacher forcing
+(``Session.load``) writes Keras's own state variables directly; ``read`` hands back a
+``reference.state.State`` of NumPy arrays in the dtype the backend really holds (the runner
+checks them against the lane: a silent demotion, JAX without x64, is an error there).
 
 One process runs one Keras backend: Keras reads ``KERAS_BACKEND`` once, at import. The
 adapter's constructor sets it and imports Keras lazily; if Keras is already imported with
 another backend it raises ``AdapterError`` (the runner starts one process per adapter).
 
-What Keras really computes is what is returned: ``read`` hands back NumPy arrays in the
-dtype the backend holds, and every array is checked against the lane dtype (after the
-variables are created and after every read), so a silent demotion (JAX without x64) is
-an error, never a quiet pass. Known places where real Keras is not the float64 spec are
-listed in reference/SPEC.md section 7 and measured by tests/test_keras_adapters.py.
+Sessions are reused across vectors of one structure (``structure_key``: lane dtype, device,
+configuration, variable names and shapes, weight-decay exclusions): the optimizer, its
+variables and keras-jax's compiled step are built once per structure, and a later vector
+of that structure gets the session its predecessor closed, with the freshly built state
+restored (``KerasSession.reset``): the same program on the same state, so the same result bits as a
+new session (tests/test_keras_adapters.py checks it bit for bit). A recorded callable
+learning rate is per vector, so those vectors always get a new session.
 
-Dtypes: float64 and float32 on every backend; float16 and bfloat16 too (Keras's Adafactor
-casts every scalar to the variable dtype, update_step at adafactor.py:143-150, so it runs
-in half precision on all three backends; epsilon_1 = 1e-30 underflows to 0 in float16, and
-the rank < 2 r/c placeholders stay int). Devices: "cpu" always, "gpu" when the backend
+Known places where real Keras is not the float64 spec are listed in reference/SPEC.md
+section 7 and measured by tests/test_keras_adapters.py. Dtypes: float64 and float32 on
+every backend; float16 and bfloat16 too (Keras's Adafactor casts every scalar to the
+variable dtype, update_step at adafactor.py:143-150, so it runs in half precision on all
+three backends; epsilon_1 = 1e-30 underflows to 0 in float16, and the rank < 2 r/c
+placeholders stay int and are not reported). Devices: "cpu" always, "gpu" when the backend
 sees one (``device_available`` says why not otherwise).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import warnings
+from collections import OrderedDict
 from typing import Optional
 
 import numpy as np
 
 from conformance import replay
-from conformance.adapters.base import (Adapter, LaneState, Session, jax_gpu_problem, numpy_dtype,
-                                       torch_gpu_problem)
-
-# No import cycle: conformance/adapters/__init__.py defines AdapterError and never imports
-# this module (resolve() imports it by name, after the package is initialised).
-from conformance.adapters import AdapterError
+from conformance.adapters.base import Adapter, AdapterError, Session, jax_gpu_problem, numpy_dtype, torch_gpu_problem
+from conformance.vector import as_vector
+from reference.state import Kind, State
 
 _NONE_GRADIENT_WARNING = "Gradients do not exist for variables"
+#: Sessions kept per adapter for reuse (least recently used dropped first).
+POOL_SIZE = 32
 
 
 def _imported_keras_backend() -> Optional[str]:
@@ -67,12 +75,31 @@ def select_backend(backend: str) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-class KerasSession(Session):
-    """One real Keras Adafactor with its variables, for one vector, lane dtype and device."""
+def is_recorded_callable(config: dict) -> bool:
+    lr = config.get("learning_rate")
+    return isinstance(lr, dict) and lr.get("callable") == "recorded"
 
-    def __init__(self, adapter: "KerasAdapter", vector: dict, dtype: str, device: str):
+
+def structure_key(vector, dtype: str, device: str) -> Optional[str]:
+    """What a Keras session is built from, apart from the initial values: two vectors with
+    the same key run the same optimizer on variables of the same names and shapes. None for
+    a vector whose session cannot be shared (a recorded callable learning rate)."""
+    vector = as_vector(vector)
+    if is_recorded_callable(vector.config):
+        return None
+    return json.dumps([dtype, device, vector.config, vector.names, vector.shapes, vector.exclude_from_weight_decay],
+                      sort_keys=True)
+
+
+class KerasSession(Session):
+    """One real Keras Adafactor with its variables, for one structure (``structure_key``),
+    lane dtype and device; ``reset`` readies it for another vector of that structure."""
+
+    def __init__(self, adapter: "KerasAdapter", vector, dtype: str, device: str):
+        vector = as_vector(vector)
         self.adapter = adapter
-        self.vector_id = vector["id"]
+        self.key: Optional[str] = None  # the structure_key it is pooled under (None: never pooled)
+        self.vector_id = vector.id
         self.dtype_name = dtype
         self.dtype = numpy_dtype(dtype)
         self.device = device
@@ -81,11 +108,11 @@ class KerasSession(Session):
         self._activate()
         self.callable = None
 
-        config = dict(vector["config"])
+        config = dict(vector.config)
         if "learning_rate" in config:
             lr = config["learning_rate"]
-            if isinstance(lr, dict) and lr.get("callable") == "recorded":
-                self.callable = replay.decode_learning_rate(vector)  # a RecordedCallable
+            if is_recorded_callable(config):
+                self.callable = replay.RecordedCallable(vector.learning_rate_calls, vector.id)
                 config["learning_rate"] = self.callable
             elif isinstance(lr, dict):
                 config["learning_rate"] = keras.optimizers.schedules.deserialize(lr)
@@ -93,11 +120,11 @@ class KerasSession(Session):
             # Invalid configurations raise Keras's own error here, uncaught.
             self.opt = keras.optimizers.Adafactor(**config)
             self.variables = []
-            for spec, initial in zip(vector["variables"], replay.initial_variables(vector)):
+            for full_name, initial in zip(vector.names, vector.initial):
                 # A vector name "dense/kernel" is what a Dense layer's kernel looks like in
                 # Keras: variable.name "kernel" under name scope "dense" (path
                 # "dense/kernel"); Keras forbids "/" in a variable name itself.
-                scope, _, name = spec["name"].rpartition("/")
+                scope, _, name = full_name.rpartition("/")
                 value = initial.astype(self.dtype)
                 if scope:
                     with keras.name_scope(scope):
@@ -106,17 +133,31 @@ class KerasSession(Session):
                     variable = keras.Variable(value, dtype=dtype, name=name)
                 self.variables.append(variable)
             self.opt.build(self.variables)
-            exclude = vector["exclude_from_weight_decay"]
+            exclude = vector.exclude_from_weight_decay
             if exclude:
                 self.opt.exclude_from_weight_decay(
                     var_list=[self.variables[i] for i in exclude.get("var_index", [])] or None,
                     var_names=exclude.get("var_names") or None,
                 )
         self.factored = [len(v.shape) >= 2 for v in self.variables]
-        self._check_dtypes(self._state_tensors(), "after creating the variables")
+        # The optimizer's variables as built (iterations, learning rate, slots, EMA,
+        # accumulators): what ``reset`` restores.
+        self._built = [self._to_numpy(v.value) for v in self.opt.variables]
         # A compiled step (keras-jax: jax.jit of optimizer.stateless_apply), or None for
         # one eager optimizer.apply per step.
         self._compiled = adapter._compile_step(self)
+
+    def reset(self, vector) -> None:
+        """Ready this session for ``vector`` (of the same ``structure_key``): the optimizer's
+        variables as built, the model variables at ``vector``'s initial values."""
+        vector = as_vector(vector)
+        self._activate()
+        self.vector_id = vector.id
+        with self._scope():
+            for v, value in zip(self.opt.variables, self._built):
+                v.assign(value)
+            for x, initial in zip(self.variables, vector.initial):
+                x.assign(initial.astype(self.dtype))
 
     # ------------------------------------------------------------------ plumbing
     def _activate(self) -> None:
@@ -129,37 +170,19 @@ class KerasSession(Session):
     def _scope(self):
         return self.keras.device(f"{self.device}:0")
 
-    def _state_tensors(self):
-        """(kind, index, backend tensor) for every float state array Keras holds."""
+    def _slot_variables(self) -> dict:
+        """{Kind: [Keras variable or None per model variable]} of every float state kind
+        Keras holds (r and c only for factored variables: Keras's rank < 2 r/c are unused
+        int placeholders)."""
         opt = self.opt
-        out = [("iterations", None, opt._iterations.value)]
-        for i, x in enumerate(self.variables):
-            out.append(("variables", i, x.value))
-            if self.factored[i]:
-                out.append(("r", i, opt._r[i].value))
-                out.append(("c", i, opt._c[i].value))
-            out.append(("v", i, opt._v[i].value))
+        out = {Kind.R: [r if f else None for r, f in zip(opt._r, self.factored)],
+               Kind.C: [c if f else None for c, f in zip(opt._c, self.factored)],
+               Kind.V: list(opt._v)}
         if opt.use_ema:
-            out += [("average", i, a.value) for i, a in enumerate(opt._model_variables_moving_average)]
+            out[Kind.AVERAGE] = list(opt._model_variables_moving_average)
         if opt.gradient_accumulation_steps:
-            out += [("accumulator", i, a.value) for i, a in enumerate(opt._accumulated_gradients)]
+            out[Kind.ACCUMULATOR] = list(opt._accumulated_gradients)
         return out
-
-    def _check_dtypes(self, tensors, when: str) -> None:
-        standardize = self.keras.backend.standardize_dtype
-        for kind, i, tensor in tensors:
-            if kind == "iterations":
-                continue
-            actual = standardize(tensor.dtype)
-            if actual != self.dtype_name:
-                raise AdapterError(
-                    f"vector {self.vector_id!r}: {self.adapter.name} holds {kind}[{i}] "
-                    f"({self._name(i)!r}) in {actual}, not in the lane dtype "
-                    f"{self.dtype_name} ({when}); the lane would silently run in {actual}"
-                    + self.adapter._dtype_hint(self.dtype_name))
-
-    def _name(self, i):
-        return self.variables[i].path
 
     def _to_numpy(self, tensor) -> np.ndarray:
         array = self.keras.ops.convert_to_numpy(tensor)
@@ -168,25 +191,19 @@ class KerasSession(Session):
         return np.array(array, copy=True)
 
     # ------------------------------------------------------------------ protocol
-    def load(self, state: LaneState) -> None:
+    def load(self, state: State) -> None:
         self._activate()
-        opt = self.opt
         with self._scope():
             for x, value in zip(self.variables, state.variables):
                 x.assign(np.asarray(value, dtype=self.dtype))
-            opt._iterations.assign(int(state.iterations))
-            for i in range(len(self.variables)):
-                # Rank < 2: Keras's r and c are unused int placeholders; left alone.
-                if self.factored[i]:
-                    opt._r[i].assign(np.asarray(state.r[i], dtype=self.dtype))
-                    opt._c[i].assign(np.asarray(state.c[i], dtype=self.dtype))
-                opt._v[i].assign(np.asarray(state.v[i], dtype=self.dtype))
-            if opt.use_ema and state.average is not None:
-                for a, value in zip(opt._model_variables_moving_average, state.average):
-                    a.assign(np.asarray(value, dtype=self.dtype))
-            if opt.gradient_accumulation_steps and state.accumulator is not None:
-                for a, value in zip(opt._accumulated_gradients, state.accumulator):
-                    a.assign(np.asarray(value, dtype=self.dtype))
+            self.opt._iterations.assign(int(state.iterations))
+            for kind, variables in self._slot_variables().items():
+                values = state.get(kind)
+                if values is None:  # a kind the state does not carry: left as it is
+                    continue
+                for variable, value in zip(variables, values):
+                    if variable is not None:
+                        variable.assign(np.asarray(value, dtype=self.dtype))
         if self.callable is not None:
             self.callable.position = state.learning_rate_calls
 
@@ -204,28 +221,16 @@ class KerasSession(Session):
                 else:
                     self._compiled(tensors)
 
-    def read(self) -> LaneState:
-        tensors = self._state_tensors()
-        self._check_dtypes(tensors, "after a step")
-        n = len(self.variables)
-        out = {"variables": [None] * n, "r": [None] * n, "c": [None] * n, "v": [None] * n}
-        opt = self.opt
-        average = [None] * n if opt.use_ema else None
-        accumulator = [None] * n if opt.gradient_accumulation_steps else None
-        iterations = 0
-        for kind, i, tensor in tensors:
-            if kind == "iterations":
-                iterations = int(self._to_numpy(tensor))
-            elif kind == "average":
-                average[i] = self._to_numpy(tensor)
-            elif kind == "accumulator":
-                accumulator[i] = self._to_numpy(tensor)
-            else:
-                out[kind][i] = self._to_numpy(tensor)
-        return LaneState(
-            iterations=iterations, variables=out["variables"], r=out["r"], c=out["c"], v=out["v"],
-            average=average, accumulator=accumulator,
-            learning_rate_calls=0 if self.callable is None else self.callable.position)
+    def close(self) -> None:
+        """Done with this vector: the session goes back to its adapter's pool."""
+        self.adapter._release(self)
+
+    def read(self) -> State:
+        values = {Kind.VARIABLES: [self._to_numpy(x.value) for x in self.variables]}
+        for kind, variables in self._slot_variables().items():
+            values[kind] = [None if v is None else self._to_numpy(v.value) for v in variables]
+        return State(int(self._to_numpy(self.opt._iterations.value)), values,
+                     0 if self.callable is None else self.callable.position)
 
 
 class KerasAdapter(Adapter):
@@ -239,6 +244,7 @@ class KerasAdapter(Adapter):
                          devices=("cpu", "gpu"))
         select_backend(self.backend)
         self._keras_module = None
+        self._pool: OrderedDict = OrderedDict()  # structure_key -> KerasSession, least recent first
 
     def _keras(self):
         if self._keras_module is None:
@@ -255,9 +261,6 @@ class KerasAdapter(Adapter):
     # hooks ---------------------------------------------------------------------------
     def _activate_lane(self, dtype: str) -> None:
         pass
-
-    def _dtype_hint(self, dtype: str) -> str:
-        return ""
 
     def _framework_version(self) -> dict:
         return {}
@@ -284,11 +287,30 @@ class KerasAdapter(Adapter):
         env["apply"] = self._apply_description()
         return env
 
-    def create(self, vector: dict, dtype: str, device: str) -> Session:
+    def create(self, vector, dtype: str, device: str) -> Session:
+        """A session for ``vector``: the pooled one of its structure (``structure_key``),
+        reset to its initial values, or a new one (pooled for the next vector)."""
         reason = self.device_available(device)
         if reason is not None:
             raise AdapterError(f"{self.name}: {reason}")
-        return KerasSession(self, vector, dtype, device)
+        key = structure_key(vector, dtype, device)
+        session = self._pool.pop(key, None) if key is not None else None
+        if session is not None:
+            session.reset(vector)
+        else:
+            session = KerasSession(self, vector, dtype, device)  # raises Keras's error on a bad config
+            session.key = key
+        return session
+
+    def _release(self, session: KerasSession) -> None:
+        """Keep a closed session for the next vector of its structure (a session in use is
+        never in the pool, so no two vectors share one at a time)."""
+        if session.key is None:
+            return
+        self._pool[session.key] = session
+        self._pool.move_to_end(session.key)
+        while len(self._pool) > POOL_SIZE:
+            self._pool.popitem(last=False)
 
 
 class KerasJaxAdapter(KerasAdapter):
@@ -296,16 +318,19 @@ class KerasJaxAdapter(KerasAdapter):
     ``optimizer.stateless_apply`` (keras/src/backend/jax/trainer.py:91-93 calls it inside
     the jitted train step). Eager ``apply`` on JAX re-traces the ``lax.cond`` of gradient
     accumulation on every call (keras/src/backend/jax/optimizer.py:36-66) and runs about
-    an order of magnitude slower; the compiled step is built once per session and reused
-    for every step of the vector. A callable learning rate would be called once, at trace
-    time, under ``jit``, so those vectors (flag CALLABLE_LEARNING_RATE) run eagerly, as a
-    user calling ``optimizer.apply`` runs them. ``eager=True`` runs everything eagerly."""
+    an order of magnitude slower; the compiled step is built once per session, that is once
+    per structure (``structure_key``: Keras bakes the configuration's Python floats into the
+    traced program), and reused for every step of every vector of that structure. A
+    callable learning rate would be called once, at trace time, under ``jit``, so those
+    vectors (flag CALLABLE_LEARNING_RATE) run eagerly, as a user calling
+    ``optimizer.apply`` runs them. ``eager=True`` runs everything eagerly."""
 
     backend = "jax"
 
     def __init__(self, x64: bool = True, eager: bool = False):
         """``x64=False`` leaves ``jax_enable_x64`` off (JAX's default) for float64 lanes:
-        the dtype check then reports the silent float32 demotion (SPEC.md section 7)."""
+        JAX then silently runs them in float32 (SPEC.md section 7), which the runner's dtype
+        check reports."""
         self.x64 = x64
         self.eager = eager
         super().__init__()
@@ -313,7 +338,7 @@ class KerasJaxAdapter(KerasAdapter):
     def _apply_description(self) -> str:
         if self.eager:
             return "eager optimizer.apply, one per step"
-        return ("jax.jit(optimizer.stateless_apply), compiled once per vector (as Keras's JAX "
+        return ("jax.jit(optimizer.stateless_apply), compiled once per vector structure (as Keras's JAX "
                 "trainer runs it); eager optimizer.apply for callable learning rates")
 
     def _compile_step(self, session: "KerasSession"):
@@ -342,11 +367,6 @@ class KerasJaxAdapter(KerasAdapter):
         want = self.x64 and dtype == "float64"
         if bool(jax.config.jax_enable_x64) != want:
             jax.config.update("jax_enable_x64", want)
-
-    def _dtype_hint(self, dtype: str) -> str:
-        if dtype == "float64":
-            return " (JAX without jax_enable_x64 runs float64 as float32)"
-        return ""
 
     def _framework_version(self) -> dict:
         import jax
