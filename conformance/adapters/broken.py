@@ -27,13 +27,13 @@ STEP_SOURCE = Path(step_module.__file__)
 STEP_MUTATIONS = {
     "EpsilonOneAfterMean": (
         "epsilon_1 added to the second-moment estimate after the statistics, not to g*g",
-        "regulated_grad_square += dtype(hyper.epsilon_1)",
-        "regulated_grad_square += dtype(0.0)  # then V += epsilon_1 below",
+        "regulated_grad_square += epsilon_1",
+        "regulated_grad_square += 0 * epsilon_1  # then V += epsilon_1 in update_step",
     ),
     "BetaFromPreviousStep": (
         "beta_2 computed from step t-1",
-        "beta_2_t = one - dtype(float(local_step) ** hyper.beta_2_decay)",
-        "beta_2_t = one - dtype(max(float(local_step) - 1, 1.0) ** hyper.beta_2_decay)",
+        "beta_2_t = one - dtype(float(local_step) ** beta_2_decay)",
+        "beta_2_t = one - dtype(max(float(local_step) - 1, 1.0) ** beta_2_decay)",
     ),
     "RmsOverWrongAxis": (
         "RMS(x) taken per row (over the last axis) instead of over all elements",
@@ -42,8 +42,8 @@ STEP_MUTATIONS = {
     ),
     "ClipThresholdIgnored": (
         "update clipping with d = 1 whatever clip_threshold says",
-        "clip_denominator = minmax.maximum(one, rms_u / dtype(hyper.clip_threshold))",
-        "clip_denominator = minmax.maximum(one, rms_u)",
+        "clip_denominator = minmax.maximum(dtype(1.0), rms_u / dtype(clip_threshold))",
+        "clip_denominator = minmax.maximum(dtype(1.0), rms_u)",
     ),
     "NoRelativeStep": (
         "rho = lr: the 1/sqrt(t) cap dropped",
@@ -61,9 +61,8 @@ STEP_MUTATIONS = {
 #: Lines added after a mutation (same module), keyed like STEP_MUTATIONS.
 EXTRA = {
     "EpsilonOneAfterMean": (
-        "    u_t = np.divide(g, np.sqrt(v, out=work), out=work)",
-        "    v = v + dtype(hyper.epsilon_1)\n    new_slots = Slots(r=new_slots.r, c=new_slots.c, v=v)\n"
-        "    u_t = np.divide(g, np.sqrt(v, out=work), out=work)",
+        "    u_t = precondition(g, v, out=work)",
+        "    v = v + dtype(hyper.epsilon_1)\n    u_t = precondition(g, v, out=work)",
     ),
 }
 

@@ -21,8 +21,6 @@ from conformance import replay
 from conformance import vectorfile as vf
 from conformance.adapters.base import Adapter, Session, numpy_dtype
 from conformance.adapters.registry import registered
-from reference.adafactor_step import Slots
-from reference.optimizer import OptimizerState
 from reference.state import Kind, State
 
 
@@ -46,12 +44,7 @@ class ReferenceSession(Session):
     def load(self, state: State) -> None:
         for x, value in zip(self.variables, state.variables):
             x[...] = value
-        self.opt.set_state(OptimizerState(
-            iterations=state.iterations,
-            slots=[Slots(r=r, c=c, v=v) for r, c, v in zip(state.r, state.c, state.v)],
-            average=None if state.average is None else list(state.average),
-            accumulator=None if state.accumulator is None else list(state.accumulator),
-        ))
+        self.opt.set_state(state)
         if self.callable is not None:
             self.callable.position = state.learning_rate_calls
 
@@ -63,16 +56,11 @@ class ReferenceSession(Session):
     def read(self) -> State:
         s = self.opt.state
         last = self.opt.last_step
-        return State(
-            iterations=s.iterations,
-            values={Kind.VARIABLES: [x.copy() for x in self.variables], Kind.R: [slot.r for slot in s.slots],
-                    Kind.C: [slot.c for slot in s.slots], Kind.V: [slot.v for slot in s.slots],
-                    Kind.AVERAGE: None if s.average is None else list(s.average),
-                    Kind.ACCUMULATOR: None if s.accumulator is None else list(s.accumulator)},
-            learning_rate_calls=0 if self.callable is None else self.callable.position,
-            flags=None if last is None else {"is_update_step": last.is_update_step,
-                                             "ema_overwritten": last.ema_overwritten},
-        )
+        values = {k: list(arrays) for k, arrays in s.values.items()}
+        values[Kind.VARIABLES] = [x.copy() for x in self.variables]
+        return State(s.iterations, values, learning_rate_calls=0 if self.callable is None else self.callable.position,
+                     flags=None if last is None else {"is_update_step": last.is_update_step,
+                                                      "ema_overwritten": last.ema_overwritten})
 
 
 class DialectSession(Session):

@@ -44,14 +44,15 @@ from pathlib import Path
 import numpy as np
 
 from conformance import vectorfile as vf
-from conformance.adapters.base import DEVICES, DTYPES, Adapter, LaneState, Session, numpy_dtype
+from conformance.adapters.base import DEVICES, DTYPES, Adapter, Session, numpy_dtype
+from reference.state import Kind, State
 
 RESULTS_FORMAT = "adafactor-conformance-results"
 MODES = ("teacher", "trajectory")
 #: The reason of a selected vector the results file does not hold (a failure by default).
 MISSING = "missing from the results file"
-#: Array fields of a state, and the ones every state must have.
-STATE_ARRAYS = ("variables", "r", "c", "v", "average", "accumulator", "momentum")
+#: Array fields of a state (one per state kind), and the ones every state must have.
+STATE_ARRAYS = tuple(k.value for k in Kind)
 REQUIRED = ("iterations", "variables", "r", "c", "v")
 STEP_FLAGS = ("is_update_step", "ema_overwritten")
 
@@ -91,7 +92,7 @@ class _RecordedSession(Session):
         self.vector_id = vector["id"]
         self.error, self.error_step, self.initial = error, error_step, initial
 
-    def load(self, state: LaneState) -> None:
+    def load(self, state: State) -> None:
         pass  # the port did its own loading (teacher mode) or ran free (trajectory)
 
     def step(self, grads) -> None:
@@ -99,7 +100,7 @@ class _RecordedSession(Session):
             raise _port_error(self.error)
         self.index += 1
 
-    def read(self) -> LaneState:
+    def read(self) -> State:
         if self.index == 0:  # before step 1 (trajectory mode reads the port's own build)
             if self.initial is None:  # not reported: the vector's initial state (not graded)
                 from conformance import runner
@@ -112,15 +113,17 @@ class _RecordedSession(Session):
         return _state(self.steps[self.index - 1], self.path, self.vector_id, f"step {self.index}")
 
 
-def _state(s: dict, path, vector_id, where) -> LaneState:
+def _state(s: dict, path, vector_id, where) -> State:
     def arrays(items):
         return None if items is None else [vf.decode_optional(a, path, vector_id) for a in items]
 
     try:
         flags = {key: s[key] for key in STEP_FLAGS if s.get(key) is not None}
-        return LaneState(int(s["iterations"]), arrays(s["variables"]), arrays(s["r"]), arrays(s["c"]),
-                         arrays(s["v"]), arrays(s.get("average")), arrays(s.get("accumulator")),
-                         s.get("learning_rate_calls"), arrays(s.get("momentum")), flags or None)
+        missing = [key for key in REQUIRED if key not in s]
+        if missing:
+            raise KeyError(missing[0])
+        return State(int(s["iterations"]), {kind: arrays(s.get(kind.value)) for kind in Kind},
+                     s.get("learning_rate_calls"), flags or None)
     except (KeyError, TypeError, ValueError) as exc:
         raise ResultsFileError(f"{path}: vector {vector_id!r} {where}: malformed state ({exc})") from exc
 
@@ -146,8 +149,6 @@ class ResultsFileAdapter(Adapter):
         """Check the file against the whole corpus (``vf.load_corpus``) and set
         ``dialects`` to the dialects of the vectors it names (Keras when it names none).
         Raises ResultsFileError naming the file, vector id, step and field."""
-        from conformance.runner import fixed_state_dtypes
-
         corpus = {vector["id"]: vector for _, vector in vf.iter_vectors(documents)}
         unknown = sorted(i for i in self.data["vectors"] if i not in corpus)
         if unknown:
@@ -175,7 +176,7 @@ class ResultsFileAdapter(Adapter):
                          else f"raises at step index {allowed}")
                 raise ResultsFileError(f"{where} step {allowed + 1}: extra steps (the file holds {len(steps)}, "
                                        f"the vector {limit})")
-            fixed = fixed_state_dtypes(vector)
+            fixed = self.state_dtypes(vector, self.data["dtype"])
             states = [("the initial state", entry["initial"])] if entry.get("initial") is not None else []
             states += [(f"step {k}", s) for k, s in enumerate(steps, 1)]
             for label, state in states:
@@ -228,9 +229,7 @@ class ResultsFileAdapter(Adapter):
             raise _port_error(entry["error"])
         session = _RecordedSession(entry.get("steps", []), self.path, vector, entry.get("error"),
                                    entry.get("step"), entry.get("initial"))
-        from conformance.runner import fixed_state_dtypes
-
-        return _Casting(session, dtype, fixed_state_dtypes(vector))
+        return _Casting(session, dtype, self.state_dtypes(vector, dtype))
 
 
 class _Casting(Session):
@@ -248,10 +247,10 @@ class _Casting(Session):
 
     def read(self):
         raw = self.inner.read()
-        state = raw.cast(self.dtype)
+        state = raw.cast(numpy_dtype(self.dtype))
         for kind, dtype in self.fixed.items():
-            items = getattr(raw, kind)
+            items = raw.get(kind)
             if items is not None:
-                setattr(state, kind, [None if a is None else np.asarray(a, dtype=np.float64).astype(dtype)
-                                      for a in items])
+                state.values[kind] = [None if a is None else np.asarray(a, dtype=np.float64).astype(dtype)
+                                      for a in items]
         return state

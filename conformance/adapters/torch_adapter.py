@@ -7,9 +7,9 @@ as a tuple). Teacher forcing (``load``) writes torch's own per-parameter state
 ``row_var`` [..., n, 1] and ``col_var`` [..., 1, m] for dim > 1, ``variance`` otherwise.
 At iterations 0 the state is left empty: torch initialises it lazily on the first step.
 
-``read`` returns what torch holds: r = row_var squeezed on its last axis, c = col_var
-squeezed on its row axis, v = variance (None for a factored parameter, which has none).
-Every array is checked against the lane dtype. ``TorchForeachAdapter`` forces
+``read`` returns what torch holds, in the dtype torch holds it (the runner checks it against
+the lane): r = row_var squeezed on its last axis, c = col_var squeezed on its row axis,
+v = variance (None for a factored parameter, which has none). ``TorchForeachAdapter`` forces
 ``foreach=True`` (``_multi_tensor_adafactor``); plain ``TorchAdapter`` takes the vector's
 ``foreach`` (None: the single-tensor loop, torch's default for Adafactor).
 """
@@ -21,10 +21,9 @@ from typing import Optional
 import numpy as np
 
 from conformance import replay
-from conformance.adapters import AdapterError
-from conformance.adapters.base import Adapter, LaneState, Session, numpy_dtype, torch_gpu_problem
-
-_TORCH_DTYPES = {"float64": "float64", "float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
+from conformance.adapters.base import Adapter, AdapterError, Session, numpy_dtype, torch_gpu_problem
+from conformance.adapters.registry import registered
+from reference.state import Kind, State
 
 
 def _torch():
@@ -43,45 +42,31 @@ class TorchSession(Session):
         self.vector_id = vector["id"]
         self.dtype_name = dtype
         self.np_dtype = numpy_dtype(dtype)
-        self.tdtype = getattr(torch, _TORCH_DTYPES[dtype])
+        self.tdtype = getattr(torch, dtype)  # the lane dtypes are torch dtype names
         self.device = torch.device("cuda" if device == "gpu" else "cpu")
         config = dict(vector["config"])
         if isinstance(config.get("eps"), list):
             config["eps"] = tuple(config["eps"])
         if adapter.force_foreach:
             config["foreach"] = True
-        self.params = [torch.tensor(self._to_torch_array(x), dtype=self.tdtype, device=self.device,
+        self.params = [torch.tensor(np.asarray(x, dtype=np.float64), dtype=self.tdtype, device=self.device,
                                     requires_grad=True)
                        for x in replay.initial_variables(vector)]
         # An invalid configuration raises torch's own error here, uncaught.
         self.opt = torch.optim.Adafactor(self.params, **config)
         self.iterations = 0
-        self._check(self.params, "variables", "after creating the variables")
 
     # ------------------------------------------------------------------ plumbing
-    def _to_torch_array(self, x):
-        """float64 NumPy -> an array torch.tensor takes (bfloat16: via float32, exact after
-        the lane rounding that the runner already did or that torch does here)."""
-        return np.asarray(x, dtype=np.float64)
-
     def _tensor(self, x):
-        return self.torch.tensor(self._to_torch_array(x), dtype=self.tdtype, device=self.device)
+        """A lane-dtype tensor of ``x`` (a NumPy array of any lane dtype, widened exactly to
+        float64 first: torch.tensor does not take ml_dtypes' bfloat16)."""
+        return self.torch.tensor(np.asarray(x, dtype=np.float64), dtype=self.tdtype, device=self.device)
 
     def _numpy(self, t) -> np.ndarray:
-        t = t.detach().cpu()
-        if t.dtype == self.torch.bfloat16:
-            return t.float().numpy().astype(self.np_dtype)
-        return np.array(t.numpy(), copy=True)
-
-    def _check(self, tensors, kind: str, when: str) -> None:
-        for i, t in enumerate(tensors):
-            if t is not None and t.dtype != self.tdtype:
-                raise AdapterError(
-                    f"vector {self.vector_id!r}: {self.adapter.name} holds {kind}[{i}] in {t.dtype}, "
-                    f"not in the lane dtype {self.dtype_name} ({when})")
+        return torch_to_numpy(self.torch, t)
 
     # ------------------------------------------------------------------ protocol
-    def load(self, state: LaneState) -> None:
+    def load(self, state: State) -> None:
         torch = self.torch
         from torch.optim.optimizer import _get_scalar_dtype
 
@@ -104,7 +89,7 @@ class TorchSession(Session):
     def step(self, grads: list) -> None:
         step_with_gradients(self, grads, "torch")
 
-    def read(self) -> LaneState:
+    def read(self) -> State:
         r, c, v = [], [], []
         for i, p in enumerate(self.params):
             s = self.opt.state.get(p, {})
@@ -112,23 +97,27 @@ class TorchSession(Session):
                 raise AdapterError(f"vector {self.vector_id!r}: parameter {i} has step {s['step'].item()}, "
                                    f"the optimizer applied {self.iterations} steps")
             if p.dim() > 1:
-                row = s.get("row_var")
-                col = s.get("col_var")
-                self._check([row, col], "r/c", "after a step")
+                row, col = s.get("row_var"), s.get("col_var")
                 r.append(np.zeros(tuple(p.shape[:-1]), self.np_dtype) if row is None else self._numpy(row[..., 0]))
                 c.append(np.zeros(tuple(p.shape[:-2]) + (p.shape[-1],), self.np_dtype) if col is None
                          else self._numpy(col[..., 0, :]))
                 v.append(None)
             else:
                 var = s.get("variance")
-                self._check([var], "v", "after a step")
                 r.append(None)
                 c.append(None)
                 v.append(np.zeros(tuple(p.shape), self.np_dtype) if var is None else self._numpy(var))
-        self._check(self.params, "variables", "after a step")
-        kwargs = {"momentum": None} if "momentum" in LaneState.__dataclass_fields__ else {}
-        return LaneState(iterations=self.iterations, variables=[self._numpy(p) for p in self.params],
-                         r=r, c=c, v=v, average=None, accumulator=None, learning_rate_calls=None, **kwargs)
+        return State(self.iterations, {Kind.VARIABLES: [self._numpy(p) for p in self.params],
+                                       Kind.R: r, Kind.C: c, Kind.V: v}, learning_rate_calls=None)
+
+
+def torch_to_numpy(torch, t) -> np.ndarray:
+    """A NumPy copy of tensor ``t`` in the dtype it holds (bfloat16 as ml_dtypes.bfloat16,
+    which ``Tensor.numpy`` does not produce), so the runner sees the dtype really used."""
+    t = t.detach().cpu()
+    if t.dtype == torch.bfloat16:
+        return t.float().numpy().astype(numpy_dtype("bfloat16"))
+    return np.array(t.numpy(), copy=True)
 
 
 def step_with_gradients(session, grads: list, framework: str) -> None:
@@ -150,7 +139,7 @@ class TorchAdapter(Adapter):
 
     def __init__(self):
         super().__init__(name="torch", dtypes=("float64", "float32", "float16", "bfloat16"),
-                         devices=("cpu", "gpu"), dialects=("torch",))
+                         devices=("cpu", "gpu"), **registered("torch"))
 
     def environment(self, device: str) -> dict:
         torch = _torch()

@@ -10,10 +10,11 @@ Teacher forcing (``load``) writes transformers' per-parameter state (optimizatio
 ``exp_avg`` when ``beta1`` is set. At iterations 0 the state is left empty: transformers
 initialises it lazily on the first step.
 
-``read`` returns what transformers holds (r = exp_avg_sq_row, c = exp_avg_sq_col, v =
-exp_avg_sq or None for a factored parameter, momentum = exp_avg), each array checked
-against the lane dtype. Dtypes float64 and float32 only: fp16/bf16 parameters are stepped
-through an fp32 copy with fp32 state (:1220-1221, :1252-1254), which no lane dtype describes.
+``read`` returns what transformers holds, in the dtype it holds it (r = exp_avg_sq_row,
+c = exp_avg_sq_col, v = exp_avg_sq or None for a factored parameter, momentum = exp_avg).
+All four lane dtypes run: float16/bfloat16 parameters are stepped through a float32 copy and
+their statistics and momentum kept in float32 (:1220-1221, :1237-1238, :1252-1254), which
+``TransformersAdapter.state_dtypes`` declares to the runner.
 """
 
 from __future__ import annotations
@@ -23,13 +24,16 @@ from typing import Optional
 import numpy as np
 
 from conformance import replay
-from conformance.adapters import AdapterError
-from conformance.adapters.base import Adapter, LaneState, Session, numpy_dtype, torch_gpu_problem
+from conformance.adapters.base import Adapter, AdapterError, Session, numpy_dtype, torch_gpu_problem
+from conformance.adapters.registry import registered
+from conformance.adapters.torch_adapter import step_with_gradients, torch_to_numpy
+from reference.state import Kind, State
 
 #: Lanes whose parameters transformers steps in float32 (optimization.py:1253-1254).
 HALF_DTYPES = ("float16", "bfloat16")
 
-_STATE_KEYS = {"r": "exp_avg_sq_row", "c": "exp_avg_sq_col", "v": "exp_avg_sq", "momentum": "exp_avg"}
+#: State kind -> transformers' per-parameter state key (optimization.py:1230-1242).
+_STATE_KEYS = {Kind.R: "exp_avg_sq_row", Kind.C: "exp_avg_sq_col", Kind.V: "exp_avg_sq", Kind.MOMENTUM: "exp_avg"}
 
 
 def _imports():
@@ -63,28 +67,16 @@ class TransformersSession(Session):
         # An invalid configuration raises transformers' own error here, uncaught.
         self.opt = adafactor(self.params, **config)
         self.iterations = 0
-        self._check(self.params, "variables", "after creating the variables")
 
     # ------------------------------------------------------------------ plumbing
     def _tensor(self, x, dtype=None):
         return self.torch.tensor(np.asarray(x, dtype=np.float64), dtype=dtype or self.tdtype, device=self.device)
 
     def _numpy(self, t) -> np.ndarray:
-        t = t.detach().cpu()
-        if t.dtype == self.torch.bfloat16:
-            return t.float().numpy().astype(self.np_dtype)
-        return np.array(t.numpy(), copy=True)
-
-    def _check(self, tensors, kind: str, when: str, expected=None) -> None:
-        expected = expected or self.tdtype
-        for i, t in enumerate(tensors):
-            if t is not None and t.dtype != expected:
-                raise AdapterError(
-                    f"vector {self.vector_id!r}: {self.adapter.name} holds {kind}[{i}] in {t.dtype}, "
-                    f"not in {expected} (lane {self.dtype_name}, {when})")
+        return torch_to_numpy(self.torch, t)
 
     # ------------------------------------------------------------------ protocol
-    def load(self, state: LaneState) -> None:
+    def load(self, state: State) -> None:
         with self.torch.no_grad():
             for p, value in zip(self.params, state.variables):
                 p.copy_(self._tensor(value))
@@ -92,7 +84,7 @@ class TransformersSession(Session):
         self.opt.state.clear()
         if self.iterations == 0:
             return  # lazy initialisation on the first step (optimization.py:1230)
-        momentum = getattr(state, "momentum", None)
+        momentum = state.momentum
         for i, p in enumerate(self.params):
             entry = {"step": self.iterations, "RMS": 0}
             if p.dim() >= 2:
@@ -108,36 +100,29 @@ class TransformersSession(Session):
             self.opt.state[p] = entry
 
     def step(self, grads: list) -> None:
-        from conformance.adapters.torch_adapter import step_with_gradients
-
         step_with_gradients(self, grads, "transformers")
 
-    def read(self) -> LaneState:
-        out = {kind: [] for kind in _STATE_KEYS}
+    def read(self) -> State:
+        kinds = [Kind.R, Kind.C, Kind.V] + ([Kind.MOMENTUM] if self.use_momentum else [])
+        out = {kind: [] for kind in kinds}
         for i, p in enumerate(self.params):
             s = self.opt.state.get(p, {})
             if s and s["step"] != self.iterations:
                 raise AdapterError(f"vector {self.vector_id!r}: parameter {i} has step {s['step']}, "
                                    f"the optimizer applied {self.iterations} steps")
             factored = p.dim() >= 2
-            shapes = {"r": tuple(p.shape[:-1]), "c": tuple(p.shape[:-2]) + tuple(p.shape[-1:]),
-                      "v": tuple(p.shape), "momentum": tuple(p.shape)}
-            present = {"r": factored, "c": factored, "v": not factored, "momentum": self.use_momentum}
-            for kind, key in _STATE_KEYS.items():
+            shapes = {Kind.R: tuple(p.shape[:-1]), Kind.C: tuple(p.shape[:-2]) + tuple(p.shape[-1:]),
+                      Kind.V: tuple(p.shape), Kind.MOMENTUM: tuple(p.shape)}
+            present = {Kind.R: factored, Kind.C: factored, Kind.V: not factored, Kind.MOMENTUM: True}
+            for kind in kinds:
                 if not present[kind]:
                     out[kind].append(None)
                     continue
-                tensor = s.get(key)
-                self._check([tensor], kind, "after a step", self.state_tdtype)
+                tensor = s.get(_STATE_KEYS[kind])
                 zeros = np.zeros(shapes[kind], np.float32 if self.dtype_name in HALF_DTYPES else self.np_dtype)
                 out[kind].append(zeros if tensor is None else self._numpy(tensor))
-        self._check(self.params, "variables", "after a step")
-        kwargs = {}
-        if "momentum" in LaneState.__dataclass_fields__:
-            kwargs["momentum"] = out["momentum"] if self.use_momentum else None
-        return LaneState(iterations=self.iterations, variables=[self._numpy(p) for p in self.params],
-                         r=out["r"], c=out["c"], v=out["v"], average=None, accumulator=None,
-                         learning_rate_calls=None, **kwargs)
+        out[Kind.VARIABLES] = [self._numpy(p) for p in self.params]
+        return State(self.iterations, out, learning_rate_calls=None)
 
 
 class TransformersAdapter(Adapter):
@@ -146,7 +131,7 @@ class TransformersAdapter(Adapter):
 
     def __init__(self):
         super().__init__(name="transformers", dtypes=("float64", "float32", "float16", "bfloat16"), devices=("cpu", "gpu"),
-                         dialects=("transformers",))
+                         **registered("transformers"))
 
     def environment(self, device: str) -> dict:
         torch, _ = _imports()
@@ -164,9 +149,10 @@ class TransformersAdapter(Adapter):
         """transformers keeps the statistics and momentum of float16/bfloat16 parameters in
         float32 and steps those parameters in float32 (optimization.py:1220-1221, 1237-1240,
         1253-1254, 1291-1292)."""
+        fixed = super().state_dtypes(vector, dtype)
         if dtype in HALF_DTYPES:
-            return {kind: np.dtype(np.float32) for kind in ("r", "c", "v", "momentum")}
-        return {}
+            fixed.update({kind: np.dtype(np.float32) for kind in _STATE_KEYS})
+        return fixed
 
     def create(self, vector: dict, dtype: str, device: str) -> Session:
         reason = self.device_available(device)
