@@ -6,19 +6,17 @@ Each wrong default is planted in a copy of the reference adapter: the vector's c
 wrong value for the key it leaves out, exactly what an implementation whose own default is wrong
 computes. A few percent off is enough, in float64 and in float32, teacher-forced."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conformance import runner
-from conformance import vectorfile as vf
 from conformance.adapters.reference import ReferenceAdapter
 from conformance.vector import as_vector
 from conformance.tolerance import Policy
 from reference import Adafactor
-
-VECTORS = Path(__file__).resolve().parent.parent / "vectors"
+from tests import helpers
+from tests.helpers import VECTORS
 KERAS_DEFAULTS = {name: p.default for name, p in __import__("inspect").signature(Adafactor).parameters.items()
                   if name != "kwargs"}
 
@@ -60,7 +58,7 @@ WRONG_DIALECT_DEFAULTS = {
 
 @pytest.fixture(scope="module")
 def corpus():
-    return runner.select(vf.load_corpus(VECTORS))
+    return helpers.select()
 
 
 @pytest.fixture(scope="module")

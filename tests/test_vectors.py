@@ -11,14 +11,15 @@ import pytest
 
 from conformance import replay
 from conformance import vectorfile as vf
+from tests import helpers
+from tests.helpers import VECTORS
 from tools import generate_vectors as gen
-
-VECTORS = Path(__file__).resolve().parent.parent / "vectors"
 
 
 @pytest.fixture(scope="module")
-def corpus():
-    """The corpus, validated against the JSON Schema too (the gate trusts the manifest)."""
+def validated_corpus():
+    """The corpus, validated against the JSON Schema too (the gate trusts the manifest's
+    sha256 for it: these tests are where the schema is checked)."""
     return vf.load_corpus(VECTORS, validate_schema=True)
 
 
@@ -66,7 +67,8 @@ def test_schema_is_valid_json_schema():
     jsonschema.Draft202012Validator.check_schema(schema)
 
 
-def test_every_file_validates_and_matches_manifest(corpus):
+def test_every_file_validates_and_matches_manifest(validated_corpus):
+    corpus = validated_corpus
     manifest = vf.load_manifest(VECTORS)
     assert set(corpus) == set(manifest["files"])
     assert manifest["total_vectors"] == sum(len(d["vectors"]) for d in corpus.values())
@@ -91,8 +93,7 @@ def test_corpus_is_small():
 
 def test_every_argument_is_exercised():
     table = (VECTORS / "README.md").read_text()
-    documents = vf.load_corpus(VECTORS)
-    vectors = [v for _, v in vf.iter_vectors(documents)]
+    vectors = [v for _, v in helpers.corpus_vectors()]
     for name, default in gen.DEFAULTS.items():
         assert any(v["config"].get(name, default) != default for v in vectors if v["result"] != "invalid"), name
         assert f"| {name}" in table
@@ -481,12 +482,7 @@ def test_in_memory_vectors_are_checked_when_decoded():
 
 
 # ----------------------------------------------------------------------------- replay
-def _all_vectors():
-    documents = vf.load_corpus(VECTORS)
-    return [(rel, v) for rel, v in vf.iter_vectors(documents)]
-
-
-ALL = _all_vectors()
+ALL = helpers.corpus_vectors()
 
 
 @pytest.mark.parametrize("relative,vector", ALL, ids=[v["id"] for _, v in ALL])
