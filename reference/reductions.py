@@ -47,10 +47,19 @@ def accumulator(dtype) -> np.dtype:
     return np.dtype(np.float32) if dtype.name in HALF_DTYPES else dtype
 
 
+#: dtype -> float32 for the half dtypes, None for the others (``dtype.name`` is slow to build).
+_WIDENED_TO: dict = {}
+
+
 def _widened(x):
     """(x as an array, the accumulator dtype, or None where x is reduced in its own dtype)."""
     x = np.asarray(x)
-    return x, (np.dtype(np.float32) if x.dtype.name in HALF_DTYPES else None)
+    try:
+        return x, _WIDENED_TO[x.dtype]
+    except KeyError:
+        acc = np.dtype(np.float32) if x.dtype.name in HALF_DTYPES else None
+        _WIDENED_TO[x.dtype] = acc
+        return x, acc
 
 
 def total(x, axis=None, keepdims=False):
@@ -64,11 +73,17 @@ def total(x, axis=None, keepdims=False):
 
 def mean(x, axis=None, keepdims=False):
     """Arithmetic mean: the sum, then one division by the element count; float16/bfloat16
-    summed and divided in float32, rounded once to their dtype."""
+    summed and divided in float32, rounded once to their dtype. This is ``np.mean``'s own
+    arithmetic (``np.add.reduce`` then one true division by the count) without its Python
+    bookkeeping; an empty reduction goes through ``np.mean`` for its warning."""
     x, acc = _widened(x)
+    count = x.size if axis is None else x.shape[axis]
+    if count == 0:
+        result = np.mean(x, axis=axis, keepdims=keepdims, dtype=acc)
+        return result if acc is None else result.astype(x.dtype)
     if acc is None:
-        return np.mean(x, axis=axis, keepdims=keepdims)
-    return np.mean(x, axis=axis, keepdims=keepdims, dtype=acc).astype(x.dtype)
+        return np.add.reduce(x, axis=axis, keepdims=keepdims) / count
+    return (np.add.reduce(x, axis=axis, keepdims=keepdims, dtype=acc) / count).astype(x.dtype)
 
 
 def norm(x, axis=None, keepdims=False):
