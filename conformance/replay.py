@@ -212,7 +212,7 @@ def _check_dialect(vector: Vector) -> list[str]:
         return [f"expected {vector.error.cls} at construction, nothing raised"]
     variables = initial_variables(vector)
     excluded = set((vector.exclude_from_weight_decay or {}).get("var_index", []))
-    opt.build(variables, decayed=[i not in excluded for i in range(len(variables))])
+    opt.build(variables, decays=[i not in excluded for i in range(len(variables))])
     problems: list[str] = _initial_differences(vector, dialect_snapshot(opt, variables))
     for step in vector.steps:
         lr = opt.learning_rate(opt.iterations + 1)
@@ -235,42 +235,32 @@ def _graded_error(vector: Vector, exc: Exception, at: str, step: Optional[int] =
 # ----------------------------------------------------------------------------- dialects
 def dialect_snapshot(opt, variables: list, learning_rate=None) -> dict:
     """A native dialect's state as plain arrays (reference/dialects): ``r``/``c``/``v`` per
-    variable (None where it keeps none), ``momentum`` only where some variable keeps one, no
+    variable (None where it keeps none, the lists kept even when every entry is None, as a
+    vector records them), ``momentum`` only where some variable keeps one, no
     EMA or accumulator; after a step (``learning_rate``: the rate it used) every step is an
     update step and nothing is overwritten."""
-    slots = _dialect_slots(opt)
-    return {"iterations": opt.iterations, "is_update_step": True,
+    state, none = opt.state, [None] * len(variables)
+    return {"iterations": state.iterations, "is_update_step": True,
             "learning_rate": None if learning_rate is None else float(learning_rate), "ema_overwritten": False,
             "variables": [x.copy() for x in variables], "average": None, "accumulator": None,
-            "r": [s.get("r") for s in slots], "c": [s.get("c") for s in slots],
-            "v": [s.get("v") for s in slots],
-            "momentum": [s.get("momentum") for s in slots] if dialect_has_momentum(opt) else None}
-
-
-def _dialect_slots(opt) -> list:
-    """One {kind name: array} per variable of a built dialect optimizer."""
-    slots = opt.slots
-    return [s if isinstance(s, dict) else {k: getattr(s, k) for k in ("r", "c", "v", "momentum")
-                                           if getattr(s, k, None) is not None}
-            for s in slots]
+            "r": state.r or none, "c": state.c or none, "v": state.v or none, "momentum": state.momentum}
 
 
 def dialect_has_momentum(opt) -> bool:
     """Whether a built dialect optimizer keeps a first moment for some variable."""
-    return any("momentum" in s for s in _dialect_slots(opt))
+    return opt.state.momentum is not None
 
 
 def dialect_rms_floor(opt) -> float:
-    """The floor of RMS(x) in a dialect's step size (its ``epsilon_2``; None: 0)."""
-    value = opt.stage.epsilon_2
-    return 0.0 if value is None else float(value)
+    """The floor of RMS(x) in a dialect's step size (None: 0)."""
+    return 0.0 if opt.rms_floor is None else float(opt.rms_floor)
 
 
 def dialect_factored_axes(opt, shape: tuple):
     """The (row, column) axes a dialect factors for ``shape``, or None."""
-    return opt.stage.factored_axes(shape)
+    return opt.stages.factored_axes(shape)
 
 
-def dialect_weight_decay(opt):
-    """A dialect's weight-decay rate (0 or None: no decay)."""
-    return opt.stage.weight_decay
+def dialect_weight_decay(opt) -> bool:
+    """Whether a dialect's configuration decays weights at all."""
+    return opt.has_weight_decay

@@ -48,7 +48,7 @@ def dialect_vector(case, vector: dict, initial, grads, expect_error) -> dict:
 
     variables = [np.array(x, dtype=np.float64) for x in initial]
     excluded = set((case.exclude or {}).get("var_index", []))
-    opt.build(variables, decayed=[i not in excluded for i in range(len(variables))])
+    opt.build(variables, decays=[i not in excluded for i in range(len(variables))])
     vector.update(initial_state=encode_initial_state(replay.dialect_snapshot(opt, variables)),
                   rms_floor=vf.float_to_bits(replay.dialect_rms_floor(opt)))
     steps = []
