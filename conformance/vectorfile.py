@@ -5,11 +5,15 @@ pattern of its IEEE-754 binary64 value (``"3ff0000000000000"`` is 1.0), so NaN, 
 and -0.0 need no special case and every reader is exact. Arrays are objects
 ``{"shape": [...], "bits": [...]}`` in row-major (C) order.
 
-Loading checks every vector once, beyond the JSON Schema (rules: vectors/README.md,
+Loading the corpus (``load_corpus``) checks every file's sha256 and vector count against
+MANIFEST.json, then every vector once, beyond the JSON Schema (rules: vectors/README.md,
 "Validation"): strict JSON (no bare NaN/Infinity tokens), every array's shape against its
-variable (and the dialect's state layout), one gradient per variable per step, non-finite
-values only in vectors flagged for them, the configuration's argument names and types, ids
-unique across the corpus, and no vector file on disk that MANIFEST.json does not list.
+variable (and the dialect's state layout, the initial state's too), one gradient per
+variable per step, non-finite values only in vectors flagged for them, the configuration's
+argument names and types, ids unique across the corpus, and no vector file on disk that
+MANIFEST.json does not list. The JSON Schema itself runs where asked (the corpus tests,
+``generate --check``): a file whose bytes match the manifest is trusted to follow it, and one
+that does not is refused. The vectors come back as ``conformance.vector.Vector``.
 
 Errors always name the file and, where one is involved, the vector id.
 """
