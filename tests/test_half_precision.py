@@ -173,10 +173,10 @@ def test_reference_bfloat16_step_reduces_a_long_last_axis():
     x = np.zeros((2, 1024), BF16)
     opt.build([x])
     opt.apply([np.ones((2, 1024), BF16)], [x])
-    slots = opt.slots(0)
-    assert slots.r.dtype == BF16
-    assert np.all(slots.r.astype(np.float64) == 1.0), slots.r
-    assert np.all(slots.c.astype(np.float64) == 1.0) and np.all(slots.v.astype(np.float64) == 1.0)
+    r, c, v = opt.state.r[0], opt.state.c[0], opt.state.v[0]
+    assert r.dtype == BF16
+    assert np.all(r.astype(np.float64) == 1.0), r
+    assert np.all(c.astype(np.float64) == 1.0) and np.all(v.astype(np.float64) == 1.0)
 
 
 def _lane(ids, dtype, policy):
