@@ -11,19 +11,23 @@ that bind differently in a lower dtype. float64 lanes and invalid vectors are al
 
 from __future__ import annotations
 
+import weakref
 from typing import Optional
 
 import numpy as np
 
-from conformance import vector_states
 from conformance.adapters.base import finfo, numpy_dtype
+from conformance.vector import Vector, as_vector
 from reference.state import Kind
 
 #: Largest |old| / |new| of a second-moment EMA step that is graded (see _ema_conditioning).
 EMA_SHRINK_LIMIT = 16.0
 
+#: Skip reasons per vector and dtype: the teacher and trajectory lanes of a dtype share them.
+_reasons: "weakref.WeakKeyDictionary[Vector, dict]" = weakref.WeakKeyDictionary()
 
-def skip_reason(vector: dict, dtype: str) -> Optional[str]:
+
+def skip_reason(vector, dtype: str) -> Optional[str]:
     """Why the vector cannot be given to a ``dtype`` implementation, or None (always None
     for float64 and for invalid vectors, which test the error, not the arithmetic). The
     rules, first match wins: an input that does not survive the cast to the lane dtype; a
@@ -31,22 +35,26 @@ def skip_reason(vector: dict, dtype: str) -> Optional[str]:
     (flags ``EPS1_DTYPE_DEFAULT_BINDS``, ``EPSILON_1_SIGNIFICANT`` in float16); RMS(x) with
     subnormal squares; a golden second moment beyond the lane's range; an ill-conditioned
     second-moment EMA step."""
-    if dtype == "float64" or vector["result"] == "invalid":
+    vector = as_vector(vector)
+    if dtype == "float64" or vector.result == "invalid":
         return None
-    return vector_states.cached(vector, f"skip reason {dtype}", lambda: _first_reason(vector, dtype))
+    known = _reasons.setdefault(vector, {})
+    if dtype not in known:
+        known[dtype] = _first_reason(vector, dtype)
+    return known[dtype]
 
 
-def _first_reason(vector: dict, dtype: str) -> Optional[str]:
+def _first_reason(vector: Vector, dtype: str) -> Optional[str]:
     target = numpy_dtype(dtype)
     return (_inputs_out_of_range(vector, target, dtype) or _binding_defaults(vector, dtype)
             or _rms_underflow(vector, dtype) or _moment_range(vector, dtype) or _ema_conditioning(vector))
 
 
-def _inputs_out_of_range(vector: dict, target, dtype: str) -> Optional[str]:
+def _inputs_out_of_range(vector: Vector, target, dtype: str) -> Optional[str]:
     """A finite input (initial variable or gradient) that overflows the lane, a non-zero one
     that underflows to zero, or a gradient whose square overflows or underflows to zero."""
-    grads = [g for step in vector_states.grads(vector) for g in step if g is not None]
-    for a in [*vector_states.initial_variables(vector), *grads]:
+    grads = [g for step in vector.steps for g in step.grads if g is not None]
+    for a in [*vector.initial, *grads]:
         with np.errstate(all="ignore"):
             cast = a.astype(target).astype(np.float64)
         finite = np.isfinite(a)
@@ -65,18 +73,18 @@ def _inputs_out_of_range(vector: dict, target, dtype: str) -> Optional[str]:
     return None
 
 
-def _binding_defaults(vector: dict, dtype: str) -> Optional[str]:
+def _binding_defaults(vector: Vector, dtype: str) -> Optional[str]:
     """A default that depends on the lane dtype and binds, so the float64 golden is another
     function: torch's eps1=None is finfo(dtype).eps (torch/optim/_adafactor.py:372-373);
     a significant epsilon_1 rounds to 0 in float16."""
-    if "EPS1_DTYPE_DEFAULT_BINDS" in vector["flags"]:
+    if "EPS1_DTYPE_DEFAULT_BINDS" in vector.flags:
         return f"eps1 defaults to finfo({dtype}).eps and binds here: the float64 golden does not apply"
-    if dtype == "float16" and "EPSILON_1_SIGNIFICANT" in vector["flags"]:
+    if dtype == "float16" and "EPSILON_1_SIGNIFICANT" in vector.flags:
         return "epsilon_1 matters here and rounds to 0 in float16"
     return None
 
 
-def _ema_conditioning(vector: dict) -> Optional[str]:
+def _ema_conditioning(vector: Vector) -> Optional[str]:
     """A second-moment EMA step new = beta*old + (1-beta)*q where |old| / |new| exceeds
     EMA_SHRINK_LIMIT, on the golden r, c and unfactored v. beta = 1 - t**beta_2_decay
     carries an absolute rounding error of about one eps of the computing dtype, so new
@@ -85,7 +93,7 @@ def _ema_conditioning(vector: dict) -> Optional[str]:
     regression/float32-beta2-decay-cancellation checks it). With the default
     beta_2_decay = -0.8 the ratio stays below 2.3 (conformance/TOLERANCES.md)."""
     previous = None
-    for k, expected in enumerate(vector_states.golden_states(vector)):
+    for k, expected in enumerate(vector.goldens):
         if expected is None:
             continue
         if previous is not None:
@@ -106,13 +114,13 @@ def _ema_conditioning(vector: dict) -> Optional[str]:
     return None
 
 
-def _moment_range(vector: dict, dtype: str) -> Optional[str]:
+def _moment_range(vector: Vector, dtype: str) -> Optional[str]:
     """A golden second-moment statistic (r, c, v, or Keras's intermediate R/mean(R))
     outside the lane's normal range [tiny, max]: the lane cannot hold V itself (subnormal,
     flushed, or infinite; conformance/FUZZING.md, "What is discarded")."""
     info = finfo(dtype)
     low, high = float(info.tiny), float(info.max)
-    for k, expected in enumerate(vector_states.golden_states(vector)):
+    for k, expected in enumerate(vector.goldens):
         if expected is None:  # an invalid vector's failing step
             continue
         rows = expected.r or []
@@ -132,16 +140,15 @@ def _moment_range(vector: dict, dtype: str) -> Optional[str]:
     return None
 
 
-def _rms_underflow(vector: dict, dtype: str) -> Optional[str]:
+def _rms_underflow(vector: Vector, dtype: str) -> Optional[str]:
     """RMS(x) = sqrt(mean(x*x)) (SPEC.md) where it sets the step size (RMS(x) above the
     vector's floor epsilon_2) but mean(x*x) < tiny/eps of the lane: the squares are
     subnormal or zero in the lane, losing more than one rounding of the sum. Checked on the
     initial variables and on every golden variable state a later step starts from."""
     info = finfo(dtype)
     floor = float(info.tiny) / float(info.eps)
-    epsilon_2 = vector_states.rms_floor(vector)
-    goldens = vector_states.golden_states(vector)[:-1]
-    states = [vector_states.initial_variables(vector)] + [g.variables for g in goldens if g is not None]
+    epsilon_2 = vector.rms_floor or 0.0
+    states = [vector.initial] + [g.variables for g in vector.goldens[:-1] if g is not None]
     for variables in states:
         for i, x in enumerate(variables):
             with np.errstate(all="ignore"):

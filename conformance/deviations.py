@@ -366,15 +366,16 @@ def expected_states(names, vector: dict, path, mode: str, start, goldens: list) 
     list) reach on ``vector``. Teacher: one model step from each golden state (the states
     the implementation is loaded with); trajectory: the model's own free run from the
     initial state."""
-    from conformance import vector_states
     from conformance.runner import as_state
+    from conformance.vector import as_vector
 
+    vector = as_vector(vector, path=path)
     session = adapter(names).create(vector, "float64", "cpu")
     states = []
     session.load(start.cast(np.float64))
-    for k, g in enumerate(vector_states.grads(vector, path)):
+    for k, step in enumerate(vector.steps):
         if mode == "teacher":
             session.load((goldens[k - 1] if k else start).cast(np.float64))
-        session.step([None if a is None else a.copy() for a in g])
+        session.step([None if a is None else a.copy() for a in step.grads])
         states.append(as_state(session.read()).cast(np.float64))
     return states

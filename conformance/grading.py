@@ -24,31 +24,35 @@ import numpy as np
 from conformance import metrics
 from conformance.outcomes import MAX_FAILURES_KEPT, Failure
 from conformance.tolerance import Policy
+from conformance.vector import ExpectedError
 from reference.state import Kind, State
 
 
 # ----------------------------------------------------------------------------- errors
-def error_problems(error: dict, exc: Optional[BaseException], at: str = "construction",
+def error_problems(error: ExpectedError | dict, exc: Optional[BaseException], at: str = "construction",
                    step: Optional[int] = None, check_message: bool = True) -> list[str]:
     """How what an implementation raised differs from an invalid vector's ``error``; empty
-    when it matches. ``error`` is the vector's {"class": exception class name,
-    "message_contains": text the message must contain, "at": "construction" or "step",
-    "step": 0-based index of the step that raises (when at == "step")}. ``exc`` is what was
+    when it matches. ``error`` is the vector's ``ExpectedError`` (or its JSON object
+    {"class", "message_contains", "at", "step"}): the exception class name, text the message
+    must contain, "construction" or "step", and the 0-based index of the step that raises
+    (when at == "step"). ``exc`` is what was
     raised (None: nothing), ``at`` where, and ``step`` the 0-based index of the step that
     raised. All four must match: the class by name, the message by substring
     (``check_message=False``: not the message, for implementations that report only the
     class of their errors, as a results file does)."""
+    if not isinstance(error, ExpectedError):
+        error = ExpectedError.from_json(error)
     if exc is None:
-        return [f"expected {error['class']} at {error['at']}, nothing was raised"]
+        return [f"expected {error.cls} at {error.at}, nothing was raised"]
     problems = []
-    if at != error["at"]:
-        problems.append(f"raised at {at}, expected at {error['at']}")
-    elif at == "step" and step != error.get("step"):
-        problems.append(f"raised at step {step}, expected at step {error.get('step')}")
-    if type(exc).__name__ != error["class"]:
-        problems.append(f"raised {type(exc).__name__} ({exc}), expected {error['class']}")
-    elif check_message and error.get("message_contains", "") not in str(exc):
-        problems.append(f"message {str(exc)!r} lacks {error['message_contains']!r}")
+    if at != error.at:
+        problems.append(f"raised at {at}, expected at {error.at}")
+    elif at == "step" and step != error.step:
+        problems.append(f"raised at step {step}, expected at step {error.step}")
+    if type(exc).__name__ != error.cls:
+        problems.append(f"raised {type(exc).__name__} ({exc}), expected {error.cls}")
+    elif check_message and error.message_contains not in str(exc):
+        problems.append(f"message {str(exc)!r} lacks {error.message_contains!r}")
     return problems
 
 

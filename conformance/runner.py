@@ -26,7 +26,6 @@ from typing import Optional
 
 import numpy as np
 
-from conformance import vector_states
 from conformance import vectorfile as vf
 from conformance.adapters import AdapterError
 from conformance.adapters.base import Adapter, numpy_dtype, vector_state_dtypes
@@ -35,17 +34,26 @@ from conformance.expectations import Entry, budget_factors, check_lane, lookup, 
 from conformance.grading import Grader, Replay, VectorGrade, error_problems
 from conformance.outcomes import MAX_FAILURES_KEPT, UNGRADED, Failure, LaneReport, VectorOutcome
 from conformance.tolerance import Policy
+from conformance.vector import Vector, as_vector
 from reference.state import Kind, State, kind as state_kind
 
 __all__ = ["select", "run_lane", "run_vector", "replay_states", "as_state", "UNGRADED", "MAX_FAILURES_KEPT",
            "Failure", "VectorOutcome", "LaneReport", "Replay", "initial_state", "golden_states",
            "representability", "fixed_state_dtypes"]
 
-# Old names, importable until their users move (conformance.applicability, vector_states).
+# Old names, importable until their users move (applicability.skip_reason, the Vector's fields).
 representability = skip_reason
-initial_state = vector_states.initial_state
-golden_states = vector_states.golden_states
 fixed_state_dtypes = vector_state_dtypes
+
+
+def initial_state(vector, path=None) -> State:
+    """Deprecated: ``as_vector(vector).initial_state.copy()``."""
+    return as_vector(vector).initial_state.copy()
+
+
+def golden_states(vector, path=None) -> list:
+    """Deprecated: ``as_vector(vector).goldens``."""
+    return as_vector(vector).goldens
 
 
 # ----------------------------------------------------------------------------- a lane
@@ -53,11 +61,12 @@ def select(documents: dict, patterns=(), flags=()) -> list[tuple[str, dict]]:
     """Vectors whose id starts with (or fnmatches) any pattern and that carry all flags."""
     chosen = []
     for relative, vector in vf.iter_vectors(documents):
+        v = as_vector(vector)
         if patterns and not any(
-                fnmatch.fnmatchcase(vector["id"], p) if any(c in p for c in "*?[") else vector["id"].startswith(p)
+                fnmatch.fnmatchcase(v.id, p) if any(c in p for c in "*?[") else v.id.startswith(p)
                 for p in patterns):
             continue
-        if any(f not in vector["flags"] for f in flags):
+        if any(f not in v.flags for f in flags):
             continue
         chosen.append((relative, vector))
     return chosen
@@ -72,9 +81,9 @@ def run_lane(adapter: Adapter, vectors: list[tuple[str, dict]], directory, dtype
     start = time.perf_counter()
     environment = adapter.environment(device)
     dialects = getattr(adapter, "dialects", ("keras",))
-    mine = [(relative, vector) for relative, vector in vectors if vf.dialect_of(vector) in dialects]
+    mine = [(relative, vector) for relative, vector in vectors if as_vector(vector).dialect in dialects]
     if corpus is not None:
-        check_lane(entries, [v for _, v in corpus if vf.dialect_of(v) in dialects], dtype, mode, device)
+        check_lane(entries, [v for _, v in corpus if as_vector(v).dialect in dialects], dtype, mode, device)
     outcomes = [run_vector(adapter, vector, f"{directory}/{relative}", dtype, device, mode, policy, entries)
                 for relative, vector in mine]
     unused = [f"{e.source}: {e.verdict} {' '.join(f'{k}={v}' for k, v in e.selectors.items())}"
@@ -94,12 +103,13 @@ def _entry_applies_to_lane(entry: Entry, dtype, mode, device) -> bool:
 
 
 # ----------------------------------------------------------------------------- one vector
-def run_vector(adapter: Adapter, vector: dict, path, dtype: str, device: str, mode: str,
+def run_vector(adapter: Adapter, vector: Vector, path, dtype: str, device: str, mode: str,
                policy: Policy, entries: list[Entry]) -> VectorOutcome:
-    """The outcome of one vector in one lane: skipped (an expectation entry, the adapter,
-    or the lane cannot hold it), or run and graded, then any xfail entry applied."""
-    outcome = VectorOutcome(vector["id"], str(path), vector["result"], list(vector["flags"]), "pass",
-                            dialect=vf.dialect_of(vector))
+    """The outcome of one vector (a ``Vector``, or its JSON object) in one lane: skipped (an
+    expectation entry, the adapter, or the lane cannot hold it), or run and graded, then any
+    xfail entry applied."""
+    vector = as_vector(vector, path=path)
+    outcome = VectorOutcome(vector.id, str(path), vector.result, list(vector.flags), "pass", dialect=vector.dialect)
     entry = lookup(entries, vector, dtype, mode, device)
     if entry is not None and entry.verdict == "skip":
         outcome.status, outcome.reason = "skip", f"{entry.reason} [{entry.source}]"
@@ -109,18 +119,18 @@ def run_vector(adapter: Adapter, vector: dict, path, dtype: str, device: str, mo
         outcome.status, outcome.reason = "skip", reason
         return outcome
 
-    if vector["result"] == "invalid":
-        problems = _invalid_problems(adapter, vector, path, dtype, device)
+    if vector.result == "invalid":
+        problems = _invalid_problems(adapter, vector, dtype, device)
         if problems:
             outcome.status, outcome.reason = "fail", "; ".join(problems)
     else:
         factors = budget_factors(entries, vector, dtype, mode, device)
-        _grade_valid(adapter, vector, path, dtype, device, mode, policy, outcome, factors,
+        _grade_valid(adapter, vector, dtype, device, mode, policy, outcome, factors,
                      lookup_models(entries, vector, dtype, mode, device))
 
     if entry is not None and entry.verdict == "xfail":
         _apply_xfail(entry, outcome)
-    elif outcome.status == "fail" and vector["result"] == "acceptable":
+    elif outcome.status == "fail" and vector.result == "acceptable":
         outcome.status = "acceptable"
         outcome.reason = "deviates on an acceptable vector: " + outcome.reason
     return outcome
@@ -143,11 +153,11 @@ def _apply_xfail(entry: Entry, outcome: VectorOutcome) -> None:
     outcome.status, outcome.reason = "xfail", f"{entry.reason} {where}"
 
 
-def _invalid_problems(adapter, vector, path, dtype, device) -> list[str]:
+def _invalid_problems(adapter, vector: Vector, dtype, device) -> list[str]:
     """Construct and step until the implementation raises; grade what it raised against
     the vector's ``error`` (grading.error_problems)."""
     lane = numpy_dtype(dtype)
-    grads = [[None if g is None else g.astype(lane) for g in step] for step in vector_states.grads(vector, path)]
+    grads = [[None if g is None else g.astype(lane) for g in step.grads] for step in vector.steps]
     at, raised, index = "construction", None, None
     try:
         session = adapter.create(vector, dtype, device)
@@ -162,7 +172,7 @@ def _invalid_problems(adapter, vector, path, dtype, device) -> list[str]:
         raise
     except Exception as exc:  # noqa: BLE001
         raised, index = exc, None
-    return error_problems(vector["error"], raised, at, index, _reports_messages(adapter, raised))
+    return error_problems(vector.error, raised, at, index, _reports_messages(adapter, raised))
 
 
 def _reports_messages(adapter, raised) -> bool:
@@ -210,14 +220,15 @@ def replay_states(adapter, vector, path, dtype, device, mode, start: State, gold
     every step. Trajectory mode starts from the implementation's own freshly built state
     (read before any load, so its build is checked too) and runs free. The implementation
     gets copies and every state read back is copied."""
+    vector = as_vector(vector, path=path)
     lane = numpy_dtype(dtype)
-    grads = [[None if g is None else g.astype(lane) for g in step] for step in vector_states.grads(vector, path)]
+    grads = [[None if g is None else g.astype(lane) for g in step.grads] for step in vector.steps]
     fixed = _state_dtypes(adapter, vector, dtype)
     session = adapter.create(vector, dtype, device)
     try:
         if mode == "trajectory":
             built = as_state(session.read()).copy()
-            _check_dtypes(built, lane, adapter.name, vector["id"], 0, fixed)
+            _check_dtypes(built, lane, adapter.name, vector.id, 0, fixed)
             stepped_from = built
         else:
             built = start.cast(lane)
@@ -230,7 +241,7 @@ def replay_states(adapter, vector, path, dtype, device, mode, start: State, gold
                 session.load(stepped_from.copy())
             session.step([None if g is None else g.copy() for g in grads[k]])
             read = as_state(session.read()).copy()
-            _check_dtypes(read, lane, adapter.name, vector["id"], k + 1, fixed)
+            _check_dtypes(read, lane, adapter.name, vector.id, k + 1, fixed)
             previous.append(stepped_from)
             actual.append(read)
             stepped_from = read
@@ -240,10 +251,11 @@ def replay_states(adapter, vector, path, dtype, device, mode, start: State, gold
 
 
 # ----------------------------------------------------------------------------- grading
-def grader(vector: dict, dtype: str, mode: str, policy: Policy, factors: Optional[dict] = None) -> Grader:
+def grader(vector, dtype: str, mode: str, policy: Policy, factors: Optional[dict] = None) -> Grader:
     """The grader of ``vector`` in one lane (its dialect's budgets, names, EMA momentum)."""
-    return Grader(dtype, mode, policy, vf.dialect_of(vector), dict(factors or {}),
-                  tuple(v["name"] for v in vector["variables"]), vector["config"].get("ema_momentum", 0.99))
+    vector = as_vector(vector)
+    return Grader(dtype, mode, policy, vector.dialect, dict(factors or {}), vector.names,
+                  vector.config.get("ema_momentum", 0.99))
 
 
 def _settle(outcome: VectorOutcome, grade: VectorGrade) -> None:
@@ -252,14 +264,13 @@ def _settle(outcome: VectorOutcome, grade: VectorGrade) -> None:
     outcome.curve, outcome.failures = grade.curve, grade.failures
 
 
-def _grade_valid(adapter, vector, path, dtype, device, mode, policy, outcome, factors,
+def _grade_valid(adapter, vector: Vector, dtype, device, mode, policy, outcome, factors,
                  model_entries: list = ()) -> None:
     """Replay once; grade against the golden vector; where that fails and ``model`` entries
     apply, grade the same replay against the spec plus those deviation models."""
-    goldens = vector_states.golden_states(vector, path)
-    start = vector_states.initial_state(vector, path)
+    goldens, start = vector.goldens, vector.initial_state
     try:
-        run = replay_states(adapter, vector, path, dtype, device, mode, start, goldens)
+        run = replay_states(adapter, vector, vector.path, dtype, device, mode, start, goldens)
     except AdapterError:
         raise
     except Exception as exc:  # noqa: BLE001 - a crash of the implementation is a failure
@@ -283,7 +294,7 @@ def _grade_valid(adapter, vector, path, dtype, device, mode, policy, outcome, fa
     name = " + ".join(names)
     sources = ", ".join(e.source for e in model_entries)
     try:
-        expected = deviations.expected_states(names, vector, path, mode, start, goldens)
+        expected = deviations.expected_states(names, vector, vector.path, mode, start, goldens)
     except Exception as exc:  # noqa: BLE001 - the model cannot run this vector: the spec's verdict stands
         outcome.reason += f" (deviation model {name} [{sources}] could not replay it: {type(exc).__name__}: {exc})"
         return

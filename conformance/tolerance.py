@@ -175,7 +175,7 @@ def measure_model(documents_dir: Path, name: str) -> dict:
     """Per mode and kind: (normwise, step) samples of every other variant of deviation model
     ``name`` against the model proper, over the valid Keras vectors, in float64 (the only
     lane a model grades). A model with one variant has no open choice: no samples."""
-    from conformance import deviations, runner, vector_states
+    from conformance import deviations, runner
     from conformance import vectorfile as vf
 
     chosen = deviations.model(name)
@@ -190,8 +190,7 @@ def measure_model(documents_dir: Path, name: str) -> dict:
             adapter = deviations.adapter(name, variant.name)
             for relative, vector in vectors:
                 path = f"{documents_dir}/{relative}"
-                goldens = vector_states.golden_states(vector, path)
-                start = vector_states.initial_state(vector, path)
+                goldens, start = vector.goldens, vector.initial_state
                 if vector["id"] not in expected:
                     expected[vector["id"]] = deviations.expected_states(name, vector, path, mode, start, goldens)
                 with np.errstate(all="ignore"):
