@@ -20,6 +20,11 @@ Guards
     did. A framework already imported by an earlier test cannot be seen; ``pytest -m "not
     framework"`` imports none, so that run checks every test it selects.
 
+Background jobs
+    The child processes that test modules declare with tests/background.py start after
+    collection, one at a time, in the order the selected tests need them, so they run on
+    the second core while the pytest process runs other tests.
+
 Collection
     A module whose every test carries a marker that ``-m`` deselects is not imported at all
     (``pytest_ignore_collect``): ``-m "not framework"`` does not pay for importing torch or
@@ -32,11 +37,12 @@ import fnmatch
 import itertools
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
-from tests import helpers
+from tests import background, helpers
 
 pytest_plugins = ["pytester"]  # tests of pytest plugins and of this file's hooks
 
@@ -165,6 +171,30 @@ def pytest_ignore_collect(collection_path, config):
     return True if _deselected_whole(markexpr, marks, registered) else None
 
 
+# ----------------------------------------------------------------------------- background jobs
+_QUEUE = pytest.StashKey()
+
+def pytest_collection_finish(session):
+    """Queue the background jobs (tests/background.py) that the selected tests use, in the
+    order of their first use."""
+    if session.config.option.collectonly:
+        return
+    order = []
+    for item in session.items:
+        used = set(getattr(item, "fixturenames", ()))
+        for job in background.JOBS.values():
+            if job not in order and used & set(job.fixtures) and not job.missing():
+                order.append(job)
+    if order:
+        session.config.stash[_QUEUE] = background.Queue(order)
+
+
+def pytest_sessionfinish(session):
+    queue = session.config.stash.get(_QUEUE, None)
+    if queue is not None:
+        queue.stop()
+
+
 # ----------------------------------------------------------------------------- guards
 @pytest.fixture(autouse=True)
 def _marker_guard(request, monkeypatch):
@@ -174,9 +204,11 @@ def _marker_guard(request, monkeypatch):
     spawned = []
     if node.get_closest_marker("subprocess") is None:
         original = subprocess.Popen.__init__
+        main = threading.main_thread()
 
         def recording_init(self, args, *rest, **kwargs):
-            spawned.append(args)
+            if threading.current_thread() is main:  # not tests/background.py's queue
+                spawned.append(args)
             original(self, args, *rest, **kwargs)
 
         monkeypatch.setattr(subprocess.Popen, "__init__", recording_init)

@@ -1,16 +1,18 @@
 """The test suite's own machinery: the one definition of the Hypothesis profiles
 (conformance/fuzz/profiles.py), the markers tests/conftest.py gives, its guards and its
-collection shortcut, and the shared corpus of tests/helpers.py."""
+collection shortcut, the background jobs of tests/background.py, and the shared corpus of
+tests/helpers.py."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests import conftest, helpers
+from tests import background, conftest, helpers
 
 hypothesis = pytest.importorskip("hypothesis")
 from conformance.fuzz import profiles  # noqa: E402
@@ -173,3 +175,82 @@ def test_normwise_is_the_gates_relative_error_in_epsilons():
     assert helpers.normwise(golden + [0.0, 0.0, 2.0 ** -50], golden) == 1.0  # 2**-50 / 4 = 2**-52
     assert helpers.normwise(golden + [0.0, 0.0, 2.0 ** -21], golden, "float32") == 1.0
     assert helpers.normwise(np.array([np.nan, 1.0]), np.array([0.5, 1.0])) == np.inf
+
+
+# ----------------------------------------------------------------------------- background jobs
+def _python(code: str) -> list:
+    return [sys.executable, "-c", code]
+
+
+@pytest.mark.subprocess
+def test_a_job_returns_what_subprocess_run_returns(tmp_path):
+    code = "import sys; print(sys.stdin.read().upper()); print('warning', file=sys.stderr); sys.exit(3)"
+    job = background.Job(f"echo-{tmp_path.name}", _python(code), input="hello", timeout=120)
+    assert not job.started
+    done = job.result()
+    expected = subprocess.run(_python(code), input="hello", capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout, done.stderr) == (expected.returncode, expected.stdout, expected.stderr)
+    assert (done.returncode, done.stdout) == (3, "HELLO\n") and job.result().stdout == "HELLO\n"
+
+
+@pytest.mark.subprocess
+def test_a_job_past_its_timeout_is_killed_and_raises(tmp_path):
+    job = background.Job(f"sleeper-{tmp_path.name}", _python("import time; time.sleep(60)"), timeout=1)
+    with pytest.raises(subprocess.TimeoutExpired):
+        job.result()
+    assert job._process.poll() is not None
+
+
+@pytest.mark.subprocess
+def test_a_queue_runs_its_jobs_one_at_a_time_in_order(tmp_path):
+    log = tmp_path / "log"
+    code = ("import sys, time; open(sys.argv[1], 'a').write(sys.argv[2] + ' start\\n'); time.sleep(0.3); "
+            "open(sys.argv[1], 'a').write(sys.argv[2] + ' end\\n')")
+    jobs = [background.Job(f"{name}-{tmp_path.name}", [*_python(code), log, name], timeout=120) for name in "ab"]
+    queue = background.Queue(jobs)
+    assert jobs[0].wait(120) and jobs[1].wait(120)
+    queue.stop()
+    assert log.read_text().split("\n")[:-1] == ["a start", "a end", "b start", "b end"]
+    assert [job.result().returncode for job in jobs] == [0, 0]
+
+
+BACKGROUND_TESTS = """
+import sys
+import pytest
+from tests import background
+
+USED = background.Job("used-{tag}", [sys.executable, "-c", "print('used')"], fixtures=("used_output",))
+UNUSED = background.Job("unused-{tag}", [sys.executable, "-c", "print('unused')"], fixtures=("unused_output",))
+MISSING = background.Job("missing-{tag}", [sys.executable, "-c", "print('missing')"], fixtures=("used_output",),
+                         requires=("no_such_module_anywhere",))
+
+@pytest.fixture(scope="module")
+def used_output():
+    return USED.result().stdout
+
+@pytest.fixture(scope="module")
+def unused_output():
+    return UNUSED.result().stdout
+
+def test_the_used_job_runs_before_any_test_asks_for_it():
+    assert USED.wait(120)
+    assert not UNUSED.started and not MISSING.started
+
+def test_the_used_job_ran_in_the_background(used_output):
+    assert used_output == "used\\n"
+
+def test_deselected(unused_output):
+    pass
+"""
+
+
+@pytest.mark.subprocess
+def test_the_session_queues_the_jobs_of_the_selected_tests_only(pytester, tmp_path):
+    """The used job starts after collection (before any test asks for it); the job of a
+    deselected test and a job whose module is not installed never start."""
+    pytester.makeconftest(GUARDED_CONFTEST.replace(
+        "pytest_ignore_collect  # noqa: F401",
+        "pytest_ignore_collect, pytest_collection_finish, pytest_sessionfinish  # noqa: F401"))
+    pytester.makepyfile(test_background=BACKGROUND_TESTS.replace("{tag}", tmp_path.name))
+    result = pytester.runpytest_inprocess("-q", "-p", "no:cacheprovider", "-k", "not deselected")
+    result.assert_outcomes(passed=2, deselected=1)
