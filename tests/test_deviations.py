@@ -9,35 +9,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conformance import deviations, expectations, runner
+from conformance import deviations, expectations
 from conformance import vectorfile as vf
 from conformance.adapters.reference import ReferenceAdapter
-from conformance.tolerance import Policy
+from tests import helpers
 
-REPO = Path(__file__).resolve().parent.parent
-VECTORS = REPO / "vectors"
+REPO, VECTORS = helpers.REPO, helpers.VECTORS
 EXPECTATIONS = REPO / "conformance" / "expectations"
 #: A few valid Keras vectors with factored and unfactored variables, EMA and accumulation.
 SAMPLE = ("shapes/", "arguments/beta_2_decay", "arguments/use_ema", "arguments/gradient_accumulation_steps",
           "multi_variable/")
 
 
-@pytest.fixture(scope="module")
-def corpus():
-    return list(vf.iter_vectors(vf.load_corpus(VECTORS)))
 
-
-def _sample(corpus, prefixes=SAMPLE, flags=()):
-    chosen = [(rel, v) for rel, v in corpus if vf.dialect_of(v) == "keras" and v["result"] == "valid"
+def _sample(corpus_vectors, prefixes=SAMPLE, flags=()):
+    chosen = [(rel, v) for rel, v in corpus_vectors if vf.dialect_of(v) == "keras" and v["result"] == "valid"
               and any(v["id"].startswith(p) for p in prefixes) and all(f in v["flags"] for f in flags)]
     assert chosen, (prefixes, flags)
     return chosen
 
 
 def _run(adapter, vectors, entries, mode="teacher", dtype="float64"):
-    policy = Policy.load()
-    return {v["id"]: runner.run_vector(adapter, v, f"{VECTORS}/{rel}", dtype, "cpu", mode, policy, entries)
-            for rel, v in vectors}
+    return {v.id: helpers.run_vector(adapter, rel, v, dtype, mode, entries=entries) for rel, v in vectors}
 
 
 def _entries(tmp_path, text):
@@ -110,8 +103,8 @@ def test_float32_schedule_variants_move_by_float32_ulps():
 
 # ----------------------------------------------------------------------------- grading
 @pytest.mark.parametrize("name", ["keras-float32-means-jax", "keras-float32-means-torch"])
-def test_the_model_itself_conforms_under_its_entry_and_not_without(tmp_path, corpus, name):
-    vectors = _sample(corpus)
+def test_the_model_itself_conforms_under_its_entry_and_not_without(tmp_path, corpus_vectors, name):
+    vectors = _sample(corpus_vectors)
     adapter = deviations.adapter(name)
     for mode in ("teacher", "trajectory"):
         with_model = _run(adapter, vectors, _entries(tmp_path, f"model {name} dtype=float64  # test"), mode)
@@ -124,13 +117,13 @@ def test_the_model_itself_conforms_under_its_entry_and_not_without(tmp_path, cor
 
 @pytest.mark.parametrize("backend", ["jax", "torch", "tensorflow"])
 @pytest.mark.parametrize("kind", ["r", "c", "v", "variables", "average", "accumulator"])
-def test_a_1e4_error_in_a_statistic_fails_every_keras_float64_lane(corpus, backend, kind):
+def test_a_1e4_error_in_a_statistic_fails_every_keras_float64_lane(corpus_vectors, backend, kind):
     """The committed expectation file of each Keras backend, with its models, on an
     implementation that is those models plus one statistic off by 1e-4: every vector that
     holds the statistic fails, none passes under a model."""
     entries = expectations.for_adapter(f"keras-{backend}")
     flags = {"average": ("EMA",), "accumulator": ("ACCUMULATION",)}.get(kind, ())
-    vectors = [(rel, v) for rel, v in _sample(corpus, prefixes=("",), flags=flags)][:12]
+    vectors = [(rel, v) for rel, v in _sample(corpus_vectors, prefixes=("",), flags=flags)][:12]
     names = [e.model for e in entries if e.verdict == "model" and "dtype" in e.selectors and "flag" not in e.selectors]
     adapter = _Scaled(deviations.adapter(names) if names else ReferenceAdapter(), kind)
     outcomes = _run(adapter, vectors, entries)
@@ -140,14 +133,14 @@ def test_a_1e4_error_in_a_statistic_fails_every_keras_float64_lane(corpus, backe
     assert all(o.status == "fail" for o in holds), {o.id: (o.status, o.reason) for o in holds if o.status != "fail"}
 
 
-def test_behaviour_models_reproduce_the_quirk_and_nothing_else(tmp_path, corpus):
-    stale = _sample(corpus, ("",), flags=("ACCUMULATION", "NONE_GRADIENT"))
+def test_behaviour_models_reproduce_the_quirk_and_nothing_else(tmp_path, corpus_vectors):
+    stale = _sample(corpus_vectors, ("",), flags=("ACCUMULATION", "NONE_GRADIENT"))
     adapter = deviations.adapter("keras-jax-stale-accumulators")
     assert any(o.status == "fail" for o in _run(adapter, stale, []).values())
     entries = _entries(tmp_path, "model keras-jax-stale-accumulators flag=ACCUMULATION,NONE_GRADIENT  # t")
     assert {o.status for o in _run(adapter, stale, entries).values()} <= {"pass", "model"}
     # On vectors without the flags the quirk changes nothing: the spec's budget holds.
-    plain = _sample(corpus, ("shapes/",))
+    plain = _sample(corpus_vectors, ("shapes/",))
     assert {o.status for o in _run(adapter, plain, []).values()} == {"pass"}
 
 
@@ -172,11 +165,11 @@ def test_entries_that_could_hide_a_lane_are_refused(tmp_path, text):
         _entries(tmp_path, text)
 
 
-def test_unknown_flags_and_whole_lane_entries_are_refused(tmp_path, corpus):
-    flags = {f for _, v in corpus for f in v["flags"]}
+def test_unknown_flags_and_whole_lane_entries_are_refused(tmp_path, corpus_vectors):
+    flags = {f for _, v in corpus_vectors for f in v["flags"]}
     with pytest.raises(expectations.ExpectationError, match="NOT_A_FLAG"):
         expectations.check_flags(_entries(tmp_path, "skip flag=NOT_A_FLAG  # t"), flags)
-    keras = [v for _, v in corpus if vf.dialect_of(v) == "keras"]
+    keras = [v for _, v in corpus_vectors if vf.dialect_of(v) == "keras"]
     some_flag = sorted(keras[0]["flags"])[0] if keras[0]["flags"] else "SHAPES"
     everything = [dict(v, flags=list(v["flags"]) + [some_flag]) for v in keras]
     entries = _entries(tmp_path, f"skip flag={some_flag}  # t")
@@ -184,21 +177,21 @@ def test_unknown_flags_and_whole_lane_entries_are_refused(tmp_path, corpus):
         expectations.check_lane(entries, everything, "float64", "teacher", "cpu")
 
 
-def test_committed_expectation_files_hide_no_lane(corpus):
-    flags = {f for _, v in corpus for f in v["flags"]}
+def test_committed_expectation_files_hide_no_lane(corpus_vectors):
+    flags = {f for _, v in corpus_vectors for f in v["flags"]}
     for path in sorted(EXPECTATIONS.glob("*.txt")):
         entries = expectations.parse(path)
         expectations.check_flags(entries, flags)
         for dtype in ("float64", "float32", "float16", "bfloat16"):
             for mode in ("teacher", "trajectory"):
-                expectations.check_lane(entries, [v for _, v in corpus], dtype, mode, "cpu")
+                expectations.check_lane(entries, [v for _, v in corpus_vectors], dtype, mode, "cpu")
 
 
-def test_an_xfail_excuses_only_the_failure_it_names(tmp_path, corpus):
+def test_an_xfail_excuses_only_the_failure_it_names(tmp_path, corpus_vectors):
     """An xfail naming a raised error does not excuse a numeric failure."""
     from conformance.adapters.broken import _make
 
-    vectors = _sample(corpus, ("shapes/",))
+    vectors = _sample(corpus_vectors, ("shapes/",))
     adapter = _make("BetaFromPreviousStep")()
     failing = {i for i, o in _run(adapter, vectors, []).items() if o.status == "fail"}
     assert failing

@@ -4,7 +4,6 @@ reports, expectation files and the results-file protocol behave."""
 
 import json
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,13 +14,14 @@ from conformance.adapters import AdapterError, resolve
 from conformance.adapters import broken
 from conformance.adapters.reference import ReferenceAdapter
 from conformance.tolerance import Policy
+from tests import helpers
 
-VECTORS = Path(__file__).resolve().parent.parent / "vectors"
+VECTORS = helpers.VECTORS
 
 
 @pytest.fixture(scope="module")
 def all_vectors():
-    return runner.select(vf.load_corpus(VECTORS))
+    return helpers.select()
 
 
 @pytest.fixture(scope="module")
@@ -397,3 +397,33 @@ def test_the_plot_draws_each_lanes_own_budgets():
     assert curves[("trajectory", "keras")] == [policy.budget("float64", "trajectory", "variables", k)
                                                for k in (1, 2, 3)]
     assert report.budget_curves(reports, "float32", policy, 3) == {}
+
+
+def test_compare_reports_names_every_changed_verdict(tmp_path):
+    """tools/compare_reports.py (before/after check of a refactoring): a changed vector
+    status, a changed deviation model and a lane present on one side only are each named;
+    identical reports (or directories of them) compare SAME, exit 0."""
+    from tools import compare_reports
+
+    def lane(adapter, statuses):
+        outcomes = [{"id": vid, "status": status, "model": model} for vid, (status, model) in statuses.items()]
+        counts = {}
+        for o in outcomes:
+            counts[o["status"]] = counts.get(o["status"], 0) + 1
+        return {"adapter": adapter, "dtype": "float64", "mode": "teacher", "device": "cpu", "counts": counts,
+                "outcomes": outcomes}
+
+    before = {"verdict": "CONFORMS", "lanes": [lane("a", {"v1": ("pass", None), "v2": ("model", "m1")}),
+                                               lane("b", {"v1": ("pass", None)})]}
+    after = {"verdict": "CONFORMS", "lanes": [lane("a", {"v1": ("fail", None), "v2": ("model", "m2")})]}
+    assert compare_reports.differences(before, before) == []
+    found = compare_reports.differences(before, after)
+    assert any("a float64 teacher cpu: v1: pass -> fail" in line for line in found), found
+    assert any("v2: model, model m1 -> m2" in line for line in found), found
+    assert any(line.startswith("b float64 teacher cpu: lane only in the first") for line in found), found
+    for name, data in (("one", before), ("two", before)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "r.json").write_text(json.dumps(data))
+    assert compare_reports.main([str(tmp_path / "one"), str(tmp_path / "two")]) == 0
+    (tmp_path / "two" / "r.json").write_text(json.dumps(after))
+    assert compare_reports.main([str(tmp_path / "one"), str(tmp_path / "two")]) == 1

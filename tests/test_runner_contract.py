@@ -7,37 +7,31 @@ where an adapter reports them."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conformance import grading, metrics, runner
+from conformance import grading, metrics
 from conformance import vectorfile as vf
 from conformance.outcomes import Failure, LaneReport
 from conformance.adapters.reference import ReferenceAdapter, ReferenceSession
 from conformance.tolerance import Policy
 from reference.state import Kind, State
+from tests import helpers
 
-VECTORS = Path(__file__).resolve().parent.parent / "vectors"
-
-
-@pytest.fixture(scope="module")
-def corpus():
-    return list(vf.iter_vectors(vf.load_corpus(VECTORS)))
+VECTORS = helpers.VECTORS
 
 
-def _pick(corpus, *prefixes, flags=()):
-    chosen = [(r, v) for r, v in corpus if vf.dialect_of(v) == "keras" and v["result"] == "valid"
+
+def _pick(corpus_vectors, *prefixes, flags=()):
+    chosen = [(r, v) for r, v in corpus_vectors if vf.dialect_of(v) == "keras" and v["result"] == "valid"
               and any(v["id"].startswith(p) for p in prefixes) and all(f in v["flags"] for f in flags)]
     assert chosen
     return chosen
 
 
 def _statuses(adapter, vectors, mode, dtype="float64"):
-    policy = Policy.load()
-    return {v["id"]: runner.run_vector(adapter, v, f"{VECTORS}/{r}", dtype, "cpu", mode, policy, [])
-            for r, v in vectors}
+    return {v.id: helpers.run_vector(adapter, r, v, dtype, mode) for r, v in vectors}
 
 
 class _Adapter(ReferenceAdapter):
@@ -94,26 +88,26 @@ class AlwaysUpdateSession(ReferenceSession):
 
 
 @pytest.mark.parametrize("mode", ["teacher", "trajectory"])
-def test_a_port_sharing_buffers_with_the_runner_passes(corpus, mode):
+def test_a_port_sharing_buffers_with_the_runner_passes(corpus_vectors, mode):
     adapter = type("Shared", (_Adapter,), {"session": SharedBuffersSession})()
-    vectors = _pick(corpus, "shapes/", "arguments/use_ema", "arguments/gradient_accumulation_steps")
+    vectors = _pick(corpus_vectors, "shapes/", "arguments/use_ema", "arguments/gradient_accumulation_steps")
     outcomes = _statuses(adapter, vectors, mode)
     assert {o.status for o in outcomes.values()} == {"pass"}, {k: o.reason for k, o in outcomes.items()
                                                                if o.status != "pass"}
 
 
-def test_trajectory_grades_the_implementations_own_build(corpus):
+def test_trajectory_grades_the_implementations_own_build(corpus_vectors):
     adapter = type("WrongBuild", (_Adapter,), {"session": WrongBuildSession})()
-    vectors = [(r, v) for r, v in _pick(corpus, "") if any(len(x["initial"]["shape"]) >= 3 for x in v["variables"])][:4]
-    assert vectors, "the corpus has no 3-D variable"
+    vectors = [(r, v) for r, v in _pick(corpus_vectors, "") if any(len(x["initial"]["shape"]) >= 3 for x in v["variables"])][:4]
+    assert vectors, "the corpus_vectors has no 3-D variable"
     free = _statuses(adapter, vectors, "trajectory")
     assert all(o.status == "fail" and "built" in o.reason for o in free.values()), \
         {k: o.reason for k, o in free.items()}
     assert {o.status for o in _statuses(adapter, vectors, "teacher").values()} == {"pass"}
 
 
-def test_step_flags_are_graded_where_reported(corpus):
-    vectors = _pick(corpus, "", flags=("ACCUMULATION",))[:4]
+def test_step_flags_are_graded_where_reported(corpus_vectors):
+    vectors = _pick(corpus_vectors, "", flags=("ACCUMULATION",))[:4]
     wrong = type("AlwaysUpdate", (_Adapter,), {"session": AlwaysUpdateSession})()
     outcomes = _statuses(wrong, vectors, "teacher")
     assert all(o.status == "fail" and "is_update_step" in o.reason for o in outcomes.values()), \
@@ -183,9 +177,9 @@ def test_error_contract_checks_the_step_that_raised():
         "raised at step 0, expected at step 1"]
 
 
-def test_an_invalid_vector_with_the_wrong_message_fails(corpus):
+def test_an_invalid_vector_with_the_wrong_message_fails(corpus_vectors):
     """The runner grades invalid vectors with the one error contract, message included."""
-    invalid = [(r, v) for r, v in corpus if v["result"] == "invalid" and vf.dialect_of(v) == "keras"
+    invalid = [(r, v) for r, v in corpus_vectors if v["result"] == "invalid" and vf.dialect_of(v) == "keras"
                and v["error"]["at"] == "construction"]
     assert invalid
 
@@ -202,11 +196,10 @@ def test_an_invalid_vector_with_the_wrong_message_fails(corpus):
         {k: o.reason for k, o in failed.items()}
 
 
-def test_lane_report_json_round_trips(corpus):
+def test_lane_report_json_round_trips(corpus_vectors):
     """LaneReport.to_json and from_json are inverses (non-finite floats included), and a
     report written before Failure.variable_name was named reads back."""
-    lane = runner.run_lane(_Adapter(), _pick(corpus, "shapes/")[:3], VECTORS, "float64", "cpu", "teacher",
-                           Policy.load(), [])
+    lane = helpers.run_lane(_Adapter(), _pick(corpus_vectors, "shapes/")[:3])
     lane.outcomes[0].failures.append(Failure(step=2, kind="v", variable=0, variable_name="w", element=[1],
                                              expected=1.0, actual=float("nan"), ulp=float("inf"),
                                              normwise=float("inf"), budget=4.0, message="m: "))

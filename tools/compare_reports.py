@@ -2,8 +2,10 @@
 and vector by vector.
 
     python -m tools.compare_reports BEFORE.json AFTER.json
+    python -m tools.compare_reports BEFORE_DIR AFTER_DIR     # every *.json in each, lanes merged
 
-A lane is adapter x dtype x mode x device. Printed: lanes present in only one report, lanes
+A lane is adapter x dtype x mode x device (a directory holds e.g. one report per adapter;
+its reports' lanes are merged, and their run verdicts are compared report by report). Printed: lanes present in only one report, lanes
 whose status counts differ, and every vector whose status (pass, model, fail, acceptable,
 xfail, xpass, skip) or deviation model differs or that is in only one report. Errors,
 reasons and numbers are not compared. Exit 0 when the verdicts are identical, 1 when they
@@ -61,10 +63,23 @@ def differences(before: dict, after: dict) -> list[str]:
 
 
 def _read(path: Path) -> dict:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise SystemExit(f"error: cannot read report {path}: {exc}") from None
+    """One report, or the reports of a directory merged: their lanes together, and as
+    ``verdict`` the verdict of each file by name."""
+    path = Path(path)
+    files = sorted(path.glob("*.json")) if path.is_dir() else [path]
+    if not files:
+        raise SystemExit(f"error: no report (*.json) in {path}")
+    merged = {"lanes": [], "verdict": {}}
+    for file in files:
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"error: cannot read report {file}: {exc}") from None
+        merged["lanes"].extend(data.get("lanes", []))
+        merged["verdict"][file.name] = data.get("verdict")
+    if not path.is_dir():
+        merged["verdict"] = merged["verdict"][path.name]
+    return merged
 
 
 def main(argv=None) -> int:
