@@ -3,8 +3,9 @@ paths, the corpus loaded once per test process, the normwise error, running one 
 one lane of the gate in-process, the gate's CLI in a subprocess, building a vector from
 explicit inputs, and bit-level array assertions.
 
-The corpus objects are shared by every test of the process: treat them as read-only
-(``copy.deepcopy`` a vector before damaging it). The ``corpus`` and ``corpus_vectors``
+The corpus objects are shared by every test of the process and read-only
+(``conformance.vector.Vector``, its decoded arrays cached); to damage a vector, re-wrap a
+copy of its JSON: ``as_vector(copy.deepcopy(v.raw), file=v.file, dialect=v.dialect)``. The ``corpus`` and ``corpus_vectors``
 fixtures of tests/conftest.py return the same objects as ``corpus()`` and
 ``corpus_vectors()``; use the functions where a parametrisation needs the corpus at
 collection time.
