@@ -120,6 +120,10 @@ class Vector(Mapping):
     def __repr__(self) -> str:
         return f"Vector({self.id!r}, file={self.file!r})"
 
+    def __reduce__(self):
+        """Pickled as its JSON (the arrays are decoded again, read-only, where it lands)."""
+        return (_rebuild, (self.raw, self.file, self.path, self.dialect))
+
     # the arrays, decoded on first use ------------------------------------------------
     def _decode_all(self, objs: list) -> list:
         """Encoded arrays (or None) as read-only float64 arrays, decoded in one pass: one
@@ -235,6 +239,10 @@ class Vector(Mapping):
 
     def __len__(self) -> int:
         return len(self.raw) + ("dialect" not in self.raw)
+
+
+def _rebuild(raw: dict, file: str, path: str, dialect: str) -> Vector:
+    return Vector(raw, file=file, path=path, dialect=dialect)
 
 
 def as_vector(obj, *, file: str = "<memory>", path=None, dialect: Optional[str] = None) -> Vector:

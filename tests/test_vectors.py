@@ -459,6 +459,23 @@ def test_vector_arrays_are_decoded_once_and_read_only(corpus):
     assert not vector.initial_state.v[0].any()
 
 
+def test_vectors_pickle_and_copy_as_their_json(corpus):
+    """A pickled or deep-copied Vector is rebuilt from a copy of its JSON: the same fields,
+    its own arrays, decoded again and read-only (another process, or a test that damages a
+    copy, never shares or inherits a decoding)."""
+    import copy
+    import pickle
+
+    _, vector = vf.find(corpus, "optax/arguments/momentum/0.501_bfloat16")
+    vector.steps  # noqa: B018 - decoded here
+    for twin in (pickle.loads(pickle.dumps(vector)), copy.deepcopy(vector)):
+        assert (twin.id, twin.file, twin.path, twin.dialect, twin.state_dtypes) == \
+            (vector.id, vector.file, vector.path, vector.dialect, vector.state_dtypes)
+        assert twin.raw == vector.raw and twin.raw is not vector.raw and "steps" not in twin.__dict__
+        assert not twin.steps[0].expected.momentum[0].flags.writeable
+        assert _bits(twin.steps[-1].expected.momentum[0]) == _bits(vector.steps[-1].expected.momentum[0])
+
+
 def test_in_memory_vectors_are_checked_when_decoded():
     """A vector built in memory skips the loader; decoding its steps still refuses a
     missing or misshapen gradient, naming the vector, and a version-1 vector (no initial
