@@ -164,7 +164,7 @@ def _selected(args):
 def _list(args) -> int:
     from tabulate import tabulate
 
-    rows = [[v["id"], v["result"], len(v["steps"]), " ".join(v["flags"])] for _, v in _selected(args)]
+    rows = [[v.id, v.result, len(v.raw["steps"]), " ".join(v.flags)] for _, v in _selected(args)]
     print(tabulate(rows, headers=["id", "result", "steps", "flags"]))
     return EXIT_OK
 
@@ -331,7 +331,7 @@ def _grade(args) -> int:
     vectors = _select(documents, args)
     entries = expectations.for_adapter(adapter.expectations or adapter.name, args.xfail_file)
     corpus = list(vf.iter_vectors(documents))
-    expectations.check_flags(entries, {f for _, v in corpus for f in v["flags"]})
+    expectations.check_flags(entries, {f for _, v in corpus for f in v.flags})
     dtype, mode = adapter.data["dtype"], adapter.data["mode"]
     lane = runner.run_lane(adapter, vectors, args.vectors_dir, dtype, adapter.devices[0], mode,
                            Policy.load(), entries, corpus=corpus)
@@ -377,7 +377,7 @@ def _watch(adapter, progress: _Progress) -> None:
         original = getattr(adapter, method)
 
         def wrapped(vector, *rest, _original=original, **kwargs):
-            progress.emit("vector", vector["id"])
+            progress.emit("vector", vector.id)
             return _original(vector, *rest, **kwargs)
 
         setattr(adapter, method, wrapped)
@@ -410,7 +410,7 @@ def _work(args) -> int:
         documents = vf.load_corpus(args.vectors_dir)
         vectors, corpus = _select(documents, args), list(vf.iter_vectors(documents))
         entries = expectations.for_adapter(adapter.expectations or adapter.name, args.xfail_file)
-        expectations.check_flags(entries, {f for _, v in corpus for f in v["flags"]})
+        expectations.check_flags(entries, {f for _, v in corpus for f in v.flags})
         policy = Policy.load()
         dialects = getattr(adapter, "dialects", ("keras",))
         _watch(adapter, progress)

@@ -51,9 +51,9 @@ def conformance_tests(adapter: str, dtypes=("float64", "float32"), modes=("teach
     if dialects is None:
         dialects = ADAPTERS[adapter].dialects if adapter in ADAPTERS else ("keras",)
     selected = [(relative, vector) for relative, vector in runner.select(documents, list(vectors), list(flags))
-                if vf.dialect_of(vector) in dialects]
+                if vector.dialect in dialects]
     cases = [(dtype, mode, relative, vector) for dtype in dtypes for mode in modes for relative, vector in selected]
-    params = [pytest.param(*case, id=f"{case[0]}-{case[1]}-{case[3]['id']}") for case in cases]
+    params = [pytest.param(*case, id=f"{case[0]}-{case[1]}-{case[3].id}") for case in cases]
     params.append(pytest.param(None, None, None, None, id=GUARD_ID))
     state = {}
     graded = {"count": 0}
@@ -63,10 +63,10 @@ def conformance_tests(adapter: str, dtypes=("float64", "float32"), modes=("teach
             resolved = resolve(adapter)
             entries = expectations.for_adapter(resolved.expectations or resolved.name, xfail_files)
             everything = list(vf.iter_vectors(documents))
-            expectations.check_flags(entries, {f for _, v in everything for f in v["flags"]})
+            expectations.check_flags(entries, {f for _, v in everything for f in v.flags})
             for dtype in dtypes:
                 for mode in modes:
-                    expectations.check_lane(entries, [v for _, v in everything if vf.dialect_of(v) in dialects],
+                    expectations.check_lane(entries, [v for _, v in everything if v.dialect in dialects],
                                             dtype, mode, device)
             state.update(adapter=resolved, entries=entries, policy=Policy.load())
         return state["adapter"], state["entries"], state["policy"]
@@ -114,8 +114,8 @@ def conformance_tests(adapter: str, dtypes=("float64", "float32"), modes=("teach
             pytest.xfail(outcome.reason)
         if outcome.status == "xpass":
             if strict:
-                pytest.fail(f"XPASS {vector['id']}: {outcome.reason}")
-            warnings.warn(f"XPASS {vector['id']}: {outcome.reason}")
+                pytest.fail(f"XPASS {vector.id}: {outcome.reason}")
+            warnings.warn(f"XPASS {vector.id}: {outcome.reason}")
         if outcome.status == "fail":
             from conformance.report import failures
             lane = runner.LaneReport(the_adapter.name, dtype, device, mode,

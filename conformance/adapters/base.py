@@ -102,6 +102,10 @@ class Adapter:
     #: The conformance/expectations/<name>.txt file to use, when not the adapter's own name
     #: (keras-jax-sharded runs the same Keras code as keras-jax: the same known deviations).
     expectations: str = ""
+    #: Whether the implementation's errors carry its own messages, graded against an invalid
+    #: vector's ``message_contains``; False where only the error class is known (a results
+    #: file records the class alone).
+    error_messages: bool = True
 
     def environment(self, device: str) -> dict:
         """Versions and settings to print in the report header."""
@@ -134,8 +138,9 @@ class Adapter:
             return f"{self.name} does not run {dtype}"
         if device not in self.devices:
             return f"{self.name} does not run on {device}"
+        config = vector.config if hasattr(vector, "config") else vector["config"]
         for argument in self.unsupported_arguments:
-            value = vector["config"].get(argument)
+            value = config.get(argument)
             if value not in (None, False):
                 return f"{self.name} does not support {argument}={value!r}"
         return None
@@ -146,20 +151,14 @@ class Adapter:
         raise NotImplementedError
 
 
-def vector_state_dtypes(vector: dict) -> dict:
-    """State kinds a vector's configuration keeps in a dtype of its own whatever the lane:
-    the optax dialect stores its momentum in ``dtype_momentum`` (optax/_src/alias.py
-    adafactor -> transforms/_accumulation.py ema with ``accumulator_dtype``), so every
-    implementation of that dialect does."""
-    declared = getattr(vector, "state_dtypes", None)  # a decoded Vector carries them
-    if declared is not None:
-        return dict(declared)
-    from conformance.vectorfile import dialect_of
+def vector_state_dtypes(vector) -> dict:
+    """State kinds a vector's configuration keeps in a dtype of its own whatever the lane,
+    as the vector records them (``Vector.state_dtypes``; the optax dialect's momentum in
+    ``dtype_momentum``, optax/_src/alias.py adafactor -> transforms/_accumulation.py ema
+    with ``accumulator_dtype``)."""
+    from conformance.vector import as_vector
 
-    config = vector["config"]
-    if dialect_of(vector) == "optax" and config.get("momentum") is not None and config.get("dtype_momentum"):
-        return {Kind.MOMENTUM: numpy_dtype(config["dtype_momentum"])}
-    return {}
+    return dict(as_vector(vector).state_dtypes)
 
 
 def jax_gpu_problem() -> Optional[str]:

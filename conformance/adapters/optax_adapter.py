@@ -13,8 +13,9 @@ learning rate and weight decay). Counts are int32 ``iterations``. ``read`` maps 
 factored variables r = v_row, c = v_col; unfactored v; ``momentum`` = the EMA.
 
 float64 lanes need ``jax_enable_x64`` before arrays are made (so does a float64
-``dtype_momentum``): it is switched per session, and every array read back is checked
-against the dtype it should have, so JAX's silent float32 demotion is an AdapterError.
+``dtype_momentum``): it is switched per session. ``read`` returns every array in the dtype
+JAX holds it, so JAX's silent float32 demotion is caught by the runner's dtype check (the
+momentum stays in ``dtype_momentum``, which the vector declares: ``Adapter.state_dtypes``).
 Devices: cpu, and gpu when JAX sees one.
 """
 
@@ -24,11 +25,10 @@ from typing import Optional
 
 import numpy as np
 
-from conformance import replay
-from conformance.adapters import AdapterError
-from conformance.adapters.base import Adapter, LaneState, Session, jax_gpu_problem, numpy_dtype
-
-_HAS_MOMENTUM = "momentum" in LaneState.__dataclass_fields__
+from conformance.adapters.base import Adapter, AdapterError, Session, jax_gpu_problem, numpy_dtype
+from conformance.adapters.registry import registered
+from conformance.vector import Vector, as_vector
+from reference.state import Kind, State
 
 
 def _jax():
@@ -38,12 +38,13 @@ def _jax():
 
 
 class OptaxSession(Session):
-    def __init__(self, adapter: "OptaxAdapter", vector: dict, dtype: str, device: str):
+    def __init__(self, adapter: "OptaxAdapter", vector: Vector, dtype: str, device: str):
         jax = _jax()
-        self.vector_id = vector["id"]
+        vector = as_vector(vector)
+        self.vector_id = vector.id
         self.dtype_name = dtype
         self.dtype = numpy_dtype(dtype)
-        config = dict(vector["config"])
+        config = dict(vector.config)
         want_x64 = dtype == "float64" or (config.get("momentum") is not None
                                           and config.get("dtype_momentum") == "float64")
         if bool(jax.config.jax_enable_x64) != want_x64:
@@ -54,11 +55,11 @@ class OptaxSession(Session):
 
         self.jnp, self.optax = jnp, optax
         self.device = jax.devices(device)[0]
-        exclude = vector.get("exclude_from_weight_decay") or {}
+        exclude = vector.exclude_from_weight_decay or {}
         if exclude.get("var_names"):
             raise AdapterError(f"vector {self.vector_id!r}: optax masks by position; exclude_from_weight_decay "
                                f"var_names={exclude['var_names']!r} is not supported (use var_index)")
-        initial = replay.initial_variables(vector)
+        initial = vector.initial
         self.shapes = [x.shape for x in initial]
         if config.get("weight_decay_rate") is not None and exclude.get("var_index"):
             excluded = set(exclude["var_index"])
@@ -85,7 +86,6 @@ class OptaxSession(Session):
             return optax.apply_updates(params, updates), state
 
         self._step = jax.jit(step)
-        self.read()  # checks every dtype
 
     # ------------------------------------------------------------------ plumbing
     def _put(self, array, dtype):
@@ -106,23 +106,15 @@ class OptaxSession(Session):
     def _numpy(self, a):
         return np.array(a, copy=True)
 
-    def _check(self, lane: LaneState, when: str) -> None:
-        for kind, i, a in lane.arrays():
-            want = self.momentum_dtype if kind == "momentum" else self.dtype
-            if a.dtype != want:
-                raise AdapterError(
-                    f"vector {self.vector_id!r}: optax holds {kind}[{i}] in {a.dtype}, not in {want} ({when}); "
-                    "JAX without jax_enable_x64 runs float64 as float32")
-
     # ------------------------------------------------------------------ protocol
-    def load(self, state: LaneState) -> None:
+    def load(self, state: State) -> None:
         from optax._src.factorized import FactoredState
 
         jnp = self.jnp
         self.params = [self._put(x, self.dtype) for x in state.variables]
         count = jnp.asarray(int(state.iterations), dtype=jnp.int32)
         new = list(self.tx.init(self.params))
-        momentum = getattr(state, "momentum", None)
+        momentum = state.momentum
         for k, entry in self._entries(new):
             if isinstance(entry, FactoredState):
                 v_row, v_col, v = list(entry.v_row), list(entry.v_col), list(entry.v)
@@ -146,7 +138,7 @@ class OptaxSession(Session):
         self.params, self.state = self._step(grads, self.state, self.params)
         self.iterations += 1
 
-    def read(self) -> LaneState:
+    def read(self) -> State:
         from optax._src.factorized import FactoredState
 
         n = len(self.shapes)
@@ -164,13 +156,8 @@ class OptaxSession(Session):
         if counted != self.iterations:
             raise AdapterError(f"vector {self.vector_id!r}: optax's count is {counted}, "
                                f"expected {self.iterations} applies")
-        extra = {"momentum": momentum} if _HAS_MOMENTUM else {}
-        lane = LaneState(iterations=counted, variables=[self._numpy(x) for x in self.params], r=r, c=c, v=v,
-                         **extra)
-        self._check(lane, "after a step")
-        # The momentum stays in dtype_momentum (float32 by default): the runner accepts that
-        # dtype for it (conformance/runner.py, fixed_state_dtypes).
-        return lane
+        return State(counted, {Kind.VARIABLES: [self._numpy(x) for x in self.params], Kind.R: r, Kind.C: c,
+                               Kind.V: v, Kind.MOMENTUM: momentum})
 
 
 class OptaxAdapter(Adapter):
@@ -178,7 +165,7 @@ class OptaxAdapter(Adapter):
 
     def __init__(self):
         super().__init__(name="optax", dtypes=("float64", "float32", "float16", "bfloat16"), devices=("cpu", "gpu"),
-                         dialects=("optax",))
+                         **registered("optax"))
 
     def environment(self, device: str) -> dict:
         import jax
@@ -197,7 +184,7 @@ class OptaxAdapter(Adapter):
     def gpu_problem(self) -> Optional[str]:
         return jax_gpu_problem()
 
-    def create(self, vector: dict, dtype: str, device: str) -> Session:
+    def create(self, vector: Vector, dtype: str, device: str) -> Session:
         reason = self.device_available(device)
         if reason is not None:
             raise AdapterError(f"{self.name}: {reason}")

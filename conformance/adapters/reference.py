@@ -18,9 +18,9 @@ import numpy as np
 
 import reference
 from conformance import replay
-from conformance import vectorfile as vf
 from conformance.adapters.base import Adapter, Session, numpy_dtype
 from conformance.adapters.registry import registered
+from conformance.vector import Vector, as_vector
 from reference.state import Kind, State
 
 
@@ -30,16 +30,16 @@ def reference_class(dtype_name: str):
 
 
 class ReferenceSession(Session):
-    def __init__(self, vector: dict, dtype: str, cls=None):
+    def __init__(self, vector: Vector, dtype: str, cls=None):
+        vector = as_vector(vector)
         self.dtype = numpy_dtype(dtype)
         self.callable = None
-        lr = replay.decode_learning_rate(vector) if "learning_rate" in vector["config"] else None
+        lr = replay.decode_learning_rate(vector) if "learning_rate" in vector.config else None
         if isinstance(lr, replay.RecordedCallable):
             self.callable = lr
         self.opt = replay.make_optimizer(vector, learning_rate=lr, cls=cls or reference_class(dtype))
-        self.variables = [x.astype(self.dtype) for x in replay.initial_variables(vector)]
-        replay.build(self.opt, self.variables, [v["name"] for v in vector["variables"]],
-                     vector["exclude_from_weight_decay"])
+        self.variables = [x.astype(self.dtype) for x in vector.initial]
+        replay.build(self.opt, self.variables, list(vector.names), vector.exclude_from_weight_decay)
 
     def load(self, state: State) -> None:
         for x, value in zip(self.variables, state.variables):
@@ -67,35 +67,32 @@ class DialectSession(Session):
     """A native dialect of the reference (reference/dialects) on one vector, in the lane
     dtype: float64 is that dialect's spec, lower dtypes its honest implementation."""
 
-    def __init__(self, vector: dict, dtype: str):
+    def __init__(self, vector: Vector, dtype: str):
         from reference.dialects import optimizer_class
 
+        vector = as_vector(vector)
         self.dtype = numpy_dtype(dtype)
-        self.opt = optimizer_class(vf.dialect_of(vector))(**vector["config"])
-        self.variables = [x.astype(self.dtype) for x in replay.initial_variables(vector)]
-        excluded = set((vector["exclude_from_weight_decay"] or {}).get("var_index", []))
-        self.opt.build(self.variables, decayed=[i not in excluded for i in range(len(self.variables))])
+        self.opt = optimizer_class(vector.dialect)(**vector.config)
+        self.variables = [x.astype(self.dtype) for x in vector.initial]
+        excluded = set((vector.exclude_from_weight_decay or {}).get("var_index", []))
+        self.opt.build(self.variables, decays=[i not in excluded for i in range(len(self.variables))])
 
     def load(self, state: State) -> None:
         for x, value in zip(self.variables, state.variables):
             x[...] = value
-        self.opt.iterations = state.iterations
-        for i, slots in enumerate(self.opt.slots):
-            for name in list(slots):
-                slots[name] = np.array(state[name][i], dtype=slots[name].dtype)
+        self.opt.set_state(state)  # casts each kind to the dtype the dialect keeps it in
 
     def step(self, grads: list) -> None:
         with np.errstate(all="ignore"):
             self.opt.apply(grads, self.variables)
 
     def read(self) -> State:
-        slots = self.opt.slots
-        # r, c and v always (None where a variable has none); any other kind where kept
-        kinds = [Kind.R, Kind.C, Kind.V] + [k for k in Kind if k not in (Kind.R, Kind.C, Kind.V)
-                                            and any(k.value in s for s in slots)]
-        values = {k: [s.get(k.value) for s in slots] for k in kinds}
+        s = self.opt.state
+        none = [None] * len(self.variables)
+        values = {Kind.R: none, Kind.C: none, Kind.V: none}  # always, None where a variable has none
+        values.update({k: list(arrays) for k, arrays in s.values.items()})
         values[Kind.VARIABLES] = [x.copy() for x in self.variables]
-        return State(self.opt.iterations, values, learning_rate_calls=None)
+        return State(s.iterations, values, learning_rate_calls=None)
 
 
 class ReferenceAdapter(Adapter):
@@ -107,7 +104,7 @@ class ReferenceAdapter(Adapter):
         return {"reference": reference.__version__, "spec": f"keras {reference.KERAS_VERSION}",
                 "numpy": np.__version__}
 
-    def create(self, vector: dict, dtype: str, device: str) -> Session:
-        if vf.dialect_of(vector) != "keras":
+    def create(self, vector: Vector, dtype: str, device: str) -> Session:
+        if as_vector(vector).dialect != "keras":
             return DialectSession(vector, dtype)
         return ReferenceSession(vector, dtype)

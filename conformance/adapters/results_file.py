@@ -89,7 +89,7 @@ def load_results(path) -> dict:
 class _RecordedSession(Session):
     def __init__(self, steps: list, path, vector, error=None, error_step=None, initial=None):
         self.steps, self.index, self.path, self.vector = steps, 0, path, vector
-        self.vector_id = vector["id"]
+        self.vector_id = vector.id
         self.error, self.error_step, self.initial = error, error_step, initial
 
     def load(self, state: State) -> None:
@@ -103,13 +103,11 @@ class _RecordedSession(Session):
     def read(self) -> State:
         if self.index == 0:  # before step 1 (trajectory mode reads the port's own build)
             if self.initial is None:  # not reported: the vector's initial state (not graded)
-                from conformance import runner
-
-                return runner.initial_state(self.vector, self.path)
+                return self.vector.initial_state
             return _state(self.initial, self.path, self.vector_id, "the initial state")
         if self.index > len(self.steps):
             raise ResultsFileError(f"{self.path}: vector {self.vector_id!r} holds only {len(self.steps)} of the "
-                                   f"vector's {len(self.vector['steps'])} steps")
+                                   f"vector's {len(self.vector.steps)} steps")
         return _state(self.steps[self.index - 1], self.path, self.vector_id, f"step {self.index}")
 
 
@@ -140,7 +138,7 @@ class ResultsFileAdapter(Adapter):
         self.path = Path(path)
         self.data = load_results(self.path)
         super().__init__(name=f"results:{self.path.name}", dtypes=(self.data["dtype"],),
-                         devices=(self.data.get("device", "cpu"),))
+                         devices=(self.data.get("device", "cpu"),), error_messages=False)
 
     def environment(self, device: str) -> dict:
         return {"implementation": self.data.get("implementation", "?"), "file": str(self.path)}
@@ -149,7 +147,7 @@ class ResultsFileAdapter(Adapter):
         """Check the file against the whole corpus (``vf.load_corpus``) and set
         ``dialects`` to the dialects of the vectors it names (Keras when it names none).
         Raises ResultsFileError naming the file, vector id, step and field."""
-        corpus = {vector["id"]: vector for _, vector in vf.iter_vectors(documents)}
+        corpus = {vector.id: vector for _, vector in vf.iter_vectors(documents)}
         unknown = sorted(i for i in self.data["vectors"] if i not in corpus)
         if unknown:
             shown = ", ".join(repr(i) for i in unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
@@ -166,13 +164,14 @@ class ResultsFileAdapter(Adapter):
             if "error" in entry and not isinstance(entry["error"], str):
                 raise ResultsFileError(f"{where}: 'error' must be the name of an error class, not {entry['error']!r}")
             error_step = entry.get("step")
+            count = len(vector.raw["steps"])
             if error_step is not None and (not isinstance(error_step, int) or isinstance(error_step, bool)
-                                           or not 0 <= error_step < len(vector["steps"])):
+                                           or not 0 <= error_step < count):
                 raise ResultsFileError(f"{where}: 'step' {error_step!r} is not a step index of the vector "
-                                       f"(0 to {len(vector['steps']) - 1})")
-            allowed = error_step if "error" in entry and error_step is not None else len(vector["steps"])
+                                       f"(0 to {count - 1})")
+            allowed = error_step if "error" in entry and error_step is not None else count
             if len(steps) > allowed:
-                limit = (f"has {allowed} steps" if allowed == len(vector["steps"])
+                limit = (f"has {allowed} steps" if allowed == count
                          else f"raises at step index {allowed}")
                 raise ResultsFileError(f"{where} step {allowed + 1}: extra steps (the file holds {len(steps)}, "
                                        f"the vector {limit})")
@@ -181,7 +180,7 @@ class ResultsFileAdapter(Adapter):
             states += [(f"step {k}", s) for k, s in enumerate(steps, 1)]
             for label, state in states:
                 self._check_state(state, f"{where} {label}", vector_id, lane, fixed)
-        named = {vf.dialect_of(corpus[i]) for i in self.data["vectors"]}
+        named = {corpus[i].dialect for i in self.data["vectors"]}
         self.dialects = tuple(sorted(named)) if named else ("keras",)
 
     def _check_state(self, state, where: str, vector_id: str, lane, fixed: dict) -> None:
@@ -214,7 +213,7 @@ class ResultsFileAdapter(Adapter):
                         f"{self.data['dtype']}, so its values must be {dtype.name} values widened exactly to float64")
 
     def unsupported(self, vector, dtype, device):
-        if vector["id"] not in self.data["vectors"]:
+        if vector.id not in self.data["vectors"]:
             from conformance.runner import representability
 
             # A vector no port can run in this dtype is skipped as for every adapter; any
@@ -224,7 +223,7 @@ class ResultsFileAdapter(Adapter):
         return super().unsupported(vector, dtype, device)
 
     def create(self, vector, dtype, device) -> Session:
-        entry = self.data["vectors"][vector["id"]]
+        entry = self.data["vectors"][vector.id]
         if "error" in entry and entry.get("step") is None:
             raise _port_error(entry["error"])
         session = _RecordedSession(entry.get("steps", []), self.path, vector, entry.get("error"),

@@ -126,12 +126,15 @@ class KerasJaxShardedAdapter(KerasJaxAdapter):
         env["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "")
         return env
 
-    def unsupported(self, vector: dict, dtype: str, device: str) -> Optional[str]:
-        shapes = [tuple(v["initial"]["shape"]) for v in vector["variables"]]
+    def unsupported(self, vector, dtype: str, device: str) -> Optional[str]:
+        from conformance.vector import as_vector
+
+        vector = as_vector(vector)
+        shapes = list(vector.shapes)
         if not any(is_sharded(variable_spec(shape)) for shape in shapes):
             return (f"no variable splits evenly over the {MESH_SHAPE[0]}x{MESH_SHAPE[1]} mesh (shapes {shapes}): "
                     "it would run replicated, the program keras-jax already checks")
-        if "CALLABLE_LEARNING_RATE" in vector["flags"]:
+        if "CALLABLE_LEARNING_RATE" in vector.flags:
             return ("a callable learning rate is called once at trace time under jax.jit; the sharded lane "
                     "runs compiled steps only (keras-jax runs these vectors eagerly)")
         return super().unsupported(vector, dtype, device)

@@ -20,9 +20,9 @@ from typing import Optional
 
 import numpy as np
 
-from conformance import replay
 from conformance.adapters.base import Adapter, AdapterError, Session, numpy_dtype, torch_gpu_problem
 from conformance.adapters.registry import registered
+from conformance.vector import Vector, as_vector
 from reference.state import Kind, State
 
 
@@ -35,23 +35,24 @@ def _torch():
 
 
 class TorchSession(Session):
-    def __init__(self, adapter: "TorchAdapter", vector: dict, dtype: str, device: str):
+    def __init__(self, adapter: "TorchAdapter", vector: Vector, dtype: str, device: str):
         torch = _torch()
+        vector = as_vector(vector)
         self.torch = torch
         self.adapter = adapter
-        self.vector_id = vector["id"]
+        self.vector_id = vector.id
         self.dtype_name = dtype
         self.np_dtype = numpy_dtype(dtype)
         self.tdtype = getattr(torch, dtype)  # the lane dtypes are torch dtype names
         self.device = torch.device("cuda" if device == "gpu" else "cpu")
-        config = dict(vector["config"])
+        config = dict(vector.config)
         if isinstance(config.get("eps"), list):
             config["eps"] = tuple(config["eps"])
         if adapter.force_foreach:
             config["foreach"] = True
         self.params = [torch.tensor(np.asarray(x, dtype=np.float64), dtype=self.tdtype, device=self.device,
                                     requires_grad=True)
-                       for x in replay.initial_variables(vector)]
+                       for x in vector.initial]
         # An invalid configuration raises torch's own error here, uncaught.
         self.opt = torch.optim.Adafactor(self.params, **config)
         self.iterations = 0
@@ -153,7 +154,7 @@ class TorchAdapter(Adapter):
         _torch()
         return torch_gpu_problem()
 
-    def create(self, vector: dict, dtype: str, device: str) -> Session:
+    def create(self, vector: Vector, dtype: str, device: str) -> Session:
         reason = self.device_available(device)
         if reason is not None:
             raise AdapterError(reason)

@@ -23,10 +23,10 @@ from typing import Optional
 
 import numpy as np
 
-from conformance import replay
 from conformance.adapters.base import Adapter, AdapterError, Session, numpy_dtype, torch_gpu_problem
 from conformance.adapters.registry import registered
 from conformance.adapters.torch_adapter import step_with_gradients, torch_to_numpy
+from conformance.vector import Vector, as_vector
 from reference.state import Kind, State
 
 #: Lanes whose parameters transformers steps in float32 (optimization.py:1253-1254).
@@ -46,11 +46,12 @@ def _imports():
 
 
 class TransformersSession(Session):
-    def __init__(self, adapter: "TransformersAdapter", vector: dict, dtype: str, device: str):
+    def __init__(self, adapter: "TransformersAdapter", vector: Vector, dtype: str, device: str):
         torch, adafactor = _imports()
+        vector = as_vector(vector)
         self.torch = torch
         self.adapter = adapter
-        self.vector_id = vector["id"]
+        self.vector_id = vector.id
         self.dtype_name = dtype
         self.np_dtype = numpy_dtype(dtype)
         self.tdtype = getattr(torch, dtype)
@@ -59,11 +60,11 @@ class TransformersSession(Session):
         # 1291-1292); the runner expects that dtype for them (TransformersAdapter.state_dtypes).
         self.state_tdtype = torch.float32 if dtype in HALF_DTYPES else self.tdtype
         self.device = torch.device("cuda" if device == "gpu" else "cpu")
-        config = dict(vector["config"])
+        config = dict(vector.config)
         if isinstance(config.get("eps"), list):
             config["eps"] = tuple(config["eps"])
         self.use_momentum = config.get("beta1") is not None
-        self.params = [torch.nn.Parameter(self._tensor(x)) for x in replay.initial_variables(vector)]
+        self.params = [torch.nn.Parameter(self._tensor(x)) for x in vector.initial]
         # An invalid configuration raises transformers' own error here, uncaught.
         self.opt = adafactor(self.params, **config)
         self.iterations = 0
@@ -145,7 +146,7 @@ class TransformersAdapter(Adapter):
         _imports()
         return torch_gpu_problem()
 
-    def state_dtypes(self, vector: dict, dtype: str) -> dict:
+    def state_dtypes(self, vector: Vector, dtype: str) -> dict:
         """transformers keeps the statistics and momentum of float16/bfloat16 parameters in
         float32 and steps those parameters in float32 (optimization.py:1220-1221, 1237-1240,
         1253-1254, 1291-1292)."""
@@ -154,7 +155,7 @@ class TransformersAdapter(Adapter):
             fixed.update({kind: np.dtype(np.float32) for kind in _STATE_KEYS})
         return fixed
 
-    def create(self, vector: dict, dtype: str, device: str) -> Session:
+    def create(self, vector: Vector, dtype: str, device: str) -> Session:
         reason = self.device_available(device)
         if reason is not None:
             raise AdapterError(reason)
