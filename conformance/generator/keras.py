@@ -149,10 +149,11 @@ def _derive_step_flags(flags: set, opt, record, expected) -> None:
             m = margin(a, b)
             if m is not None and m < KNIFE_EDGE and a != b:
                 flags.add("KNIFE_EDGE")
-    for key in ("variables", "v", "r", "c", "average", "accumulator"):
-        for a in expected[key] or []:
-            if a is not None and not np.all(np.isfinite(a)):
-                flags.add("NONFINITE_STATE")
+    if "NONFINITE_STATE" not in flags:
+        arrays = [a.ravel() for key in ("variables", "v", "r", "c", "average", "accumulator")
+                  for a in expected[key] or [] if a is not None]
+        if arrays and not np.isfinite(np.concatenate(arrays)).all():
+            flags.add("NONFINITE_STATE")
 
 
 def _derive_case_flags(flags: set, case: Case, opt, grads) -> None:
@@ -181,20 +182,24 @@ def _derive_case_flags(flags: set, case: Case, opt, grads) -> None:
         # none_at for generated inputs; explicit inputs (fuzzed and regression cases) carry
         # their None gradients in the arrays themselves.
         flags.add("NONE_GRADIENT")
-    for g in (g for row in grads for g in row if g is not None):
+    given = [g.ravel() for row in grads for g in row if g is not None]
+    if given:  # every rule is "some gradient value ...": checked on all values at once
+        g = np.concatenate(given)
         flags |= special_value_flags(g)
-        with np.errstate(under="ignore"):
-            if np.any(np.isfinite(g) & (g != 0) & (g * g == 0)):
+        with np.errstate(under="ignore", over="ignore", invalid="ignore"):
+            square = g * g
+            if np.any(np.isfinite(g) & (g != 0) & (square == 0)):
                 flags.add("SQUARE_UNDERFLOW")
-        if np.any(np.isfinite(g) & (g * g < 2.0**20 * opt.epsilon_1)):
-            flags.add("EPSILON_1_SIGNIFICANT")
+            if np.any(np.isfinite(g) & (square < 2.0**20 * opt.epsilon_1)):
+                flags.add("EPSILON_1_SIGNIFICANT")
     config_flags = {
         "weight_decay": "WEIGHT_DECAY", "clipnorm": "CLIPNORM", "clipvalue": "CLIPVALUE",
         "global_clipnorm": "GLOBAL_CLIPNORM", "use_ema": "EMA", "ema_overwrite_frequency": "EMA_OVERWRITE",
         "loss_scale_factor": "LOSS_SCALE", "gradient_accumulation_steps": "ACCUMULATION",
     }
+    config = opt.get_config()
     for key, flag in config_flags.items():
-        if opt.get_config().get(key):
+        if config.get(key):
             flags.add(flag)
     if opt.weight_decay is not None:
         # Keras tests `weight_decay is None` (base_optimizer.py:952), not truthiness: 0.0
