@@ -4,15 +4,14 @@ checks beyond Keras, atomicity of a failed ``apply``, and what NaN / inf gradien
 
 import importlib.util
 import json
-import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from tests.helpers import assert_bitwise, f64, gate
 from reference import Adafactor, schedules
+from tests import background
+from tests.helpers import assert_bitwise, f64, gate
 
 
 def snapshot(opt, variables):
@@ -154,16 +153,20 @@ print(json.dumps(out))
 """
 
 
+#: Real Keras's answers, computed in a child process on the second core while other tests run.
+KERAS_ERRORS = background.Job(
+    "keras-constructor-errors",
+    [sys.executable, "-c", KERAS_ERRORS_SCRIPT, json.dumps([k for k, _ in CONSTRUCTOR_ERRORS]),
+     json.dumps(CONSTRUCTOR_ACCEPTED)],
+    env=background.environment(KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3"), timeout=300,
+    fixtures=("keras_errors",), requires=("keras", "tensorflow"))
+
+
 @pytest.fixture(scope="module")
 def keras_errors():
     if importlib.util.find_spec("keras") is None or importlib.util.find_spec("tensorflow") is None:
         pytest.skip("keras/tensorflow not importable: cannot compare errors with real Keras")
-    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.run(
-        [sys.executable, "-c", KERAS_ERRORS_SCRIPT,
-         json.dumps([k for k, _ in CONSTRUCTOR_ERRORS]), json.dumps(CONSTRUCTOR_ACCEPTED)],
-        capture_output=True, text=True, env=env, timeout=300,
-    )
+    proc = KERAS_ERRORS.result()
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -509,8 +512,7 @@ from pathlib import Path  # noqa: E402
 
 from conformance import vectorfile as vf  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
-VECTORS = REPO / "vectors"
+from tests.helpers import REPO, VECTORS  # noqa: E402
 KERAS_FILE, KERAS_ID = "keras/arguments.json", "arguments/learning_rate/0.01"  # kernel (5, 3), bias (3,)
 
 
