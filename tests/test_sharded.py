@@ -1,28 +1,44 @@
 """The sharded lane (conformance/adapters/sharded.py): Keras's Adafactor on JAX with its
 variables split over a 2x2 mesh of virtual CPU devices conforms, and a port that reduces only
 over its local shard (conformance/adapters/broken.py: LocalShardMean) is failed by the gate.
-Each run is its own process: the four host devices must be requested before JAX starts."""
+Each run is its own process (the four host devices must be requested before JAX starts),
+started early on the other core (tests/background.py); this process never imports JAX."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from conformance.adapters.sharded import is_sharded, variable_spec
+from tests import background
+from tests.helpers import REPO
 
-pytest.importorskip("keras")
-pytest.importorskip("jax")
-
-REPO = Path(__file__).resolve().parent.parent
+_MISSING = [m for m in ("keras", "jax") if importlib.util.find_spec(m) is None]
+needs_keras_jax = pytest.mark.skipif(bool(_MISSING), reason=f"{', '.join(_MISSING)} not installed")
 
 
-def _run(*args):
-    return subprocess.run([sys.executable, "-m", "conformance", "run", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=900)
+def _gate_job(name: str, adapter: str, fixture: str) -> background.Job:
+    return background.Job(name, [sys.executable, "-m", "conformance", "run", "--adapter", adapter, "--dtype", "float32",
+                                 "--vectors", "sharding/,shapes/"], cwd=REPO, timeout=900, fixtures=(fixture,),
+                          requires=("keras", "jax"))
+
+
+SHARDED_RUN = _gate_job("sharded-lane-gate", "keras-jax-sharded", "sharded_run")
+LOCAL_SHARD_RUN = _gate_job("sharded-local-shard-mean-gate", "conformance.adapters.broken:LocalShardMean",
+                            "local_shard_run")
+
+
+@pytest.fixture(scope="module")
+def sharded_run():
+    return SHARDED_RUN.result()
+
+
+@pytest.fixture(scope="module")
+def local_shard_run():
+    return LOCAL_SHARD_RUN.result()
 
 
 def test_variable_spec_splits_the_last_two_axes_where_they_divide():
@@ -34,8 +50,9 @@ def test_variable_spec_splits_the_last_two_axes_where_they_divide():
     assert variable_spec(()) == ()
 
 
-def test_sharded_keras_conforms_on_four_devices():
-    done = _run("--adapter", "keras-jax-sharded", "--dtype", "float32", "--vectors", "sharding/,shapes/")
+@needs_keras_jax
+def test_sharded_keras_conforms_on_four_devices(sharded_run):
+    done = sharded_run
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert "mesh=2x2 ('rows', 'cols') over cpu:0, cpu:1, cpu:2, cpu:3" in done.stdout
     # The 5 vectors whose variables split run; the 18 odd-shaped ones are skipped with the reason.
@@ -45,9 +62,9 @@ def test_sharded_keras_conforms_on_four_devices():
     assert sorted(rows) == [("teacher", "5", "18"), ("trajectory", "5", "18")], done.stdout[-3000:]
 
 
-def test_gate_fails_a_port_that_reduces_over_its_local_shard_only():
-    done = _run("--adapter", "conformance.adapters.broken:LocalShardMean", "--dtype", "float32",
-                "--vectors", "sharding/,shapes/")
+@needs_keras_jax
+def test_gate_fails_a_port_that_reduces_over_its_local_shard_only(local_shard_run):
+    done = local_shard_run
     assert done.returncode == 1, done.stdout[-4000:] + done.stderr[-2000:]
     failed = set(re.findall(r"^FAIL \S+ float32 \w+: (\S+)", done.stdout, re.M))
     sharding = {"sharding/defaults", "sharding/clipping", "sharding/3d", "sharding/weight_decay_ema",
@@ -58,24 +75,33 @@ def test_gate_fails_a_port_that_reduces_over_its_local_shard_only():
     assert "--adapter conformance.adapters.broken:LocalShardMean" in done.stdout  # the repro runs as printed
 
 
-def test_sharded_lane_really_splits_the_variables_and_state():
-    """In its own process: after one step of sharding/defaults the kernel, its c and v, and the
-    bias live on four devices with the specs of the module table; r is replicated."""
-    script = r'''
+SPLIT_SCRIPT = r'''
 from conformance.adapters.sharded import KerasJaxShardedAdapter
-from conformance import vectorfile as vf, replay
+from conformance import replay, vectorfile as vf
 adapter = KerasJaxShardedAdapter()
-docs = vf.load_corpus("vectors")
-vector = [v for _, v in vf.iter_vectors(docs) if v["id"] == "sharding/defaults"][0]
+_, vector = vf.find(vf.load_corpus("vectors"), "sharding/defaults")
 session = adapter.create(vector, "float32", "cpu")
-session.step(replay.decode_grads(vector, vector["steps"][0]))
+session.step(replay.decode_grads(vector, vector.steps[0]))
 opt = session.opt
 def where(a):
     return len(a.value.sharding.device_set), tuple(a.value.sharding.spec)
 print(session.sharded_variables, where(session.variables[0]), where(session.variables[1]),
       where(opt._r[0]), where(opt._c[0]), where(opt._v[0]))
 '''
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
+SPLIT_RUN = background.Job("sharded-lane-split", [sys.executable, "-c", SPLIT_SCRIPT], cwd=REPO, timeout=300,
+                           fixtures=("split_run",), requires=("keras", "jax"))
+
+
+@pytest.fixture(scope="module")
+def split_run():
+    return SPLIT_RUN.result()
+
+
+@needs_keras_jax
+def test_sharded_lane_really_splits_the_variables_and_state(split_run):
+    """In its own process: after one step of sharding/defaults the kernel, its c and v, and the
+    bias live on four devices with the specs of the module table; r is replicated."""
+    done = split_run
     assert done.returncode == 0, done.stderr[-3000:]
     line = done.stdout.strip().splitlines()[-1]
     assert line == ("[0, 1] (4, ('rows', 'cols')) (4, (('rows', 'cols'),)) (4, ('rows',)) (4, ('cols',)) "
