@@ -47,7 +47,8 @@ def skip_reason(vector, dtype: str) -> Optional[str]:
 def _first_reason(vector: Vector, dtype: str) -> Optional[str]:
     target = numpy_dtype(dtype)
     return (_inputs_out_of_range(vector, target, dtype) or _binding_defaults(vector, dtype)
-            or _rms_underflow(vector, dtype) or _moment_range(vector, dtype) or _ema_conditioning(vector))
+            or _rms_underflow(vector, dtype) or _rms_overflow(vector, dtype) or _moment_range(vector, dtype)
+            or _ema_conditioning(vector))
 
 
 def _inputs_out_of_range(vector: Vector, target, dtype: str) -> Optional[str]:
@@ -156,4 +157,27 @@ def _rms_underflow(vector: Vector, dtype: str) -> Optional[str]:
             if np.isfinite(mean_square) and 0 < mean_square < floor and np.sqrt(mean_square) > epsilon_2:
                 return (f"RMS(x) of variable {i} sets the step size (> epsilon_2 = {epsilon_2:g}) but "
                         f"mean(x*x) = {mean_square:.3g} < tiny/eps of {dtype}: x*x is subnormal or zero there")
+    return None
+
+
+def _rms_overflow(vector: Vector, dtype: str) -> Optional[str]:
+    """RMS(x) = sqrt(mean(x*x)) (SPEC.md) whose sum of squares overflows where it is
+    accumulated (float32 for float16 and bfloat16 lanes, as every framework reduces them;
+    the lane itself otherwise) or whose mean overflows the lane: mean(x*x) is inf in every
+    lane implementation of the formula, and so is the step. Checked on the finite initial
+    variables and on every finite golden variable state a later step starts from."""
+    lane_max = float(finfo(dtype).max)
+    sum_max = float(np.finfo(np.float32).max) if dtype in ("float16", "bfloat16") else lane_max
+    states = [vector.initial] + [g.variables for g in vector.goldens[:-1] if g is not None]
+    for k, variables in enumerate(states):
+        for i, x in enumerate(variables):
+            if not x.size or not np.all(np.isfinite(x)):
+                continue  # RMS(x) is NaN or inf in float64 too: the golden says so
+            with np.errstate(all="ignore"):
+                total = float(np.sum(np.square(x, dtype=np.float64)))
+            if total > sum_max or total / x.size > lane_max:
+                where = "the initial variables" if k == 0 else f"the state after step {k}"
+                return (f"sum(x*x) of variable {i} in {where} is {total:.3g}, beyond {dtype} "
+                        f"(max {lane_max:.3g}; summed in {'float32' if sum_max != lane_max else dtype}): "
+                        f"mean(x*x) and RMS(x) overflow there")
     return None

@@ -172,17 +172,7 @@ def _invalid_problems(adapter, vector: Vector, dtype, device) -> list[str]:
         raise
     except Exception as exc:  # noqa: BLE001
         raised, index = exc, None
-    return error_problems(vector.error, raised, at, index, _reports_messages(adapter, raised))
-
-
-def _reports_messages(adapter, raised) -> bool:
-    """Whether the implementation's errors carry its own messages (``Adapter.error_messages``;
-    a results file records only the class: its errors are results_file.PortError)."""
-    declared = getattr(adapter, "error_messages", None)
-    if declared is not None:
-        return bool(declared)
-    results_file = sys.modules.get("conformance.adapters.results_file")
-    return not (results_file is not None and isinstance(raised, results_file.PortError))
+    return error_problems(vector.error, raised, at, index, check_message=getattr(adapter, "error_messages", True))
 
 
 # ----------------------------------------------------------------------------- replaying

@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 
-from conformance import grading, metrics
+from conformance import applicability, grading, metrics
 from conformance import vectorfile as vf
 from conformance.outcomes import Failure, LaneReport
 from conformance.adapters.reference import ReferenceAdapter, ReferenceSession
@@ -235,3 +235,19 @@ def test_relative_error_is_the_normwise_relative_error():
     # the same quantity compare() budgets, without allowance or scale floor
     a, g = np.array([1.0, 2.0 + 2 ** -40]), np.array([1.0, 2.0])
     assert metrics.relative_error(a, g) / metrics.EPSILON["float64"] == metrics.compare(a, g, "float64").normwise
+
+
+def test_rms_of_x_overflowing_in_the_lane_is_not_graded():
+    """sum(x*x) beyond float32's max: mean(x*x), RMS(x) and the step are inf in every
+    float32 implementation of the formula, so the float32 lane skips the vector with the
+    reason; float64 grades it, and so does float32 just below the limit. In float16 the
+    squares are summed in float32 but the mean must fit float16."""
+    big = helpers.build_vector({"relative_step": False}, [np.full(4, 1e19)], [[np.ones(4)]])
+    reason = applicability.skip_reason(big, "float32")
+    assert reason and "sum(x*x) of variable 0 in the initial variables" in reason, reason
+    assert applicability.skip_reason(big, "float64") is None
+    assert applicability.skip_reason(helpers.build_vector({"relative_step": False}, [np.full(4, 9e18)],
+                                                          [[np.ones(4)]]), "float32") is None
+    half = helpers.build_vector({}, [np.full(4, 300.0)], [[np.ones(4)]])
+    assert "beyond float16" in applicability.skip_reason(half, "float16")
+    assert applicability.skip_reason(half, "float32") is None
