@@ -15,7 +15,7 @@ import numpy as np
 
 from conformance.vector import STEP_FLAGS, Step, Vector, as_vector
 from reference import Adafactor, schedules
-from reference.state import Kind, State
+from reference.state import SLOT_KINDS, Kind, State
 
 
 class CallsExhausted(RuntimeError):
@@ -90,11 +90,11 @@ def build(opt: Adafactor, variables: list, names: list, exclude: Optional[dict])
 
 def state_snapshot(opt: Adafactor, variables: list) -> dict:
     """The optimizer's state as plain arrays: ``iterations``, ``variables`` (copies) and
-    per kind (``r``, ``c``, ``v``, ``average``, ``accumulator``) the per-variable arrays, or
-    None where the configuration keeps no such kind."""
+    per kind of ``SLOT_KINDS`` (``r``, ``c``, ``v``, ``average``, ...) the per-variable
+    arrays, or None where the configuration keeps no such kind."""
     state = opt.get_state()
     return {"iterations": state.iterations, "variables": [x.copy() for x in variables],
-            "r": state.r, "c": state.c, "v": state.v, "average": state.average, "accumulator": state.accumulator}
+            **{k.value: state.get(k) for k in SLOT_KINDS}}
 
 
 def snapshot(opt: Adafactor, variables: list) -> dict:

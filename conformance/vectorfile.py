@@ -32,6 +32,8 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
+from reference.state import SLOT_KINDS, Kind
+
 SCHEMA_VERSION = 2
 #: What each older version lacks (the message a reader of an old file gets).
 OLD_VERSIONS = {1: "version 2 adds each vector's initial_state, state_dtypes and rms_floor"}
@@ -402,8 +404,9 @@ _ABS = np.uint64(0x7FFFFFFFFFFFFFFF)  # bit patterns of |x|
 _INF_BITS = np.uint64(0x7FF0000000000000)  # |x| at or above: inf or NaN
 _LIMIT_BITS = np.float64(_SQUARE_LIMIT).view(np.uint64)
 _TINY_BITS = np.float64(np.finfo(np.float64).tiny).view(np.uint64)
-STATE_KEYS = ("variables", "r", "c", "v", "average", "accumulator", "momentum")
-SLOT_KEYS = STATE_KEYS[1:]
+#: The state kinds a vector file names (reference.state.Kind's values), variables first.
+STATE_KEYS = tuple(k.value for k in Kind)
+SLOT_KEYS = tuple(k.value for k in SLOT_KINDS)
 
 
 def _is_number(value) -> bool:
@@ -909,7 +912,7 @@ def _first_nonfinite(vector: dict, label: str) -> str:
             continue
         if expected["learning_rate"] is not None and bad([expected["learning_rate"]]):
             return f"steps[{k}].expected.learning_rate"
-        for key in ("variables", "r", "c", "v", "average", "accumulator", "momentum"):
+        for key in STATE_KEYS:
             for i, a in enumerate(expected.get(key) or []):
                 if a is not None and bad(a["bits"]):
                     return f"steps[{k}].expected.{key}[{i}]"

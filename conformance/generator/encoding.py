@@ -10,30 +10,23 @@ step was (``is_update_step``, ``learning_rate``, ``ema_overwritten``).
 from __future__ import annotations
 
 from conformance import vectorfile as vf
+from reference.state import SLOT_KINDS
 
-#: The optimizer's own kinds, in the order a vector file lists them.
-SLOT_KEYS = ("r", "c", "v", "average", "accumulator", "momentum")
-
-
-def _per_variable(arrays, optional: bool):
-    if arrays is None:
-        return None
-    return [vf.encode_optional(a) if optional else vf.encode_array(a) for a in arrays]
+#: Kinds every state in a file lists (null where the configuration keeps none); any other
+#: kind (momentum) is listed only where it is kept.
+ALWAYS_LISTED = ("r", "c", "v", "average", "accumulator")
 
 
 def _slots(snapshot: dict) -> dict:
-    """r, c and v per variable (None where a variable has none), average and accumulator
-    (None where the configuration keeps none), and momentum only where it is kept (the
-    dialects that have a first moment): a Keras vector has no momentum key at all."""
-    encoded = {
-        "r": _per_variable(snapshot["r"], True),
-        "c": _per_variable(snapshot["c"], True),
-        "v": _per_variable(snapshot["v"], True),
-        "average": _per_variable(snapshot["average"], False),
-        "accumulator": _per_variable(snapshot["accumulator"], False),
-    }
-    if snapshot.get("momentum") is not None:
-        encoded["momentum"] = _per_variable(snapshot["momentum"], True)
+    """Every kind of the optimizer's own state, per variable (null where a variable keeps
+    none), in the snapshot's arrays."""
+    encoded = {}
+    for kind in SLOT_KINDS:
+        arrays = snapshot.get(kind.value)
+        if arrays is not None:
+            encoded[kind.value] = [vf.encode_optional(a) for a in arrays]
+        elif kind.value in ALWAYS_LISTED:
+            encoded[kind.value] = None
     return encoded
 
 
@@ -45,7 +38,7 @@ def encode_expected(snapshot: dict) -> dict:
         "is_update_step": snapshot["is_update_step"],
         "learning_rate": None if lr is None else vf.float_to_bits(lr),
         "ema_overwritten": snapshot["ema_overwritten"],
-        "variables": _per_variable(snapshot["variables"], False),
+        "variables": [vf.encode_array(x) for x in snapshot["variables"]],
         **_slots(snapshot),
     }
 
