@@ -1,21 +1,46 @@
 """The adapter protocol: what the gate needs from an implementation under test.
 
-An adapter is thin. It translates a golden vector's Keras configuration into the
-implementation's own optimizer, moves state in and out, and says what it cannot run.
-It never compares anything: the runner (conformance/runner.py) does.
+An adapter is thin. It translates a golden vector (``conformance.vector.Vector``: its
+Keras configuration, initial values and state) into the implementation's own optimizer,
+moves state in and out as ``reference.state.State``, and says what it cannot run. It never
+compares anything and checks no dtype: the runner does both. A complete adapter (here the
+port is ``reference.Adafactor`` itself; tests/test_adapter_registry.py runs this example
+through the gate)::
 
-    class MyAdapter(Adapter):
-        name = "my-port"
-        dtypes = ("float32",)
-        def environment(self, device): return {"my-port": my_port.__version__}
-        def create(self, vector, dtype, device): return MySession(...)
+    import reference
+    from conformance.adapters.base import Adapter, Session
+    from reference.state import Kind, State
 
     class MySession(Session):
-        def load(self, state): ...      # set variables and the whole optimizer state
-        def step(self, grads): ...      # one optimizer.apply(grads)
-        def read(self): ...             # -> LaneState, arrays in the dtype really used
+        def __init__(self, vector, dtype):
+            self.opt = reference.Adafactor(**vector.config)      # your framework's optimizer
+            self.variables = [x.astype(dtype) for x in vector.initial]
+            self.opt.build(self.variables, names=list(vector.names))
 
-Load a third-party adapter with ``--adapter mypkg.port:MyAdapter``.
+        def load(self, state):      # the variables and the whole optimizer state
+            for x, value in zip(self.variables, state.variables):
+                x[...] = value
+            self.opt.set_state(state)
+
+        def step(self, grads):      # one optimizer step; grads in the lane dtype, or None
+            self.opt.apply(grads, self.variables)
+
+        def read(self):             # a State: iterations and arrays, in the dtype really held
+            state = self.opt.get_state()
+            return State(state.iterations, {**state.values, Kind.VARIABLES: [x.copy() for x in self.variables]})
+
+    class MyAdapter(Adapter):
+        def __init__(self):
+            super().__init__(name="my-port", dtypes=("float64",))
+
+        def environment(self, device):
+            return {"my-port": reference.__version__}
+
+        def create(self, vector, dtype, device):
+            return MySession(vector, dtype)
+
+Load a third-party adapter with ``--adapter mypkg.port:MyAdapter``; register one in
+``conformance/adapters/registry.py``.
 """
 
 from __future__ import annotations
