@@ -20,10 +20,11 @@ Guards
     did. A framework already imported by an earlier test cannot be seen; ``pytest -m "not
     framework"`` imports none, so that run checks every test it selects.
 
-Background jobs
+Order and background jobs
     The child processes that test modules declare with tests/background.py start after
     collection, one at a time, in the order the selected tests need them, so they run on
-    the second core while the pytest process runs other tests.
+    the second core while the pytest process runs other tests; the modules that wait for
+    them run last, and the directories run in ``DIRECTORY_ORDER`` (``run_order``).
 
 Collection
     A module whose every test carries a marker that ``-m`` deselects is not imported at all
@@ -136,12 +137,35 @@ def marks_of(stem: str, function: str, fixtures=()) -> set:
     return marks
 
 
+#: The order the test directories run in (tests/ itself first): the framework tests last.
+DIRECTORY_ORDER = ("", "reference", "corpus", "gate", "fuzz", "frameworks")
+
+
+def run_order(items) -> list:
+    """``items`` grouped by module as collected, the modules ordered by directory
+    (``DIRECTORY_ORDER``), and the modules whose tests wait for a background job
+    (tests/background.py) after all the others, so that the jobs run while the rest does."""
+    tests = Path(__file__).resolve().parent
+    fixtures = {fixture for job in background.JOBS.values() for fixture in job.fixtures}
+    waits = {item.path for item in items if fixtures & set(getattr(item, "fixturenames", ()))}
+
+    def key(item):
+        path = Path(str(item.path)).resolve()
+        parts = path.relative_to(tests).parts if path.is_relative_to(tests) else ("?", path.name)
+        directory = parts[0] if len(parts) > 1 else ""
+        rank = DIRECTORY_ORDER.index(directory) if directory in DIRECTORY_ORDER else len(DIRECTORY_ORDER)
+        return item.path in waits, rank
+
+    return sorted(items, key=key)
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         stem = Path(str(item.path)).stem
         function = getattr(item, "originalname", None) or item.name.split("[")[0]
         for name in sorted(marks_of(stem, function, getattr(item, "fixturenames", ()))):
             item.add_marker(name)
+    items[:] = run_order(items)
 
 
 def _deselected_whole(markexpr: str, marks: set, registered: list) -> bool:

@@ -254,3 +254,19 @@ def test_the_session_queues_the_jobs_of_the_selected_tests_only(pytester, tmp_pa
     pytester.makepyfile(test_background=BACKGROUND_TESTS.replace("{tag}", tmp_path.name))
     result = pytester.runpytest_inprocess("-q", "-p", "no:cacheprovider", "-k", "not deselected")
     result.assert_outcomes(passed=2, deselected=1)
+
+
+def test_the_run_order_is_by_directory_with_the_modules_that_wait_for_jobs_last(tmp_path):
+    class Item:
+        def __init__(self, relative, fixtures=()):
+            self.path, self.fixturenames = helpers.REPO / "tests" / relative, list(fixtures)
+
+    background.Job(f"order-{tmp_path.name}", [sys.executable, "-c", "pass"], fixtures=(f"waits_{tmp_path.name}",))
+    items = [Item("frameworks/test_a.py"), Item("reference/test_b.py", [f"waits_{tmp_path.name}"]),
+             Item("reference/test_b.py"), Item("reference/test_c.py"), Item("gate/test_d.py"), Item("test_top.py"),
+             Item("frameworks/test_a.py")]
+    order = [(str(item.path.relative_to(helpers.REPO / "tests")), item.fixturenames != [])
+             for item in conftest.run_order(items)]
+    assert order == [("test_top.py", False), ("reference/test_c.py", False), ("gate/test_d.py", False),
+                     ("frameworks/test_a.py", False), ("frameworks/test_a.py", False),
+                     ("reference/test_b.py", True), ("reference/test_b.py", False)]
