@@ -134,6 +134,11 @@ def _compare(actual, golden, dtype_name: str, allowance=None, scale_floor: float
     actual64 = np.asarray(actual).astype(np.float64)
     if actual64.shape != golden.shape:
         return TensorError(math.inf, math.inf, math.inf, None, None, None)
+    if not golden.size:
+        return TensorError(0.0, 0.0, 0.0, None, None, None)
+    diff = np.abs(actual64 - golden)
+    if math.isfinite(diff.max()):  # then every element of both is finite: no special value to match
+        return _finite_error(actual64, golden, diff, dtype_name, allowance, scale_floor, want_ulps)
     a_special, g_special = ~np.isfinite(actual64), ~np.isfinite(golden)
     if a_special.any() or g_special.any():
         mismatch = _special_mismatch(actual64, golden)
@@ -144,10 +149,7 @@ def _compare(actual, golden, dtype_name: str, allowance=None, scale_floor: float
     finite = ~(a_special | g_special)
     if not finite.any():
         return TensorError(0.0, 0.0, 0.0, None, None, None)
-    if not (a_special.any() or g_special.any()) and np.array_equal(actual64, golden):
-        first = (0,) * golden.ndim  # equal: every metric 0, the first element reported
-        return TensorError(0.0, 0.0, 0.0, first, float(golden[first]), float(actual64[first]))
-    diff = np.where(finite, np.abs(actual64 - golden), 0.0)
+    diff = np.where(finite, diff, 0.0)
     worst = np.unravel_index(int(np.argmax(diff)), diff.shape) if diff.ndim else ()
     max_abs = float(diff[worst])
     scale = max(float(np.max(np.abs(np.where(finite, golden, 0.0)))), scale_floor)
@@ -163,5 +165,27 @@ def _compare(actual, golden, dtype_name: str, allowance=None, scale_floor: float
     ulp = math.nan
     if want_ulps:
         ulp = float(np.max(ulp_distance(np.where(finite, actual64, 0.0), np.where(finite, golden, 0.0), dtype_name)))
+    return TensorError(normwise, ulp, max_abs, tuple(int(i) for i in worst),
+                       float(golden[worst]), float(actual64[worst]))
+
+
+def _finite_error(actual64, golden, diff, dtype_name: str, allowance, scale_floor: float,
+                  want_ulps: bool) -> TensorError:
+    """``_compare`` where every element of both tensors is finite (the common case)."""
+    if not diff.any():
+        first = (0,) * golden.ndim  # equal: every metric 0, the first element reported
+        return TensorError(0.0, 0.0, 0.0, first, float(golden[first]), float(actual64[first]))
+    worst = np.unravel_index(int(np.argmax(diff)), diff.shape) if diff.ndim else ()
+    max_abs = float(diff[worst])
+    scale = max(float(np.max(np.abs(golden))), scale_floor)
+    excess = diff if allowance is None else np.maximum(diff - np.asarray(allowance, dtype=np.float64), 0.0)
+    max_excess = float(np.max(excess))
+    if max_excess == 0:
+        normwise = 0.0
+    elif scale == 0:
+        normwise = math.inf
+    else:
+        normwise = max_excess / scale / EPSILON[dtype_name]
+    ulp = float(np.max(ulp_distance(actual64, golden, dtype_name))) if want_ulps else math.nan
     return TensorError(normwise, ulp, max_abs, tuple(int(i) for i in worst),
                        float(golden[worst]), float(actual64[worst]))
