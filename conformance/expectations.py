@@ -54,10 +54,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from conformance.tolerance import KINDS
+
 DIRECTORY = Path(__file__).resolve().parent / "expectations"
 VERDICTS = ("skip", "xfail", "tolerance", "model")
 KEYS = ("id", "flag", "result", "dtype", "mode", "device", "kind")
-TENSOR_KINDS = ("variables", "update", "r", "c", "v", "average", "accumulator", "momentum")
+TENSOR_KINDS = KINDS  # what a tolerance entry's kind= may name: every tensor with a budget
 #: The values a lane selector may take.
 LANE_VALUES = {"dtype": ("float64", "float32", "float16", "bfloat16"), "mode": ("teacher", "trajectory"),
                "device": ("cpu", "gpu"), "result": ("valid", "acceptable", "invalid")}

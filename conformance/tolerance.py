@@ -35,11 +35,15 @@ from pathlib import Path
 
 import numpy as np
 
+from reference.state import SLOT_KINDS
+
 SAFETY_FACTOR = 4.0
 FLOOR = 2.0
 DERIVED_DTYPES = ("float64", "float32", "float16", "bfloat16")
 MODES = ("teacher", "trajectory")
-KINDS = ("variables", "update", "r", "c", "v", "average", "accumulator", "momentum")
+#: The tensors a budget exists for: the variables, their update x_k - x_{k-1}, and every
+#: optimizer state kind (reference.state.Kind: a new kind gets budgets when re-derived).
+KINDS = ("variables", "update", *(k.value for k in SLOT_KINDS))
 POLICY_PATH = Path(__file__).resolve().parent / "tolerances.json"
 DOC_PATH = Path(__file__).resolve().parent / "TOLERANCES.md"
 
