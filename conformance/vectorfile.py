@@ -394,7 +394,7 @@ SCHEDULE_ARGUMENTS = {
                             ("initial_learning_rate", "first_decay_steps")),
 }
 DTYPE_NAMES = ("float64", "float32", "float16", "bfloat16")
-#: Flags a gradient's special values require (tools/gradient_flags.py derives them) and
+#: Flags a gradient's special values require (conformance/generator/flags.py derives them) and
 #: that make a vector ``acceptable``, never ``valid``.
 GRADIENT_FLAGS = ("NONFINITE_GRADIENT", "SQUARE_OVERFLOW", "SUBNORMAL_GRADIENT")
 #: The flag that allows NaN or inf anywhere else (initial values, expected state, learning rates).
@@ -722,7 +722,7 @@ def _check_vector(vector: dict, dialect: str, notes: dict, fail) -> None:
 def gradient_flags(g) -> set:
     """The flags gradient values ``g`` require: NONFINITE_GRADIENT (a NaN or inf),
     SQUARE_OVERFLOW (finite, but g*g overflows), SUBNORMAL_GRADIENT (nonzero, below the
-    smallest normal). The same rule as tools/gradient_flags.py, which the generators use."""
+    smallest normal). The same rule as conformance/generator/flags.py, which the generator uses."""
     return _gradient_flags_of_bits(np.asarray(g, dtype=">f8").tobytes())
 
 

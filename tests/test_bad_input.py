@@ -883,8 +883,8 @@ def test_argument_tables_match_the_constructors():
 
 
 def test_gradient_flag_rule_matches_the_generators():
-    """The loader requires exactly the flags tools/gradient_flags.py gives a gradient."""
-    from tools.gradient_flags import special_value_flags
+    """The loader requires exactly the flags the generator (conformance/generator/flags.py) gives a gradient."""
+    from conformance.generator.flags import special_value_flags
 
     tiny, limit = np.finfo(np.float64).tiny, np.sqrt(np.finfo(np.float64).max)
     for values in ([1.0, 2.0], [np.nan], [np.inf, 1.0], [1e160], [limit], [np.nextafter(limit, np.inf)],

@@ -34,10 +34,8 @@ from tabulate import tabulate
 
 import reference
 from conformance import vectorfile as vf
-from conformance.generator import generate_vector  # noqa: F401  (the core; re-exported for callers)
-from conformance.generator.case import Case, draw_inputs, seed_for  # noqa: F401
-from conformance.generator.flags import DIALECT_NOTES, KNIFE_EDGE, NOTES  # noqa: F401
-from conformance.generator.keras import CallRecorder  # noqa: F401
+from conformance.generator import generate_vector
+from conformance.generator.flags import DIALECT_NOTES, NOTES
 from reference import Adafactor
 from tools import dialect_cases
 from tools.vector_cases import CASES
