@@ -3,6 +3,7 @@ and vector by vector.
 
     python -m tools.compare_reports BEFORE.json AFTER.json
     python -m tools.compare_reports BEFORE_DIR AFTER_DIR     # every *.json in each, lanes merged
+    python -m tools.compare_reports --common BEFORE AFTER    # only the lanes both hold
 
 A lane is adapter x dtype x mode x device (a directory holds e.g. one report per adapter;
 its reports' lanes are merged, and their run verdicts are compared report by report). Printed: lanes present in only one report, lanes
@@ -29,13 +30,21 @@ def _verdicts(lane: dict) -> dict:
     return {o["id"]: (o["status"], o.get("model")) for o in lane.get("outcomes", [])}
 
 
-def differences(before: dict, after: dict) -> list[str]:
-    """One line per difference in verdicts between two reports (empty: identical)."""
+def _verdict_set(verdict) -> set:
+    return set(verdict.values()) if isinstance(verdict, dict) else {verdict}
+
+
+def differences(before: dict, after: dict, common_only: bool = False) -> list[str]:
+    """One line per difference in verdicts between two reports (empty: identical);
+    ``common_only``: only the lanes both hold (and no run verdict), for a partial run."""
     out = []
-    if before.get("verdict") != after.get("verdict"):
-        out.append(f"run verdict: {before.get('verdict')} -> {after.get('verdict')}")
     old, new = _lanes(before), _lanes(after)
-    for key in sorted(old.keys() | new.keys()):
+    same_shape = isinstance(before.get("verdict"), dict) == isinstance(after.get("verdict"), dict)
+    if not common_only and (before.get("verdict") != after.get("verdict") if same_shape
+                            else _verdict_set(before.get("verdict")) != _verdict_set(after.get("verdict"))):
+        out.append(f"run verdict: {before.get('verdict')} -> {after.get('verdict')}")
+    keys = (old.keys() & new.keys()) if common_only else (old.keys() | new.keys())
+    for key in sorted(keys):
         name = " ".join(key)
         if key not in new:
             out.append(f"{name}: lane only in the first report")
@@ -86,14 +95,15 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("before", type=Path)
     parser.add_argument("after", type=Path)
+    parser.add_argument("--common", action="store_true", help="compare only the lanes both hold (a partial run)")
     args = parser.parse_args(argv)
     try:
         before, after = _read(args.before), _read(args.after)
     except SystemExit as exc:
         print(exc, file=sys.stderr)
         return 2
-    found = differences(before, after)
-    lanes = len(_lanes(after))
+    found = differences(before, after, args.common)
+    lanes = len(_lanes(after).keys() & _lanes(before).keys()) if args.common else len(_lanes(after))
     vectors = sum(len(lane.get("outcomes", [])) for lane in after.get("lanes", []))
     for line in found:
         print(line)
