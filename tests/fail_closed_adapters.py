@@ -21,8 +21,7 @@ from pathlib import Path
 
 from conformance import vectorfile as vf
 from conformance.adapters.reference import ReferenceAdapter
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.helpers import REPO
 #: A small corpus for fast runs: 3 valid Keras vectors of 2 steps, the Keras and torch invalid ones.
 MINI_FILES = ("keras/regression.json", "keras/invalid.json", "torch/invalid.json")
 

@@ -9,6 +9,7 @@ call every float64 and float32 lane of these DOES NOT CONFORM.
 from __future__ import annotations
 
 from conformance.adapters.keras_adapter import KerasJaxAdapter, KerasTensorFlowAdapter, KerasTorchAdapter
+from conformance.adapters.registry import entry
 
 BETA_2_DECAY_SCALE = 1.001
 
@@ -31,16 +32,16 @@ class _Injected:
 class InjectedKerasJax(_Injected, KerasJaxAdapter):
     def __init__(self):
         super().__init__()
-        self.name, self.expectations = "keras-jax-injected", "keras-jax"
+        self.name, self.expectations = "keras-jax-injected", entry("keras-jax").expectations
 
 
 class InjectedKerasTorch(_Injected, KerasTorchAdapter):
     def __init__(self):
         super().__init__()
-        self.name, self.expectations = "keras-torch-injected", "keras-torch"
+        self.name, self.expectations = "keras-torch-injected", entry("keras-torch").expectations
 
 
 class InjectedKerasTensorFlow(_Injected, KerasTensorFlowAdapter):
     def __init__(self):
         super().__init__()
-        self.name, self.expectations = "keras-tensorflow-injected", "keras-tensorflow"
+        self.name, self.expectations = "keras-tensorflow-injected", entry("keras-tensorflow").expectations

@@ -10,7 +10,8 @@ from pathlib import Path
 
 os.environ["KERAS_BACKEND"] = "tensorflow"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+REPO = next(p for p in Path(__file__).resolve().parents if (p / "vectors").is_dir())
+sys.path.insert(0, str(REPO))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -21,17 +22,17 @@ from reference import schedules  # noqa: E402
 
 def main() -> dict:
     worst = {}
-    corpus = vf.load_corpus(Path(__file__).resolve().parent.parent / "vectors")
+    corpus = vf.load_corpus(REPO / "vectors")
     for _, vector in vf.iter_vectors(corpus):
-        config = vector["config"].get("learning_rate")
-        if vf.dialect_of(vector) != "keras" or not isinstance(config, dict) or "class_name" not in config:
+        config = vector.config.get("learning_rate")
+        if vector.dialect != "keras" or not isinstance(config, dict) or "class_name" not in config:
             continue
         ours, theirs = schedules.deserialize(config), keras.optimizers.schedules.deserialize(config)
-        for step in range(4 * len(vector["steps"]) + 8):  # the raw micro-step counter
+        for step in range(4 * len(vector.raw["steps"]) + 8):  # the raw micro-step counter
             a, b = np.float32(ours(step)), np.float32(np.asarray(theirs(step)))
             if np.isfinite(a) and np.isfinite(b):
                 ulps = abs(int(a.view(np.int32)) - int(b.view(np.int32)))
-                worst[vector["id"]] = max(worst.get(vector["id"], 0), ulps)
+                worst[vector.id] = max(worst.get(vector.id, 0), ulps)
     return worst
 
 

@@ -28,12 +28,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conformance import cli, runner
+from conformance import cli
 from conformance import vectorfile as vf
 from conformance.adapters.reference import ReferenceAdapter
+from conformance.applicability import skip_reason
 from tests.fail_closed_adapters import mini_corpus
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.helpers import REPO, gate
 ADAPTERS = "tests.fail_closed_adapters"
 VALID = ("regression/float32-beta2-decay-cancellation", "regression/float32-ema-overwrite-cancellation",
          "regression/float32-update-envelope")
@@ -42,12 +42,6 @@ VALID = ("regression/float32-beta2-decay-cancellation", "regression/float32-ema-
 @pytest.fixture(scope="module")
 def mini(tmp_path_factory):
     return mini_corpus(tmp_path_factory.mktemp("vectors"))
-
-
-def gate(*args, env=None, timeout=120):
-    """The real CLI in a subprocess, from the repository root."""
-    return subprocess.run([sys.executable, "-m", "conformance", *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
 def run(mini, *args, **kwargs):
@@ -114,17 +108,17 @@ def _results(mini, dtype="float32", mode="trajectory", device="cpu", only=None):
     adapter = ReferenceAdapter()
     out = {}
     for _, vector in vf.iter_vectors(vf.load_corpus(mini)):
-        if vf.dialect_of(vector) != "keras" or (only is not None and vector["id"] not in only):
+        if vector.dialect != "keras" or (only is not None and vector.id not in only):
             continue
-        if vector["result"] == "invalid":
-            out[vector["id"]] = {"error": vector["error"]["class"], "step": vector["error"].get("step")}
+        if vector.result == "invalid":
+            out[vector.id] = {"error": vector.error.cls, "step": vector.error.step}
             continue
-        if runner.representability(vector, dtype):
+        if skip_reason(vector, dtype):
             continue
         session = adapter.create(vector, dtype, "cpu")
         steps = []
-        for step in vector["steps"]:
-            session.step([None if g is None else vf.decode_array(g).astype(np.dtype(dtype)) for g in step["grads"]])
+        for step in vector.steps:
+            session.step([None if g is None else g.astype(np.dtype(dtype)) for g in step.grads])
             s = session.read()
 
             def enc(items):
@@ -133,7 +127,7 @@ def _results(mini, dtype="float32", mode="trajectory", device="cpu", only=None):
 
             steps.append({"iterations": s.iterations, "variables": enc(s.variables), "r": enc(s.r), "c": enc(s.c),
                           "v": enc(s.v), "average": enc(s.average), "accumulator": enc(s.accumulator)})
-        out[vector["id"]] = {"steps": steps}
+        out[vector.id] = {"steps": steps}
     return {"format": "adafactor-conformance-results", "schema_version": 1, "implementation": "test port",
             "dtype": dtype, "mode": mode, "device": device, "vectors": out}
 

@@ -1,39 +1,68 @@
 """Real Keras with an injected bug (tests/keras_injected.py: beta_2_decay scaled by 1.001)
 must fail its float64 lane through the gate, with the backend's committed expectation file
-and deviation models in force: a known deviation cannot hide a real one."""
+and deviation models in force: a known deviation cannot hide a real one.
+
+Each backend's gate run is a child process started early on the other core
+(tests/background.py); this process never imports Keras."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests import background
+from tests.helpers import REPO
+
 BACKENDS = {"jax": "InjectedKerasJax", "torch": "InjectedKerasTorch", "tensorflow": "InjectedKerasTensorFlow"}
 #: Vectors with several steps (beta_2 differs from step 2) over every shape kind.
 VECTORS = ("shapes/", "multi_variable/")
 
+#: Runs the gate with the arguments given and a JSON report in a temporary directory; prints
+#: the gate's output, then the report on a line of its own after "REPORT ", and exits as the gate.
+GATE_WITH_REPORT = r"""
+import pathlib, subprocess, sys, tempfile
+with tempfile.TemporaryDirectory() as d:
+    out = pathlib.Path(d) / "report.json"
+    done = subprocess.run([sys.executable, "-m", "conformance", "run", *sys.argv[1:], "--json", str(out)],
+                          capture_output=True, text=True)
+    sys.stdout.write(done.stdout)
+    sys.stderr.write(done.stderr)
+    print("\nREPORT " + (" ".join(out.read_text().split()) if out.exists() else "null"))
+sys.exit(done.returncode)
+"""
 
-@pytest.mark.parametrize("backend", list(BACKENDS))
-def test_an_injected_bug_fails_the_float64_lane(backend, tmp_path):
+
+def _job(backend: str) -> background.Job:
+    args = [sys.executable, "-c", GATE_WITH_REPORT, "--adapter", f"tests.keras_injected:{BACKENDS[backend]}",
+            "--dtype", "float64", "--mode", "teacher"]
+    for pattern in VECTORS:
+        args += ["--vectors", pattern]
+    return background.Job(f"keras-injected-{backend}", args, cwd=REPO, timeout=900,
+                          env=background.environment(TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO)),
+                          fixtures=("injected_run",), requires=("keras", backend))
+
+
+JOBS = {backend: _job(backend) for backend in BACKENDS}
+
+
+@pytest.fixture
+def injected_run(backend):
     for module in ("keras", backend):
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"{module} is not installed (`make test` installs it)")
-    out = tmp_path / "report.json"
-    cmd = [sys.executable, "-m", "conformance", "run", "--adapter", f"tests.keras_injected:{BACKENDS[backend]}",
-           "--dtype", "float64", "--mode", "teacher", "--json", str(out)]
-    for pattern in VECTORS:
-        cmd += ["--vectors", pattern]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
+    return JOBS[backend].result()
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_an_injected_bug_fails_the_float64_lane(backend, injected_run):
+    proc = injected_run
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "DOES NOT CONFORM" in proc.stdout
-    outcomes = [o for lane in json.loads(out.read_text())["lanes"] for o in lane["outcomes"]]
+    report = json.loads(proc.stdout.rsplit("\nREPORT ", 1)[1])
+    outcomes = [o for lane in report["lanes"] for o in lane["outcomes"]]
     multi_step = [o for o in outcomes if o["status"] != "skip" and len(o["curve"].get("variables", [])) > 1]
     failed = [o for o in multi_step if o["status"] == "fail"]
     # beta_2 differs from step 2 on: most multi-step vectors fail (a vector whose gradients

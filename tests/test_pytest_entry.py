@@ -4,6 +4,7 @@ carry the runner's details."""
 import pytest
 
 from conformance.pytest_entry import conformance_tests
+from tests.helpers import corpus_vectors
 
 pytest_plugins = ["pytester"]
 
@@ -44,11 +45,7 @@ from conformance.pytest_entry import conformance_tests
 test_port = conformance_tests("torch", dtypes=["float64"], modes=["teacher"], vectors=["torch/shapes/", "shapes/"])
 """)
     result = pytester.runpytest_inprocess("-q")
-    from conformance import vectorfile as vf
-    from conformance.pytest_entry import DEFAULT_VECTORS
-
-    docs = vf.load_corpus(DEFAULT_VECTORS)
-    expected = sum(1 for _, v in vf.iter_vectors(docs) if v["id"].startswith("torch/shapes/"))
+    expected = sum(1 for _, v in corpus_vectors() if v.id.startswith("torch/shapes/"))
     result.assert_outcomes(passed=expected + 1)  # + the anything-graded guard
 
 

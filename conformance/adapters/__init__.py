@@ -4,11 +4,10 @@
 
 from __future__ import annotations
 
-from conformance.adapters.base import Adapter, AdapterError, LaneState, Session
+from conformance.adapters.base import Adapter, AdapterError, Session
 from conformance.adapters.registry import ADAPTERS, AdapterEntry, entry, resolve
 
 #: Registered adapters as name -> "module:Class" (the registry's targets).
 REGISTRY = {name: e.target for name, e in ADAPTERS.items()}
 
-__all__ = ["ADAPTERS", "Adapter", "AdapterEntry", "AdapterError", "LaneState", "REGISTRY", "Session", "entry",
-           "resolve"]
+__all__ = ["ADAPTERS", "Adapter", "AdapterEntry", "AdapterError", "REGISTRY", "Session", "entry", "resolve"]

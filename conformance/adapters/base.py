@@ -50,7 +50,7 @@ from typing import Optional
 
 import numpy as np
 
-from reference.state import Kind, State
+from reference.state import State
 
 #: Lane dtypes the gate knows. bfloat16 arrays use ml_dtypes.bfloat16.
 DTYPES = ("float64", "float32", "float16", "bfloat16")
@@ -78,15 +78,6 @@ def finfo(name: str):
 class AdapterError(RuntimeError):
     """An adapter cannot be loaded, its framework is missing, or the implementation did
     something the gate cannot grade (exit code 2)."""
-
-
-def LaneState(iterations, variables, r, c, v, average=None, accumulator=None, learning_rate_calls=0,
-              momentum=None, flags=None) -> State:
-    """Deprecated: build a ``reference.state.State`` from the old per-kind arguments (a
-    kind given as None is absent). Use ``State(iterations, {Kind.V: [...], ...})``."""
-    return State(iterations, {Kind.VARIABLES: variables, Kind.R: r, Kind.C: c, Kind.V: v, Kind.AVERAGE: average,
-                              Kind.ACCUMULATOR: accumulator, Kind.MOMENTUM: momentum},
-                 learning_rate_calls, flags)
 
 
 class Session:

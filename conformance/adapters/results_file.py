@@ -214,12 +214,12 @@ class ResultsFileAdapter(Adapter):
 
     def unsupported(self, vector, dtype, device):
         if vector.id not in self.data["vectors"]:
-            from conformance.runner import representability
+            from conformance.applicability import skip_reason
 
             # A vector no port can run in this dtype is skipped as for every adapter; any
             # other selected vector of the file's dialects that it lacks is MISSING
             # (cli.py makes that a failure unless --allow-partial).
-            return super().unsupported(vector, dtype, device) or representability(vector, dtype) or MISSING
+            return super().unsupported(vector, dtype, device) or skip_reason(vector, dtype) or MISSING
         return super().unsupported(vector, dtype, device)
 
     def create(self, vector, dtype, device) -> Session:
