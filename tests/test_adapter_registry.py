@@ -6,6 +6,8 @@ a "not installed" reason naming the pip extra; the documented example adapter co
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -13,7 +15,7 @@ import pytest
 from conformance import expectations
 from conformance.adapters import ADAPTERS, REGISTRY, AdapterEntry, AdapterError, base, resolve
 from conformance.adapters.registry import registered
-from tests.helpers import run_lane, select
+from tests.helpers import REPO, run_lane, select
 
 
 def test_every_entry_loads_as_declared(monkeypatch):
@@ -77,3 +79,15 @@ def test_the_documented_example_adapter_conforms(mode):
     assert lane.graded == len(vectors) > 20, lane.counts()
     assert lane.counts()["pass"] == len(vectors), [(o.id, o.status, o.reason) for o in lane.outcomes
                                                     if o.status != "pass"]
+
+
+@pytest.mark.subprocess
+def test_listing_and_loading_adapters_imports_no_framework():
+    """The registry and every adapter class load without importing a framework (each
+    imports its own when it runs), so ``list`` and ``--adapter all``'s checks stay fast."""
+    script = ("import sys\nfrom conformance.adapters import ADAPTERS\nfor e in ADAPTERS.values(): e.load()\n"
+              "print(sorted(m for m in ('torch', 'jax', 'keras', 'tensorflow', 'optax', 'transformers') "
+              "if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout
