@@ -2,26 +2,25 @@
 reach, what counts as checked, the per-adapter example databases, and the promotion of a
 failing example to a regression vector."""
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import importlib.util
-
 import numpy as np
-
 import pytest
 
-from conformance import replay, runner
+from conformance import applicability, replay, runner
 from conformance.adapters import broken
 from conformance.fuzz import differential, mutants, profiles
 from conformance.fuzz.differential import fuzz
 from conformance.fuzz.strategies import FREE, REGIMES
+from conformance.generator import generate_vector
 from conformance.tolerance import Policy
+from tests.helpers import build_vector
 from tools import promote
-from tools.generate_vectors import generate_vector
 from tools.vector_cases import regression_case
 
 REPO = Path(__file__).resolve().parent.parent
@@ -100,7 +99,7 @@ def test_every_draw_discarded_is_nothing_checked(monkeypatch):
     few = [strategies.make_case({}, (("w", (2,)),), ([np.ones(2)], [[np.full(2, float(k))]]))
            for k in range(1, 5)]
     monkeypatch.setattr(strategies, "fuzz_cases", lambda lane, depth, regime: st.sampled_from(few))
-    monkeypatch.setattr(differential.runner, "representability", lambda vector, dtype: "cannot hold it")
+    monkeypatch.setattr(differential.applicability, "skip_reason", lambda vector, dtype: "cannot hold it")
     result = fuzz("reference", "float64", "ci", max_examples=10, regimes=[FREE], write_failures=False)
     assert result.examples == 0 and result.discarded > 0 and result.failure is None, result.summary()
     assert result.nothing_checked and result.exit_code == 3
@@ -227,36 +226,27 @@ def test_ci_profile_draws_do_not_depend_on_loaded_modules(tmp_path):
         there["draws"], there["examples"], there["discarded"], there["regimes"])
 
 
-def _vector(config, initial, grads, steps=1):
-    from tools.vector_cases import Case
-
-    case = Case(id="regression/probe", description="probe", config=config,
-                variables=(("dense/kernel", np.shape(initial[0])),), steps=steps,
-                inputs=(initial, grads))
-    return generate_vector(case)
-
-
 def test_rms_of_x_underflowing_in_the_lane_is_not_graded():
     """x = 2**-126 (float32's smallest normal) with epsilon_2 = 0: RMS(x) sets the step size
     but x*x underflows in float32, so every float32 implementation of Keras's formula takes
     no step (found by the differential fuzzer). float64 still grades it."""
-    vector = _vector({"epsilon_2": 0.0}, [np.array(2.0 ** -126)], [[np.array(1.0)]])
-    reason = runner.representability(vector, "float32")
+    vector = build_vector({"epsilon_2": 0.0}, [np.array(2.0 ** -126)], [[np.array(1.0)]])
+    reason = applicability.skip_reason(vector, "float32")
     assert reason and "RMS(x) of variable 0" in reason and "float32" in reason, reason
-    assert runner.representability(vector, "float64") is None
+    assert applicability.skip_reason(vector, "float64") is None
     # With the default epsilon_2 = 1e-3 the step size does not depend on RMS(x): graded.
-    assert runner.representability(_vector({}, [np.array(2.0 ** -126)], [[np.array(1.0)]]), "float32") is None
+    assert applicability.skip_reason(build_vector({}, [np.array(2.0 ** -126)], [[np.array(1.0)]]), "float32") is None
 
 
 def test_second_moment_beyond_the_lane_range_is_not_graded():
     """Row statistics spanning more than float32's range: R / mean(R) underflows to 0 and
     U = G / sqrt(0) in any float32 port (found by the differential fuzzer)."""
     g = np.array([[3e14, 1.0], [3e-17, 0.0]])
-    vector = _vector({}, [np.ones((2, 2))], [[g]])
-    reason = runner.representability(vector, "float32")
+    vector = build_vector({}, [np.ones((2, 2))], [[g]])
+    reason = applicability.skip_reason(vector, "float32")
     assert reason and "beyond float32" in reason, reason
-    assert runner.representability(vector, "float64") is None
-    assert runner.representability(_vector({}, [np.ones((2, 2))], [[np.array([[3.0, 1.0], [0.5, 0.0]])]]),
+    assert applicability.skip_reason(vector, "float64") is None
+    assert applicability.skip_reason(build_vector({}, [np.ones((2, 2))], [[np.array([[3.0, 1.0], [0.5, 0.0]])]]),
                                    "float32") is None
 
 
@@ -265,12 +255,12 @@ def test_second_moment_collapse_with_tiny_beta_2_decay_is_not_graded_in_float32(
     (~eps) times the old second moment swamps the new one when v shrinks 1e5-fold (found
     by the differential fuzzer: 1e3 eps on the float32 update). float64 still grades it."""
     grads = [[np.array(1e3)], [np.array(1.0)]]
-    vector = _vector({"beta_2_decay": -1e-5}, [np.array(1.0)], grads, steps=2)
-    reason = runner.representability(vector, "float32")
+    vector = build_vector({"beta_2_decay": -1e-5}, [np.array(1.0)], grads, steps=2)
+    reason = applicability.skip_reason(vector, "float32")
     assert reason and "shrinks" in reason and "v[0]" in reason, reason
-    assert runner.representability(vector, "float64") is None
+    assert applicability.skip_reason(vector, "float64") is None
     # The default beta_2_decay keeps beta_2 >= 0.43: the same inputs are graded.
-    assert runner.representability(_vector({}, [np.array(1.0)], grads, steps=2), "float32") is None
+    assert applicability.skip_reason(build_vector({}, [np.array(1.0)], grads, steps=2), "float32") is None
 
 
 def test_fuzzed_magnitudes_fit_the_lane():

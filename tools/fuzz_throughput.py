@@ -5,7 +5,9 @@ one run.
 
 Each lane runs in its own process (one Keras backend per process), the reference first;
 two tables go to stdout and into conformance/FUZZING.md by hand: throughput and verdicts,
-and the deep regimes each lane reached (checked examples / examples run). ``--repeat N``
+and the deep regimes each lane reached (checked examples / examples run). Throughput is
+given per wall second and per CPU second of the fuzzing process (all its threads): on a
+machine shared with other jobs only the second is comparable between runs. ``--repeat N``
 runs every lane N times, each in a fresh process, and reports whether every run drew the
 same examples (the ``draws`` fingerprint) and reached the same verdicts and regime counts:
 the CI profile's no-flake claim, measured.
@@ -47,7 +49,7 @@ def main(argv=None) -> int:
         runs = [_run(adapter, dtype, args.profile, args.examples) for _ in range(args.repeat)]
         shown = "keras-jax (eager apply)" if adapter == EAGER_JAX else adapter
         if any(s is None for s, _ in runs):
-            rows.append([shown, dtype] + ["-"] * 8 + [f"exit {runs[0][1]}"])
+            rows.append([shown, dtype] + ["-"] * 9 + [f"exit {runs[0][1]}"])
             continue
         s, code = runs[0]
         same = len({(r["draws"], r["examples"], r["discarded"], json.dumps(r["statuses"], sort_keys=True),
@@ -56,13 +58,14 @@ def main(argv=None) -> int:
         cpu = sorted(r["cpu_seconds"] for r, _ in runs)[len(runs) // 2]
         statuses = ", ".join(f"{k} {v}" for k, v in sorted(s["statuses"].items()))
         rows.append([shown, dtype, s["examples"], s["discarded"], s["checked"], statuses, f"{seconds:.1f}",
-                     f"{cpu:.1f}", f"{s['examples'] / seconds:.1f}", f"{s['draws']} x{len(runs)} " + ("same" if same else "DIFFERENT"),
+                     f"{cpu:.1f}", f"{s['examples'] / seconds:.1f}", f"{s['examples'] / cpu:.1f}" if cpu else "-",
+                     f"{s['draws']} x{len(runs)} " + ("same" if same else "DIFFERENT"),
                      VERDICT.get(code, f"exit {code}")])
         regime_rows.append([shown, dtype] + [f"{s['regimes'].get(name, 0)}/{s['regimes_run'].get(name, 0)}"
                                              for name in SHORT]
                            + [s["one_step"], s["max_steps"], s["max_last_axis"], s["configurations"]])
     print(tabulate(rows, headers=["adapter", "dtype", "examples", "discarded", "checked", "statuses",
-                                  "seconds (median)", "CPU s (median)", "examples/s", "draws, runs", "result"], tablefmt="github"))
+                                  "seconds (median)", "CPU s (median)", "examples/s", "examples/CPU s", "draws, runs", "result"], tablefmt="github"))
     print()
     print(tabulate(regime_rows, headers=["adapter", "dtype", *SHORT.values(), "1 step", "max steps", "max last axis",
                                          "configs"], tablefmt="github"))

@@ -2,8 +2,8 @@
 
 * ``conformance.fuzz.strategies``: Hypothesis strategies for every Keras Adafactor argument
   (valid and rejected configurations), variable shapes and names, input values, and whole
-  golden-vector cases (``tools.vector_cases.Case`` with explicit inputs) that
-  ``tools.generate_vectors.generate_vector`` turns into vectors.
+  golden-vector cases (``conformance.generator.Case`` with explicit inputs) that
+  ``conformance.generator.generate_vector`` turns into vectors.
 * ``conformance.fuzz.differential``: the reference against an adapter on drawn cases
   (``python -m conformance.fuzz``), in quotas: most examples built to reach one deep regime
   (``strategies.REGIMES``, ``strategies.fuzz_cases``), checked on the reference

@@ -4,9 +4,9 @@ Hypothesis draws, under the lane's tolerance policy.
     python -m conformance.fuzz --adapter keras-tensorflow --dtype float32 [--profile ci|dev|campaign]
                                [--mode teacher|trajectory|both]
 
-Each example is a drawn ``tools.vector_cases.Case``; the generator turns it into a golden
-vector with the reference (exactly as for the committed corpus) and the runner grades the
-adapter on it. The examples are split into quotas (``profiles.quotas``): most are built to
+Each example is a drawn ``conformance.generator.Case``; the generator turns it into a golden
+vector with the reference (exactly as for the committed corpus), decoded once into a
+``conformance.vector.Vector``, and the runner grades the adapter on it. The examples are split into quotas (``profiles.quotas``): most are built to
 reach one deep regime each (``strategies.REGIMES``: accumulation with a binding clip or a
 schedule, an EMA overwrite, relative_step=False above 1/sqrt(t), weight decay while
 epsilon_2 binds, runs past step 8, a last axis longer than 64), the rest are drawn freely;
@@ -25,7 +25,8 @@ that no tolerance has to be loosened:
   * the expected state is not finite (overflow, NaN): there is no accuracy to compare;
   * a min/max/clip pair sits on a knife edge (flag KNIFE_EDGE): a correct port may take the
     other arm, and the normwise metric of the update then measures the branch, not the port;
-  * the lane cannot represent the inputs (overflow/underflow in float32 and below).
+  * the lane cannot represent the inputs (overflow/underflow in float32 and below:
+    ``applicability.skip_reason``, the gate's own rules).
 
 Only ``pass``, ``model`` (passed under a named deviation model) and ``acceptable`` are
 passes; ``fail`` fails the run; every other status (``xfail``, ``xpass``, ``skip``, ...) is
@@ -45,7 +46,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from conformance import runner
+from conformance import applicability, runner
 from conformance.tolerance import Policy
 
 OUT = Path("out") / "fuzz"
@@ -146,7 +147,7 @@ class FuzzResult:
         return "\n".join(lines)
 
 
-def case_to_json(case, vector: dict, command: str, seed_note: str) -> dict:
+def case_to_json(case, vector, command: str, seed_note: str) -> dict:
     """A drawn case as language-neutral JSON (config as Keras config, arrays as bits; a
     callable learning rate as the values it returned, in call order)."""
     from conformance import vectorfile as vf
@@ -157,7 +158,7 @@ def case_to_json(case, vector: dict, command: str, seed_note: str) -> dict:
         config[key] = schedules.serialize(value) if isinstance(value, schedules.LearningRateSchedule) else value
     if case.make_learning_rate is not None:
         config["learning_rate"] = {"callable": "recorded",
-                                   "calls": [b for step in vector["steps"] for b in step.get("learning_rate_calls", [])]}
+                                   "calls": [vf.float_to_bits(v) for v in vector.learning_rate_calls]}
     initial, grads = case.inputs
     return {
         "format": "adafactor-fuzz-case", "version": 1,
@@ -192,6 +193,7 @@ def fuzz(adapter_name: str, dtype: str = "float32", profile: str = "ci", mode: s
     from conformance.fuzz.regimes import reached
     from conformance.fuzz.strategies import fuzz_cases, value_source
     from conformance.generator import generate_vector
+    from conformance.vector import as_vector
 
     mode = mode or profiles.MODES[profile]
     if mode not in ("teacher", "trajectory", "both"):
@@ -229,12 +231,11 @@ def fuzz(adapter_name: str, dtype: str = "float32", profile: str = "ci", mode: s
                                + b"\n")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                vector = generate_vector(case)
-            flags = set(vector["flags"])
-            if vector["result"] != "valid" or flags & {"KNIFE_EDGE", "NONFINITE_STATE"}:
+                vector = as_vector(generate_vector(case))
+            if vector.result != "valid" or set(vector.flags) & {"KNIFE_EDGE", "NONFINITE_STATE"}:
                 result.discarded += 1
                 assume(False)
-            if runner.representability(vector, dtype):
+            if applicability.skip_reason(vector, dtype):
                 result.discarded += 1
                 assume(False)
             outcome = runner.run_vector(adapter, vector, "<fuzz>", dtype, "cpu", example_mode, policy, entries)

@@ -56,7 +56,7 @@ class _Probe(Adafactor):
 
 
 def reached(case) -> set:
-    """The names of ``REGIMES`` that ``case`` (a ``tools.vector_cases.Case`` with explicit
+    """The names of ``REGIMES`` that ``case`` (a ``conformance.generator.Case`` with explicit
     inputs) reaches on the reference. A case the reference rejects reaches none."""
     config = dict(case.config)
     if case.make_learning_rate is not None:

@@ -6,7 +6,7 @@ configuration is a plain ``dict`` of Keras constructor arguments holding only th
 that differ from Keras's defaults (so a shrunk failure reads as "the defaults plus this"),
 schedules print as ``ExponentialDecay(initial_learning_rate=0.5, ...)``, a callable learning
 rate as ``CallableLearningRate(values=(0.125,))``, and a drawn case as the Python source of
-the ``tools.vector_cases.Case`` that reproduces it, every float written exactly. A few
+the ``conformance.generator.Case`` that reproduces it, every float written exactly. A few
 ``hypothesis.event`` labels (learning-rate kind, clipping, accumulation, value kinds) show up
 in ``pytest --hypothesis-show-statistics``.
 
@@ -30,9 +30,9 @@ Public strategies
     ``zeros`` (+0.0 or -0.0), ``mixed`` (every element of any of those kinds); ``subnormal``
     only with ``allow_subnormal=True`` (accelerators flush subnormals to zero).
 ``cases(...)``
-    A ``tools.vector_cases.Case`` with explicit ``inputs=`` (initial values, then 1..8 steps of
+    A ``conformance.generator.Case`` with explicit ``inputs=`` (initial values, then 1..8 steps of
     gradients, some ``None``) and the deterministic id ``regression/fuzz-<sha256 prefix>``,
-    ready for ``tools.generate_vectors.generate_vector``.
+    ready for ``conformance.generator.generate_vector``.
 ``fuzz_cases(lane, depth, regime)``
     What the differential fuzzer draws: a case built to reach one of ``REGIMES`` (accumulation
     with a binding clip or a live schedule over >= 2 updates, an EMA overwrite, relative_step
@@ -601,7 +601,7 @@ def case_source(case: Case) -> str:
 
 
 class FuzzCase(Case):
-    """A ``tools.vector_cases.Case`` that prints as the source that rebuilds it."""
+    """A ``conformance.generator.Case`` that prints as the source that rebuilds it."""
 
     def __repr__(self) -> str:
         return case_source(self)
@@ -640,7 +640,7 @@ def cases(draw, config=None, variables=None, min_steps: int = 1, max_steps: int 
           value_kinds=None, gradient_kinds=None, allow_subnormal: bool = False,
           none_gradients: bool = True, exclusion: bool = True, lane: str = "float64",
           elementwise: bool = True):
-    """A ``FuzzCase`` (a ``tools.vector_cases.Case``) with explicit inputs.
+    """A ``FuzzCase`` (a ``conformance.generator.Case``) with explicit inputs.
 
     ``config``: a strategy of valid configurations (default ``configs()``); a callable
     learning rate becomes ``make_learning_rate``. ``variables``: a strategy of
