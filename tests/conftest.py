@@ -52,30 +52,32 @@ FRAMEWORKS = ("torch", "jax", "tensorflow", "keras", "optax", "transformers", "f
 
 _FRAMEWORK = ("framework",)
 _FRAMEWORK_SUBPROCESS = ("framework", "subprocess")
+_SLOW_FRAMEWORK_SUBPROCESS = ("framework", "subprocess", "slow")
 
 #: Markers of every test of a module (by file stem).
 MODULE_MARKS = {
     "test_dialect_torch": _FRAMEWORK,          # imports torch at module level
     "test_dialect_transformers": _FRAMEWORK,   # imports torch and transformers at module level
     "test_fail_closed": ("subprocess",),       # the gate's CLI and its supervised children
-    "test_keras_adapters": _FRAMEWORK_SUBPROCESS,
-    "test_keras_injected": _FRAMEWORK_SUBPROCESS,
-    "test_keras_tf_crosscheck": _FRAMEWORK_SUBPROCESS,
+    "test_keras_adapters": _SLOW_FRAMEWORK_SUBPROCESS,
+    "test_keras_injected": _SLOW_FRAMEWORK_SUBPROCESS,
+    "test_keras_tf_crosscheck": _SLOW_FRAMEWORK_SUBPROCESS,
     "test_sharded": _FRAMEWORK,                # imports keras and jax at module level
 }
 
 #: Markers of single tests: ``"<file stem>::<test function>"`` (fnmatch patterns; the
 #: parametrisation is left out).
 TEST_MARKS = {
-    "test_arguments::test_get_config_matches_keras": _FRAMEWORK_SUBPROCESS,
-    "test_bad_input::test_*_match_real_keras": _FRAMEWORK_SUBPROCESS,
+    "test_arguments::test_get_config_matches_keras": _SLOW_FRAMEWORK_SUBPROCESS,
+    "test_bad_input::test_*_match_real_keras": _SLOW_FRAMEWORK_SUBPROCESS,
     "test_bad_input::test_the_gate_exits_2_*": ("subprocess",),
-    "test_deviations::test_real_tensorflow_schedules_stay_within_the_models_ulps": _FRAMEWORK_SUBPROCESS,
-    "test_dialect_optax::test_gate_passes_on_the_optax_vectors*": _FRAMEWORK_SUBPROCESS,
+    "test_deviations::test_real_tensorflow_schedules_stay_within_the_models_ulps": _SLOW_FRAMEWORK_SUBPROCESS,
+    "test_deviations::test_the_model_itself_conforms_under_its_entry_and_not_without": ("slow",),
+    "test_dialect_optax::test_gate_passes_on_the_optax_vectors*": _SLOW_FRAMEWORK_SUBPROCESS,
     "test_dialect_optax::test_xla_cpu_keeps_a_bfloat16_momentum_product_in_float32": _FRAMEWORK_SUBPROCESS,
-    "test_dialect_torch::test_gate_cli_conforms_on_the_torch_vectors": ("subprocess",),
-    "test_dialect_transformers::test_real_transformers_conforms_on_its_vectors": ("subprocess",),
-    "test_fuzzing::test_keras_adapters_survive_fuzzing": _FRAMEWORK_SUBPROCESS,
+    "test_dialect_torch::test_gate_cli_conforms_on_the_torch_vectors": ("subprocess", "slow"),
+    "test_dialect_transformers::test_real_transformers_conforms_on_its_vectors": ("subprocess", "slow"),
+    "test_fuzzing::test_keras_adapters_survive_fuzzing": _SLOW_FRAMEWORK_SUBPROCESS,
     "test_fuzzing::test_ci_profile_draws_do_not_depend_on_loaded_modules": ("subprocess",),
     "test_gate::test_cli_*": ("subprocess",),
     "test_gate::test_results_file_*": ("subprocess",),
@@ -95,13 +97,14 @@ TEST_MARKS = {
 }
 
 #: Markers of every test that uses a fixture (by fixture name; module-scoped fixtures that
-#: run a real framework in a child process).
+#: run a real framework in a child process: ``slow`` on every test that uses one, since any
+#: of them selected alone pays for the whole child).
 FIXTURE_MARKS = {
-    "keras_configs": _FRAMEWORK_SUBPROCESS,
-    "keras_errors": _FRAMEWORK_SUBPROCESS,
-    "keras_results": _FRAMEWORK_SUBPROCESS,
-    "real_optax": _FRAMEWORK_SUBPROCESS,
-    "real_optax_momentum": _FRAMEWORK_SUBPROCESS,
+    "keras_configs": _SLOW_FRAMEWORK_SUBPROCESS,
+    "keras_errors": _SLOW_FRAMEWORK_SUBPROCESS,
+    "keras_results": _SLOW_FRAMEWORK_SUBPROCESS,
+    "real_optax": _SLOW_FRAMEWORK_SUBPROCESS,
+    "real_optax_momentum": _SLOW_FRAMEWORK_SUBPROCESS,
 }
 
 

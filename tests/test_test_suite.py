@@ -77,10 +77,10 @@ def test_the_active_profile_is_the_one_the_variable_names():
 def test_markers_come_from_module_test_and_fixture_tables():
     assert conftest.marks_of("test_dialect_torch", "test_anything") == {"framework"}
     assert conftest.marks_of("test_bad_input", "test_constructor_errors_match_real_keras") == {
-        "framework", "subprocess"}
+        "framework", "subprocess", "slow"}
     assert conftest.marks_of("test_bad_input", "test_the_gate_exits_2_naming_file_and_vector") == {"subprocess"}
     assert conftest.marks_of("test_schedules", "test_float32_keras_matches", ["tmp_path", "keras_results"]) == {
-        "framework", "subprocess"}
+        "framework", "subprocess", "slow"}
     assert conftest.marks_of("test_schedules", "test_round_trip", ["tmp_path"]) == set()
 
 
