@@ -366,7 +366,6 @@ def expected_states(names, vector: dict, path, mode: str, start, goldens: list) 
     list) reach on ``vector``. Teacher: one model step from each golden state (the states
     the implementation is loaded with); trajectory: the model's own free run from the
     initial state."""
-    from conformance.runner import as_state
     from conformance.vector import as_vector
 
     vector = as_vector(vector, path=path)
@@ -377,5 +376,5 @@ def expected_states(names, vector: dict, path, mode: str, start, goldens: list) 
         if mode == "teacher":
             session.load((goldens[k - 1] if k else start).cast(np.float64))
         session.step([None if a is None else a.copy() for a in step.grads])
-        states.append(as_state(session.read()).cast(np.float64))
+        states.append(session.read().cast(np.float64))
     return states

@@ -8,7 +8,7 @@ Two modes:
 * ``trajectory``: the implementation runs free from its own freshly built state; errors
   accumulate, and budgets grow with the step (conformance/tolerance.py).
 
-The runner hands the adapter copies and reads copies back (``State``, reference/state.py),
+The runner hands the adapter copies and reads copies back (``reference.state.State``),
 checks that every array it reads is in the lane dtype (or the dtype the adapter declares
 for that kind, ``Adapter.state_dtypes``), and leaves the rest to its neighbours:
 ``applicability`` (vectors a lane cannot hold), ``grading`` (the grade of a replay, as a
@@ -35,9 +35,9 @@ from conformance.grading import Grader, Replay, VectorGrade, error_problems
 from conformance.outcomes import MAX_FAILURES_KEPT, UNGRADED, Failure, LaneReport, VectorOutcome
 from conformance.tolerance import Policy
 from conformance.vector import Vector, as_vector
-from reference.state import Kind, State, kind as state_kind
+from reference.state import State, kind as state_kind
 
-__all__ = ["select", "run_lane", "run_vector", "replay_states", "as_state", "UNGRADED", "MAX_FAILURES_KEPT",
+__all__ = ["select", "run_lane", "run_vector", "replay_states", "UNGRADED", "MAX_FAILURES_KEPT",
            "Failure", "VectorOutcome", "LaneReport", "Replay", "initial_state", "golden_states",
            "representability", "fixed_state_dtypes"]
 
@@ -176,13 +176,13 @@ def _invalid_problems(adapter, vector: Vector, dtype, device) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- replaying
-def as_state(read) -> State:
-    """What an adapter's ``read()`` returned, as a ``State`` (adapters still returning the
-    old per-kind LaneState object are converted here, the one boundary that accepts it)."""
-    if isinstance(read, State):
-        return read
-    values = {k: getattr(read, k.value, None) for k in Kind}
-    return State(read.iterations, values, getattr(read, "learning_rate_calls", 0), getattr(read, "flags", None))
+def _read(session, adapter_name: str, vector_id: str, step: int) -> State:
+    """A copy of what the implementation holds (``Session.read()``, a ``State``)."""
+    state = session.read()
+    if not isinstance(state, State):
+        raise AdapterError(f"{adapter_name}: vector {vector_id!r} step {step}: read() returned "
+                           f"{type(state).__name__}, not a reference.state.State")
+    return state.copy()
 
 
 def _check_dtypes(state: State, lane, adapter_name, vector_id, step, fixed: dict) -> None:
@@ -217,7 +217,7 @@ def replay_states(adapter, vector, path, dtype, device, mode, start: State, gold
     session = adapter.create(vector, dtype, device)
     try:
         if mode == "trajectory":
-            built = as_state(session.read()).copy()
+            built = _read(session, adapter.name, vector.id, 0)
             _check_dtypes(built, lane, adapter.name, vector.id, 0, fixed)
             stepped_from = built
         else:
@@ -230,7 +230,7 @@ def replay_states(adapter, vector, path, dtype, device, mode, start: State, gold
                 stepped_from = (goldens[k - 1] if k else start).cast(lane)
                 session.load(stepped_from.copy())
             session.step([None if g is None else g.copy() for g in grads[k]])
-            read = as_state(session.read()).copy()
+            read = _read(session, adapter.name, vector.id, k + 1)
             _check_dtypes(read, lane, adapter.name, vector.id, k + 1, fixed)
             previous.append(stepped_from)
             actual.append(read)

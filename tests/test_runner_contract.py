@@ -251,3 +251,18 @@ def test_rms_of_x_overflowing_in_the_lane_is_not_graded():
     half = helpers.build_vector({}, [np.full(4, 300.0)], [[np.ones(4)]])
     assert "beyond float16" in applicability.skip_reason(half, "float16")
     assert applicability.skip_reason(half, "float32") is None
+
+
+def test_a_read_that_is_not_a_state_is_an_adapter_error(corpus_vectors):
+    """The runner speaks reference.state.State only: any other object from read() is an
+    environment error naming the adapter, the vector and the step, never a grade."""
+    from conformance.adapters import AdapterError
+
+    class Untyped(ReferenceSession):
+        def read(self):
+            return {"iterations": 0}
+
+    adapter = type("Untyped", (_Adapter,), {"session": Untyped})()
+    rel, vector = _pick(corpus_vectors, "shapes/")[0]
+    with pytest.raises(AdapterError, match=r"step 0: read\(\) returned dict, not a reference.state.State"):
+        helpers.run_vector(adapter, rel, vector, mode="trajectory")
