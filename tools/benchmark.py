@@ -20,7 +20,8 @@ and its freshness check (``--check``).
 
 ``--small`` times one step on the small variables differential fuzzing draws (Python overhead
 dominates there, not memory traffic): the spec's ``update_step`` alone, ``reference.Adafactor.apply``
-on two variables, and every dialect's ``apply`` on the same two variables, in microseconds.
+on two variables, and every dialect's ``apply`` on the same two variables, in microseconds of
+CPU time (``time.process_time``: single-threaded work, robust to the shared machine's load).
 
 ``--gpu`` adds a second table where torch sees a CUDA device: torch.optim.Adafactor's step on
 the GPU in float64 and float32 (single-tensor and foreach) and the same copy floor as
@@ -45,13 +46,13 @@ from reference.adafactor_step import Hyperparameters, update_step, zero_moments
 DEFAULT_SHAPES = "256x256,1024x1024,4096x4096,64x256x256"
 
 
-def _median_time(fn, repeats: int) -> float:
+def _median_time(fn, repeats: int, clock=time.perf_counter) -> float:
     fn()  # warm-up
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return statistics.median(times)
 
 
@@ -169,8 +170,11 @@ SMALL_SHAPES = ((), (3,), (5, 3), (2, 4, 6))
 
 
 def _median_per_call(fn, calls: int, repeats: int) -> float:
-    """Median over ``repeats`` of the mean time of ``calls`` consecutive calls (seconds)."""
-    return _median_time(lambda: [fn() for _ in range(calls)], repeats) / calls
+    """Median over ``repeats`` of the mean CPU time (``time.process_time``) of ``calls``
+    consecutive calls, in seconds. These steps are single-threaded, so the process's CPU
+    time is their cost, and other processes on the shared machine do not inflate it as
+    they inflate wall time."""
+    return _median_time(lambda: [fn() for _ in range(calls)], repeats, clock=time.process_time) / calls
 
 
 def small_rows(repeats: int, calls: int = 300) -> list:
@@ -281,7 +285,8 @@ def main(argv=None) -> int:
         print(tabulate(profile_rows(largest, args.repeats), headers=["pass", "ms"], tablefmt="github"))
     if args.small:
         rows, headers = small_rows(args.repeats)
-        print(f"\nOne step on small float64 variables (median of {args.repeats} runs of 300 steps, microseconds)")
+        print(f"\nOne step on small float64 variables (median of {args.repeats} runs of 300 steps, "
+              "CPU microseconds)")
         print(tabulate(rows, headers=headers, tablefmt="github"))
     if args.gate:
         print("\nThe suite's own jobs, wall time with imports (median of 3, seconds)")
