@@ -505,8 +505,8 @@ class Adafactor:
     def set_state(self, state: State):
         """Load a complete state (for teacher-forced replays): ``iterations`` and r, c, v
         (plus ``average``/``accumulator`` where configured) per variable; a ``variables``
-        kind, if present, is ignored (``apply`` updates the variables themselves). Shapes
-        must match."""
+        kind, if present, is ignored (``apply`` updates the variables themselves), and so
+        are ``flags`` (what a step did is ``last_step``, not state). Shapes must match."""
         if not self.built:
             raise ValueError("Call build(variables) before set_state()")
         if state.v is None or len(state.v) != len(self._variables):
@@ -515,7 +515,7 @@ class Adafactor:
         for i, (v, x) in enumerate(zip(state.v, self._variables)):
             if v.shape != x.shape:
                 raise ValueError(f"state.v[{i}] has shape {v.shape}, expected {x.shape}")
-        self.state = _with_slots(state.without(Kind.VARIABLES).copy())
+        self.state = _with_slots(state.without(Kind.VARIABLES).copy().replace(flags=None))
 
     # ------------------------------------------------------------------ config
     def get_config(self) -> dict:

@@ -975,3 +975,15 @@ def test_from_config_round_trip(schedule):
     for a, b in zip(xs1, xs2):
         assert_bitwise(a, b)
     assert_state_bitwise(opt.state, clone.state)
+
+
+def test_set_state_loads_the_state_not_the_step_flags_nor_the_variables():
+    """What a step did (is_update_step, ema_overwritten) is ``last_step``; a loaded golden
+    state's flags and variables do not become the optimizer's state."""
+    opt = Adafactor(learning_rate=0.1)
+    x = [f64([1.0, 2.0])]
+    opt.apply([f64([0.5, 0.5])], x)
+    golden = opt.get_state().replace(flags={"is_update_step": False}, variables=[f64([9.0, 9.0])])
+    opt.set_state(golden)
+    assert opt.get_state().flags is None and "variables" not in opt.get_state()
+    assert opt.get_state().iterations == 1 and np.array_equal(opt.state.v[0], golden.v[0])
