@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import importlib
 
-DIALECT_MODULES = ("torch", "optax", "transformers")
+from reference.dialects import DIALECTS
+
+#: One module of cases per native dialect (every dialect of reference/dialects but the spec's).
+DIALECT_MODULES = tuple(name for name in DIALECTS if name != "keras")
 
 
 def load() -> tuple[list, dict]:
