@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Optional
 
 from conformance.tolerance import KINDS
+from conformance.vector import as_vector
 
 DIRECTORY = Path(__file__).resolve().parent / "expectations"
 VERDICTS = ("skip", "xfail", "tolerance", "model")
@@ -96,18 +97,19 @@ class Entry:
             return None
         return f"only {self.because} differs (failing: {', '.join(sorted(kinds)) or reason})"
 
-    def matches(self, vector: dict, dtype: str, mode: str, device: str) -> bool:
-        lane = {"dtype": dtype, "mode": mode, "device": device, "result": vector["result"]}
+    def matches(self, vector, dtype: str, mode: str, device: str) -> bool:
+        vector = as_vector(vector)
+        lane = {"dtype": dtype, "mode": mode, "device": device, "result": vector.result}
         for key, value in self.selectors.items():
             negate = value.startswith("!")
             if negate:
                 value = value[1:]
             if key == "id":
-                vid = vector["id"]
+                vid = vector.id
                 hit = (fnmatch.fnmatchcase(vid, value) if any(ch in value for ch in "*?[")
                        else vid.startswith(value))
             elif key == "flag":
-                hit = all(f in vector["flags"] for f in value.split(","))
+                hit = all(f in vector.flags for f in value.split(","))
             elif key == "kind":
                 continue  # applies per tensor, see budget_factor
             else:

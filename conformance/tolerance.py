@@ -158,7 +158,7 @@ def measure(documents_dir: Path, dtypes=DERIVED_DTYPES, dialect: str = "keras") 
 
     documents = vf.load_corpus(documents_dir)
     vectors = [(rel, v) for rel, v in vf.iter_vectors(documents)
-               if v["result"] == "valid" and vf.dialect_of(v) == dialect]
+               if v.result == "valid" and v.dialect == dialect]
     adapter = ReferenceAdapter()
     samples = {d: {m: {k: [] for k in KINDS} for m in MODES} for d in dtypes}
     for dtype in dtypes:
@@ -185,7 +185,7 @@ def measure_model(documents_dir: Path, name: str) -> dict:
     chosen = deviations.model(name)
     documents = vf.load_corpus(documents_dir)
     vectors = [(rel, v) for rel, v in vf.iter_vectors(documents)
-               if v["result"] == "valid" and vf.dialect_of(v) == "keras"]
+               if v.result == "valid" and v.dialect == "keras"]
     samples = {m: {k: [] for k in KINDS} for m in MODES}
     unlimited = Policy.unlimited()
     for mode in MODES:
@@ -195,12 +195,12 @@ def measure_model(documents_dir: Path, name: str) -> dict:
             for relative, vector in vectors:
                 path = f"{documents_dir}/{relative}"
                 goldens, start = vector.goldens, vector.initial_state
-                if vector["id"] not in expected:
-                    expected[vector["id"]] = deviations.expected_states(name, vector, path, mode, start, goldens)
+                if vector.id not in expected:
+                    expected[vector.id] = deviations.expected_states(name, vector, path, mode, start, goldens)
                 with np.errstate(all="ignore"):
                     run = runner.replay_states(adapter, vector, path, "float64", "cpu", mode, start, goldens)
                 grade = runner.grader(vector, "float64", mode, unlimited).replay(run, start, goldens,
-                                                                                 expected[vector["id"]])
+                                                                                 expected[vector.id])
                 for kind, values in grade.curve.items():
                     samples[mode][kind].extend((float(v), step) for step, v in enumerate(values, 1))
     return samples
