@@ -17,8 +17,6 @@ Facts the hand derivations lean on (t = 1 is the first real update):
 import importlib.util
 import json
 import math
-import os
-import subprocess
 import sys
 import warnings
 
@@ -26,6 +24,7 @@ import numpy as np
 import pytest
 
 from reference import Adafactor, schedules
+from tests import background
 
 EPS1 = 1e-30
 
@@ -924,15 +923,18 @@ print(json.dumps(out))
 """
 
 
+#: Real Keras's get_config, computed in a child process on the second core while other tests run.
+KERAS_CONFIGS = background.Job(
+    "keras-get-config", [sys.executable, "-c", KERAS_CONFIG_SCRIPT, json.dumps(ALL_ARGUMENTS)],
+    env=background.environment(KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3"), timeout=300,
+    fixtures=("keras_configs",), requires=("keras", "tensorflow"))
+
+
 @pytest.fixture(scope="module")
 def keras_configs():
     if importlib.util.find_spec("keras") is None or importlib.util.find_spec("tensorflow") is None:
         pytest.skip("keras/tensorflow not importable: cannot compare get_config with real Keras")
-    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.run(
-        [sys.executable, "-c", KERAS_CONFIG_SCRIPT, json.dumps(ALL_ARGUMENTS)],
-        capture_output=True, text=True, env=env, timeout=300,
-    )
+    proc = KERAS_CONFIGS.result()
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
