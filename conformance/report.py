@@ -242,8 +242,10 @@ def write_plot(path: Path, reports: list[LaneReport]) -> str | None:
                 steps = sorted(worst)
                 longest = max(longest, steps[-1])
                 ax.plot(steps, [max(worst[s], 1e-2) for s in steps], marker=".", label=f"{r.adapter} {r.mode}")
+        shades = {}  # one grey per dialect, black for Keras
         for (mode, dialect), budgets in budget_curves(reports, dtype, policy, longest).items():
-            ax.plot(range(1, longest + 1), budgets, "k" + styles.get(mode, "-"), linewidth=1,
+            shade = shades.setdefault(dialect, str(min(0.15 * len(shades), 0.6)))
+            ax.plot(range(1, longest + 1), budgets, styles.get(mode, "-"), color=shade, linewidth=1,
                     label=f"budget ({dialect}, {mode})")
         ax.set_yscale("log")
         ax.set_xlabel("step")
