@@ -46,11 +46,14 @@ Load a third-party adapter with ``--adapter mypkg.port:MyAdapter``; register one
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
 from reference.state import State
+
+if TYPE_CHECKING:
+    from conformance.vector import Vector
 
 #: Lane dtypes the gate knows. bfloat16 arrays use ml_dtypes.bfloat16.
 DTYPES = ("float64", "float32", "float16", "bfloat16")
@@ -58,6 +61,7 @@ DEVICES = ("cpu", "gpu")
 
 
 def numpy_dtype(name: str):
+    """The NumPy dtype of a lane dtype name (``ml_dtypes.bfloat16`` for bfloat16)."""
     if name == "bfloat16":
         import ml_dtypes
 
@@ -114,9 +118,10 @@ class Adapter:
     unsupported_arguments: tuple = field(default_factory=tuple)
     #: Which vectors the adapter replays: "keras" (the spec) and/or native dialects
     #: (reference/dialects). The runner gives an adapter only its dialects' vectors.
+    #: Registered adapters take it from their registry entry (``registry.registered``).
     dialects: tuple = ("keras",)
-    #: The conformance/expectations/<name>.txt file to use, when not the adapter's own name
-    #: (keras-jax-sharded runs the same Keras code as keras-jax: the same known deviations).
+    #: The stem of the conformance/expectations/<stem>.txt file to use, when not the
+    #: adapter's own name; registered adapters take it from their registry entry.
     expectations: str = ""
     #: Whether the implementation's errors carry its own messages, graded against an invalid
     #: vector's ``message_contains``; False where only the error class is known (a results
@@ -140,7 +145,7 @@ class Adapter:
         "gpu" in ``devices`` override it (``jax_gpu_problem``, ``torch_gpu_problem``)."""
         return f"{self.name} has no gpu support"
 
-    def state_dtypes(self, vector: dict, dtype: str) -> dict:
+    def state_dtypes(self, vector: "Vector", dtype: str) -> dict:
         """State kinds this implementation keeps in a dtype other than the lane's ``dtype``,
         as ``{Kind: np.dtype}``; the runner checks every array against it or the lane dtype
         (the one dtype check: adapters do not check dtypes themselves). Default: what the
@@ -148,20 +153,22 @@ class Adapter:
         keeps a kind in a dtype of its own adds that."""
         return vector_state_dtypes(vector)
 
-    def unsupported(self, vector: dict, dtype: str, device: str) -> Optional[str]:
+    def unsupported(self, vector: "Vector", dtype: str, device: str) -> Optional[str]:
         """None when this adapter can run ``vector``, else the reason it cannot."""
         if dtype not in self.dtypes:
             return f"{self.name} does not run {dtype}"
         if device not in self.devices:
             return f"{self.name} does not run on {device}"
-        config = vector.config if hasattr(vector, "config") else vector["config"]
+        from conformance.vector import as_vector
+
+        config = as_vector(vector).config
         for argument in self.unsupported_arguments:
             value = config.get(argument)
             if value not in (None, False):
                 return f"{self.name} does not support {argument}={value!r}"
         return None
 
-    def create(self, vector: dict, dtype: str, device: str) -> Session:
+    def create(self, vector: "Vector", dtype: str, device: str) -> Session:
         """Construct the optimizer and variables (initial values) for ``vector``.
         Must raise the implementation's own error for an invalid configuration."""
         raise NotImplementedError
