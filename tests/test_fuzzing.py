@@ -146,8 +146,9 @@ def test_only_pass_model_and_acceptable_are_passes(monkeypatch, statuses, checke
         return outcome
 
     monkeypatch.setattr(differential.runner, "run_vector", run_vector)
-    result = fuzz("reference", "float64", "ci", max_examples=20, regimes=[FREE], write_failures=False)
-    assert result.failure is None and result.examples == profiles.quotas("ci", 20)[FREE] == 6
+    # The long_run quota: every example is built to reach its regime, so regimes are reached.
+    result = fuzz("reference", "float64", "ci", max_examples=60, regimes=["long_run"], write_failures=False)
+    assert result.failure is None and result.examples == profiles.quotas("ci", 60)["long_run"] == 6
     assert result.nothing_checked is (not checked)
     assert result.exit_code == (0 if checked else 3)
     assert sum(result.not_passing.values()) == sum(1 for s in calls if s not in ("model", "acceptable"))
@@ -159,7 +160,7 @@ def test_only_pass_model_and_acceptable_are_passes(monkeypatch, statuses, checke
 def test_ci_profile_can_draw_both_modes():
     """``--mode both`` (the default of dev and campaign) grades some examples teacher-forced
     and some free-running (trajectory)."""
-    result = fuzz("reference", "float64", "ci", mode="both", max_examples=20, regimes=[FREE], write_failures=False)
+    result = fuzz("reference", "float64", "ci", mode="both", max_examples=60, regimes=[FREE], write_failures=False)
     assert result.failure is None and result.checked == result.examples
     assert set(result.modes) == {"teacher", "trajectory"}, result.modes
     assert profiles.MODES == {"ci": "teacher", "dev": "both", "campaign": "both"}

@@ -675,31 +675,41 @@ def _pop_callable(config: dict):
 @st.composite
 def _inputs(draw, variables, steps: int, value_kinds=None, gradient_kinds=None, allow_subnormal: bool = False,
             none_gradients: bool = True, lane: str = "float64", elementwise: bool = True):
-    """``(initial values, per-step gradients)`` for ``variables`` (see ``cases``)."""
-    if elementwise:
-        def array(shape, kind):
-            return values(shape, kind, allow_subnormal=allow_subnormal, lane=lane)
-    else:
-        def array(shape, kind):
-            return seeded_values(tuple(shape), kind, allow_subnormal, lane)
+    """``(initial values, per-step gradients)`` for ``variables`` (see ``cases``). With
+    ``elementwise=False`` each variable's initial value is one ``seeded_values`` draw, all
+    its gradients another (one array over the steps, split), and which gradients are None
+    a third: a handful of draws per case instead of one per array (or element)."""
     initial = []
     for _, shape in variables:
         kind = draw(st.sampled_from(tuple(value_kinds or VALUE_KINDS)))
         event(f"initial values: {kind}")
-        initial.append(draw(array(shape, kind)))
+        initial.append(draw(values(shape, kind, allow_subnormal=allow_subnormal, lane=lane) if elementwise
+                            else seeded_values(tuple(shape), kind, allow_subnormal, lane)))
     grad_kinds = []
     for _ in variables:
         kind = draw(st.sampled_from(tuple(gradient_kinds or VALUE_KINDS)))
         event(f"gradients: {kind}")
         grad_kinds.append(kind)
     some_none = none_gradients and draw(st.booleans())
+    if not elementwise:
+        n = len(variables)
+        absent = np.zeros((steps, n), dtype=bool)
+        if some_none:  # each gradient None with probability 1/4, never all of one step
+            absent = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1))).random((steps, n)) < 0.25
+            for step in np.flatnonzero(absent.all(axis=1)):
+                absent[step, step % n] = False
+        series = [draw(seeded_values((steps, *shape), kind, allow_subnormal, lane))
+                  for (_, shape), kind in zip(variables, grad_kinds)]
+        grads = [[None if absent[step, i] else np.array(series[i][step], copy=True) for i in range(n)]
+                 for step in range(steps)]
+        return initial, grads
     grads = []
     for step in range(steps):
         present = [not (some_none and draw(st.sampled_from([False, False, False, True])))
                    for _ in variables]
         if not any(present):
             present[step % len(variables)] = True
-        grads.append([draw(array(shape, kind)) if p else None
+        grads.append([draw(values(shape, kind, allow_subnormal=allow_subnormal, lane=lane)) if p else None
                       for (_, shape), kind, p in zip(variables, grad_kinds, present)])
     return initial, grads
 
