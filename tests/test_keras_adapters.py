@@ -327,14 +327,11 @@ def test_float32_lane_smoke(backend):
 
 @pytest.mark.parametrize("backend", list(FRAMEWORK))
 def test_invalid_vectors_raise_the_recorded_error(backend):
-    sys.path.insert(0, str(ROOT))
-    from conformance import vectorfile as vf
-    from conformance.vector import as_vector
+    from tests import helpers
 
-    documents = vf.load_corpus(ROOT / "vectors")
     out = results(backend)
     for vector_id in INVALID:
-        error = as_vector(vf.find(documents, vector_id)[1]).error
+        error = helpers.vector(vector_id)[1].error
         raised = out["invalid"][vector_id]
         assert raised is not None, f"keras-{backend} {vector_id}: nothing raised, expected {error.cls}"
         cls, message, at = raised
