@@ -5,7 +5,7 @@ machinery around it)."""
 
 from reference import schedules
 from reference.adafactor_step import Hyperparameters, StepTrace, update_step, zero_moments
-from reference.optimizer import Adafactor, OptimizerState, Slots, StepRecord
+from reference.optimizer import Adafactor, StepRecord
 from reference.state import Kind, State
 
 __version__ = "1.0.0"

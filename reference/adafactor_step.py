@@ -32,7 +32,6 @@ models and of the summation-order measurement (conformance/deviations.py, tolera
 
 from __future__ import annotations
 
-from collections import namedtuple
 from dataclasses import dataclass
 from typing import Optional
 
@@ -66,12 +65,6 @@ class StepTrace:
     beta_2: float
     rms_u: float  # RMS of the unclipped update U
     clip_denominator: float  # max(1, RMS(U) / clip_threshold)
-
-
-#: DEPRECATED, for callers not yet on ``reference.state.State``: one variable's (r, c, v) as
-#: ``Adafactor.slots(i)`` returns it; removed once conformance/replay.py and
-#: conformance/adapters/reference.py read ``opt.state.r/.c/.v``.
-Slots = namedtuple("Slots", "r c v")
 
 
 # ----------------------------------------------------------------------------- layout

@@ -31,29 +31,8 @@ from typing import Optional, Sequence
 import numpy as np
 
 from reference import clipping, schedules
-from reference.adafactor_step import Hyperparameters, Slots, StepTrace, update_step, zero_moments
+from reference.adafactor_step import Hyperparameters, StepTrace, update_step, zero_moments
 from reference.state import Kind, State
-
-class _StateWithSlots(State):
-    """DEPRECATED: a ``State`` that also answers ``.slots`` (a list of ``Slots``), for callers
-    not yet on ``State``; removed with ``Slots``."""
-
-    @property
-    def slots(self) -> list:
-        return [Slots(r, c, v) for r, c, v in zip(self.r, self.c, self.v)]
-
-
-def _with_slots(state: State) -> State:
-    return _StateWithSlots(state.iterations, state.values, state.learning_rate_calls, state.flags)
-
-
-def OptimizerState(iterations: int, slots: list, average=None, accumulator=None) -> State:  # noqa: N802
-    """DEPRECATED constructor for callers not yet on ``State``: the ``State`` of the old
-    (iterations, per-variable slots, average, accumulator) record."""
-    return State(iterations, {Kind.R: [s.r for s in slots], Kind.C: [s.c for s in slots],
-                              Kind.V: [s.v for s in slots], Kind.AVERAGE: average,
-                              Kind.ACCUMULATOR: accumulator})
-
 
 @dataclass
 class StepRecord:
@@ -249,7 +228,7 @@ class Adafactor:
         self._variables = variables
         self._names = names
         moments = [zero_moments(x) for x in variables]
-        self.state = _with_slots(State(0, {
+        self.state = State(0, {
             Kind.R: [r for r, _, _ in moments],
             Kind.C: [c for _, c, _ in moments],
             Kind.V: [v for _, _, v in moments],
@@ -259,7 +238,7 @@ class Adafactor:
                 if self.gradient_accumulation_steps
                 else None
             ),
-        }))
+        })
         self.built = True
 
     def exclude_from_weight_decay(self, var_list=None, var_names=None):
@@ -360,7 +339,7 @@ class Adafactor:
         """The body of ``apply`` on explicit state; inputs and ``self.state`` are never
         modified, also when the step raises (e.g. under ``np.errstate(all="raise")``)."""
         saved = self.state
-        self.state = _with_slots(state.copy())  # `iterations` and `learning_rate` read self.state
+        self.state = state.copy()  # `iterations` and `learning_rate` read self.state
         try:
             return self._step(self.state, grads, variables)
         finally:
@@ -485,11 +464,6 @@ class Adafactor:
             x[...] = avg
 
     # ------------------------------------------------------------------ state access
-    def slots(self, index: int) -> Slots:
-        """DEPRECATED (read ``opt.state.v[index]`` etc.): Adafactor state (r, c, v) of
-        variable ``index``."""
-        return Slots(self.state.r[index], self.state.c[index], self.state.v[index])
-
     def average(self, index: int) -> np.ndarray:
         """EMA of variable ``index`` (``use_ema`` only)."""
         return self.state.average[index]
@@ -500,7 +474,7 @@ class Adafactor:
 
     def get_state(self) -> State:
         """A deep copy of the optimizer's state (no variables in it)."""
-        return _with_slots(self.state.copy())
+        return self.state.copy()
 
     def set_state(self, state: State):
         """Load a complete state (for teacher-forced replays): ``iterations`` and r, c, v
@@ -515,7 +489,7 @@ class Adafactor:
         for i, (v, x) in enumerate(zip(state.v, self._variables)):
             if v.shape != x.shape:
                 raise ValueError(f"state.v[{i}] has shape {v.shape}, expected {x.shape}")
-        self.state = _with_slots(state.without(Kind.VARIABLES).copy().replace(flags=None))
+        self.state = state.without(Kind.VARIABLES).copy().replace(flags=None)
 
     # ------------------------------------------------------------------ config
     def get_config(self) -> dict:

@@ -101,19 +101,6 @@ def statistic_zeros(stages: Stages, x: np.ndarray) -> dict:
             Kind.C: np.zeros(np.delete(x.shape, row), dtype=x.dtype)}
 
 
-class _MomentsView(dict):
-    """DEPRECATED view of one variable's moments with string keys (``"r"``, ``"momentum"``),
-    for callers of ``DialectOptimizer.slots`` not yet on ``State``; writes go to the state."""
-
-    def __init__(self, state: State, index: int):
-        super().__init__((k.value, state[k][index]) for k in state.kinds() if state[k][index] is not None)
-        self._state, self._index = state, index
-
-    def __setitem__(self, key, value):
-        super().__setitem__(key, value)
-        self._state[key][self._index] = value
-
-
 class DialectOptimizer:
     """A framework's Adafactor over a list of NumPy variables, stepped by ``self.stages``.
     Subclasses take their framework's own constructor arguments and defaults, build
@@ -177,16 +164,10 @@ class DialectOptimizer:
                          for old, new in zip(self.state[k], state[k])]
         self.state = State(state.iterations, values)
 
-    @property
-    def slots(self) -> list:
-        """DEPRECATED (read ``self.state``): one dict per variable with string keys."""
-        return [_MomentsView(self.state, i) for i in range(len(self.decays))]
-
     # driver ------------------------------------------------------------------------
-    def build(self, variables, decays=None, *, decayed=None) -> None:
+    def build(self, variables, decays=None) -> None:
         """Zero state for ``variables``; ``decays[i]`` False excludes variable i from weight
-        decay (where the dialect has a mask). ``decayed`` is the deprecated name of ``decays``."""
-        decays = decays if decays is not None else decayed
+        decay (where the dialect has a mask)."""
         self.state = self.zero_state(variables)
         self.decays = list(decays) if decays is not None else [True] * len(variables)
 
@@ -215,14 +196,3 @@ class DialectOptimizer:
         for x, value in zip(variables, new_x):
             x[...] = value
         self.state = State(t, {k: [m.get(k) for m in new_moments] for k in kinds})
-
-    @property
-    def stage(self):
-        """DEPRECATED (use ``stages``, ``rms_floor``, ``has_weight_decay``, ``zero_state``):
-        what callers read from the old stage object."""
-        from types import SimpleNamespace
-
-        return SimpleNamespace(factored_axes=self.stages.factored_axes, epsilon_2=self.rms_floor,
-                               weight_decay=self.has_weight_decay,
-                               init_slots=lambda x: {k.value: a for k, a in
-                                                     self.stages.initial_moments(self.stages, x).items()})

@@ -148,6 +148,3 @@ class KerasDialect(DialectOptimizer):
     def get_config(self) -> dict:
         return dict(self.config)
 
-
-#: DEPRECATED name of ``KerasDialect``.
-KerasStages = KerasDialect

@@ -30,7 +30,7 @@ axis here), ``c`` = v_col (lacks d1, the *row* axis); ``v`` only for unfactored 
 ``momentum`` (in ``dtype_momentum``) when momentum is set.
 
 Out of scope: learning-rate and weight-decay schedules (callables), a ``weight_decay_mask``
-pytree or callable (use ``DialectOptimizer.build(..., decayed=...)``), complex parameters,
+pytree or callable (use ``DialectOptimizer.build(..., decays=...)``), complex parameters,
 and ``decay_rate``/``eps`` given as arrays.
 """
 
@@ -316,7 +316,7 @@ class OptaxAdafactor(DialectOptimizer):
 
     ``learning_rate``: a float or None (None: no lr scaling, the step is
     RMS-scale * clipped u); schedules are out of scope. ``dtype_momentum`` is a dtype name.
-    ``weight_decay_mask``: only None; exclude variables with ``build(..., decayed=...)``."""
+    ``weight_decay_mask``: only None; exclude variables with ``build(..., decays=...)``."""
 
     dialect = "optax"
     framework = "optax.adafactor"
@@ -338,7 +338,7 @@ class OptaxAdafactor(DialectOptimizer):
                              f"{weight_decay_rate!r} (schedules are out of scope)")
         if weight_decay_mask is not None:
             raise ValueError(f"OptaxAdafactor: weight_decay_mask={weight_decay_mask!r} is not supported; "
-                             "exclude variables with build(variables, decayed=[...])")
+                             "exclude variables with build(variables, decays=[...])")
         if momentum is not None:
             momentum_dtype(dtype_momentum)  # optax canonicalizes the dtype at construction (_accumulation.py:116)
         self.config = dict(learning_rate=None if learning_rate is None else float(learning_rate),
