@@ -283,19 +283,27 @@ def test_a_signal_stops_every_child_and_removes_the_temporary_directory(mini, tm
 
 
 # ----------------------------------------------------------------------------- outputs
-def test_no_report_overwrites_an_input(mini, tmp_path):
+def _refused(capsys, *args):
+    """``python -m conformance ARGS`` in this process, for arguments the gate refuses before
+    any adapter process starts: (exit status, stdout, stderr)."""
+    code = cli.main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_no_report_overwrites_an_input(mini, tmp_path, capsys):
     data = _results(mini)
     results = tmp_path / "results.json"
     results.write_text(json.dumps(data))
     before = results.read_bytes()
-    done = gate("grade", "--results", results, "--vectors-dir", mini, "--json", results)
-    assert done.returncode == cli.EXIT_ERROR
-    assert f"--json {results} is the results file ({results})" in done.stderr
+    code, _, err = _refused(capsys, "grade", "--results", results, "--vectors-dir", mini, "--json", results)
+    assert code == cli.EXIT_ERROR
+    assert f"--json {results} is the results file ({results})" in err
     assert results.read_bytes() == before
     link = tmp_path / "link.xml"
     link.symlink_to(results)
-    done = gate("grade", "--results", results, "--vectors-dir", mini, "--junit", link)
-    assert done.returncode == cli.EXIT_ERROR and "is the results file" in done.stderr
+    code, _, err = _refused(capsys, "grade", "--results", results, "--vectors-dir", mini, "--junit", link)
+    assert code == cli.EXIT_ERROR and "is the results file" in err
     golden = mini / "keras" / "regression.json"
     manifest = mini / vf.MANIFEST_NAME
     xfail = tmp_path / "x.txt"
@@ -306,22 +314,25 @@ def test_no_report_overwrites_an_input(mini, tmp_path):
                              ("--plot", xfail, "an expectation file (--xfail-file)"),
                              ("--json", expectation, "an expectation file")]:
         stamp = path.read_bytes()
-        done = run(mini, "--adapter", "reference", "--xfail-file", xfail, flag, path)
-        assert done.returncode == cli.EXIT_ERROR, (flag, path, done.stdout, done.stderr)
-        assert f"{flag} {path} is {what} ({path})" in done.stderr, done.stderr
+        code, out, err = _refused(capsys, "run", "--vectors-dir", mini, "--mode", "teacher", "--adapter", "reference",
+                                  "--xfail-file", xfail, flag, path)
+        assert code == cli.EXIT_ERROR, (flag, path, out, err)
+        assert f"{flag} {path} is {what} ({path})" in err, err
         assert path.read_bytes() == stamp
 
 
-def test_a_report_path_that_cannot_be_written_fails_before_the_run(mini, tmp_path):
+def test_a_report_path_that_cannot_be_written_fails_before_the_run(mini, tmp_path, capsys):
     for flag, path, message in [("--json", tmp_path / "no" / "dir" / "r.json", "does not exist"),
                                 ("--junit", tmp_path, "is a directory"),
                                 ("--plot", tmp_path / "p.txt", "unknown image format")]:
-        done = run(mini, "--adapter", f"{ADAPTERS}:Hangs", "--timeout", "5", flag, path, timeout=60)
-        assert done.returncode == cli.EXIT_ERROR, done.stdout + done.stderr
-        assert f"{flag} {path}" in done.stderr and message in done.stderr, done.stderr
-        assert "per-vector timeout" not in done.stdout  # refused before the (hanging) adapter started
-    done = run(mini, "--adapter", "reference", "--json", tmp_path / "same", "--junit", tmp_path / "same")
-    assert done.returncode == cli.EXIT_ERROR and "are the same file" in done.stderr
+        code, out, err = _refused(capsys, "run", "--vectors-dir", mini, "--mode", "teacher", "--adapter",
+                                  f"{ADAPTERS}:Hangs", "--timeout", "5", flag, path)
+        assert code == cli.EXIT_ERROR, out + err
+        assert f"{flag} {path}" in err and message in err, err
+        assert "per-vector timeout" not in out  # refused before the (hanging) adapter started
+    code, _, err = _refused(capsys, "run", "--vectors-dir", mini, "--mode", "teacher", "--adapter", "reference",
+                            "--json", tmp_path / "same", "--junit", tmp_path / "same")
+    assert code == cli.EXIT_ERROR and "are the same file" in err
     assert not (tmp_path / "same").exists() and not (tmp_path / "no").exists()
 
 
