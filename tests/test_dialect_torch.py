@@ -12,7 +12,7 @@ ulp of the small result.
 
 from __future__ import annotations
 
-import subprocess
+import re
 import sys
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from reference.dialects import torch as torch_dialect  # noqa: E402
 from reference.dialects.keras import keras_stages  # noqa: E402
 from reference.dialects.torch import DIFFERENCES, TorchAdafactor, TorchArguments, from_keras  # noqa: E402
 from reference.state import Kind  # noqa: E402
+from tests import background  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 EPS = np.finfo(np.float64).eps
@@ -214,15 +215,28 @@ def test_config_round_trips_and_eps1_none_follows_the_dtype():
 
 
 # ----------------------------------------------------------------------------- the gate
-@pytest.mark.parametrize("adapter", ["TorchAdapter", "TorchForeachAdapter"])
-def test_gate_cli_conforms_on_the_torch_vectors(adapter):
+#: Both torch adapters through the CLI on the torch vectors, every dtype and mode: one child
+#: (torch imported once per adapter process, two at a time), on the second core while other tests run.
+GATE = background.Job(
+    "torch-gate", [sys.executable, "-m", "conformance", "run", "--adapter", "torch", "--adapter", "torch-foreach",
+                   "--jobs", "2", "--vectors", "torch/", "--dtype", "float64,float32,float16,bfloat16",
+                   "--mode", "teacher,trajectory"],
+    timeout=900, fixtures=("torch_gate",), requires=("torch",))
+
+
+@pytest.fixture(scope="module")
+def torch_gate():
     if not (REPO / "vectors" / "torch").is_dir():
         pytest.fail("vectors/torch/ is missing: run python -m tools.generate_vectors")
-    proc = subprocess.run(
-        [sys.executable, "-m", "conformance", "run", "--adapter", f"conformance.adapters.torch_adapter:{adapter}",
-         "--vectors", "torch/", "--dtype", "float64,float32,float16,bfloat16", "--mode", "teacher,trajectory"],
-        cwd=REPO, capture_output=True, text=True, timeout=600)
+    return GATE.result()
+
+
+def test_gate_cli_conforms_on_the_torch_vectors(torch_gate):
+    """TorchAdapter and TorchForeachAdapter both conform (every lane of both in the table)."""
+    proc = torch_gate
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
+    assert re.search(r"^torch-foreach\s", proc.stdout, re.M) and re.search(r"^torch\s", proc.stdout, re.M), \
+        proc.stdout[-3000:]
 
 
 @pytest.mark.parametrize("w", [0.3, 0.7, 1.0])

@@ -3,9 +3,7 @@
 Keras mapping, and the real optimizer through the conformance gate on its vectors."""
 
 import inspect
-import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,13 +12,13 @@ from reference.dialects import transformers as transformers_dialect
 from reference.dialects.keras import KerasDialect
 from reference.dialects.transformers import DIFFERENCES, TransformersAdafactor, TransformersArguments, from_keras
 from tools.dialect_cases.transformers import CASES
+from tests import background
 from tools.divergence import keras_plus
 
 torch = pytest.importorskip("torch")
 transformers_optimization = pytest.importorskip("transformers.optimization")
 Adafactor = transformers_optimization.Adafactor
 
-REPO = Path(__file__).resolve().parent.parent
 EPS64 = float(np.finfo(np.float64).eps)
 
 SHAPES = [(), (7,), (5, 3), (2, 3, 4), (1, 6)]
@@ -196,12 +194,20 @@ def test_from_keras():
 
 
 # ----------------------------------------------------------------------------- the gate
-def test_real_transformers_conforms_on_its_vectors():
+GATE = background.Job(
+    "transformers-gate", [sys.executable, "-m", "conformance", "run", "--adapter",
+                          "conformance.adapters.transformers_adapter:TransformersAdapter", "--vectors", "transformers/",
+                          "--dtype", "float64,float32,float16,bfloat16", "--mode", "teacher,trajectory"],
+    timeout=600, fixtures=("transformers_gate",), requires=("transformers", "torch"))
+
+
+@pytest.fixture(scope="module")
+def transformers_gate():
+    return GATE.result()
+
+
+def test_real_transformers_conforms_on_its_vectors(transformers_gate):
     """Every lane dtype; in float16/bfloat16 transformers steps in float32 and keeps its
     statistics in float32 (TransformersAdapter.state_dtypes), which the gate checks."""
-    result = subprocess.run(
-        [sys.executable, "-m", "conformance", "run", "--adapter",
-         "conformance.adapters.transformers_adapter:TransformersAdapter", "--vectors", "transformers/",
-         "--dtype", "float64,float32,float16,bfloat16", "--mode", "teacher,trajectory"],
-        cwd=REPO, capture_output=True, text=True, timeout=600)
+    result = transformers_gate
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
