@@ -33,6 +33,20 @@ REPO = Path(__file__).resolve().parent.parent
 #: Every job declared in this process, by name.
 JOBS: dict = {}
 
+_starting = threading.local()
+
+
+def starting() -> bool:
+    """Whether this thread is starting a job's child process now (tests/conftest.py's
+    guard does not count it: the tests that use a job get ``subprocess`` from the job)."""
+    return getattr(_starting, "active", False)
+
+
+def jobs_of(fixtures) -> list:
+    """The jobs that a test using ``fixtures`` waits for."""
+    fixtures = set(fixtures)
+    return [job for job in JOBS.values() if fixtures & set(job.fixtures)]
+
 
 class Job:
     """One child process, run at most once per session."""
@@ -65,10 +79,14 @@ class Job:
             if self._process is not None:
                 return
             self._started_at = time.monotonic()
-            self._process = subprocess.Popen(
-                self.args, cwd=self.cwd, env=None if self.env is None else dict(self.env), text=True,
-                stdin=subprocess.PIPE if self.input is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            _starting.active = True
+            try:
+                self._process = subprocess.Popen(
+                    self.args, cwd=self.cwd, env=None if self.env is None else dict(self.env), text=True,
+                    stdin=subprocess.PIPE if self.input is not None else subprocess.DEVNULL,
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            finally:
+                _starting.active = False
         threading.Thread(target=self._communicate, name=f"background-{self.name}", daemon=True).start()
 
     def _communicate(self) -> None:

@@ -130,8 +130,14 @@ def pytest_report_header(config):
 
 # ----------------------------------------------------------------------------- markers
 def marks_of(stem: str, function: str, fixtures=()) -> set:
-    """The markers this file gives test ``function`` of module ``stem`` using ``fixtures``."""
+    """The markers this file gives test ``function`` of module ``stem`` using ``fixtures``:
+    from the tables, and ``subprocess`` (with ``framework`` where the job requires one) for
+    a test that waits for a background job (tests/background.py)."""
     marks = set(MODULE_MARKS.get(stem, ()))
+    for job in background.jobs_of(fixtures):
+        marks.add("subprocess")
+        if set(job.requires) & set(FRAMEWORKS):
+            marks.add("framework")
     for pattern, names in TEST_MARKS.items():
         if fnmatch.fnmatchcase(f"{stem}::{function}", pattern):
             marks.update(names)
@@ -149,8 +155,7 @@ def run_order(items) -> list:
     (``DIRECTORY_ORDER``), and the modules whose tests wait for a background job
     (tests/background.py) after all the others, so that the jobs run while the rest does."""
     tests = Path(__file__).resolve().parent
-    fixtures = {fixture for job in background.JOBS.values() for fixture in job.fixtures}
-    waits = {item.path for item in items if fixtures & set(getattr(item, "fixturenames", ()))}
+    waits = {item.path for item in items if background.jobs_of(getattr(item, "fixturenames", ()))}
 
     def key(item):
         path = Path(str(item.path)).resolve()
@@ -208,9 +213,8 @@ def pytest_collection_finish(session):
         return
     order = []
     for item in session.items:
-        used = set(getattr(item, "fixturenames", ()))
-        for job in background.JOBS.values():
-            if job not in order and used & set(job.fixtures) and not job.missing():
+        for job in background.jobs_of(getattr(item, "fixturenames", ())):
+            if job not in order and not job.missing():
                 order.append(job)
     if order:
         session.config.stash[_QUEUE] = background.Queue(order)
@@ -234,7 +238,7 @@ def _marker_guard(request, monkeypatch):
         main = threading.main_thread()
 
         def recording_init(self, args, *rest, **kwargs):
-            if threading.current_thread() is main:  # not tests/background.py's queue
+            if threading.current_thread() is main and not background.starting():  # not a background job
                 spawned.append(args)
             original(self, args, *rest, **kwargs)
 

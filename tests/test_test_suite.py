@@ -84,6 +84,14 @@ def test_markers_come_from_module_test_and_fixture_tables():
     assert conftest.marks_of("test_schedules", "test_round_trip", ["tmp_path"]) == set()
 
 
+def test_a_test_waiting_for_a_background_job_is_marked_by_the_job(tmp_path):
+    background.Job(f"plain-{tmp_path.name}", [sys.executable, "-c", "pass"], fixtures=(f"plain_{tmp_path.name}",))
+    background.Job(f"keras-{tmp_path.name}", [sys.executable, "-c", "pass"], fixtures=(f"keras_{tmp_path.name}",),
+                   requires=("keras", "tensorflow"))
+    assert conftest.marks_of("test_x", "test_y", [f"plain_{tmp_path.name}"]) == {"subprocess"}
+    assert conftest.marks_of("test_x", "test_y", [f"keras_{tmp_path.name}", "tmp_path"]) == {"subprocess", "framework"}
+
+
 def test_every_table_names_registered_markers_only(pytestconfig):
     registered = {line.split(":")[0].strip() for line in pytestconfig.getini("markers")}
     tables = [*conftest.MODULE_MARKS.values(), *conftest.TEST_MARKS.values(), *conftest.FIXTURE_MARKS.values()]
@@ -131,6 +139,10 @@ def test_imports_a_framework_marked():
 def test_does_neither():
     pass
 
+def test_starts_a_background_job_unmarked():
+    from tests import background
+    background.Job("guarded-{tag}", [sys.executable, "-c", "pass"]).result()
+
 def teardown_module(module):
     sys.modules.pop("flax", None)
 """
@@ -140,9 +152,9 @@ def teardown_module(module):
 def test_the_guards_fail_a_test_missing_its_marker(pytester):
     assert "flax" not in sys.modules  # the simulated framework must be new to the process
     pytester.makeconftest(GUARDED_CONFTEST)
-    pytester.makepyfile(test_guarded=GUARDED_TESTS)
+    pytester.makepyfile(test_guarded=GUARDED_TESTS.replace("{tag}", pytester.path.name))
     result = pytester.runpytest_inprocess("-q", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=5, errors=2)
+    result.assert_outcomes(passed=6, errors=2)
     result.stdout.fnmatch_lines([
         "*test_spawns_unmarked*started 1 child process*without the `subprocess` marker*",
         "*test_imports_a_framework_unmarked*imported flax without the `framework` marker*",
