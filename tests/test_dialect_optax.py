@@ -12,11 +12,9 @@ beta_2, pow vs 1/sqrt, the 1e-3 floor, the order of the tail) is >= 1e-8 relativ
 """
 
 import json
-import subprocess
 import sys
 import textwrap
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,8 +24,8 @@ from reference.dialects import optax as optax_dialect
 from reference.dialects.keras import keras_stages
 from reference.dialects.optax import DIFFERENCES, OptaxAdafactor, OptaxArguments, from_keras, stage_functions
 from reference.state import Kind
+from tests import background
 
-REPO = Path(__file__).resolve().parent.parent
 SHAPES = [(), (7,), (5, 3), (130, 3), (2, 3, 4)]
 CONFIGS = [{}, {"min_dim_size_to_factor": 1}, {"momentum": 0.9, "learning_rate": 0.1},
            {"momentum": 0.5, "dtype_momentum": "float64", "min_dim_size_to_factor": 1},
@@ -35,25 +33,30 @@ CONFIGS = [{}, {"min_dim_size_to_factor": 1}, {"momentum": 0.9, "learning_rate":
            {"clipping_threshold": None, "multiply_by_parameter_scale": False, "learning_rate": 0.01}]
 STEPS = 10
 
+#: One child runs real optax for every comparison of this module (JAX is imported once): each run
+#: is {dtype, config, shape, x, grads}; x64 is on for float64 runs; the output is each run's final
+#: parameter as float64.
 _REAL = textwrap.dedent("""
     import json, sys
     import jax
-    jax.config.update("jax_enable_x64", True)
-    import jax.numpy as jnp, numpy as np, optax
-    job = json.loads(sys.stdin.read())
+    import jax.numpy as jnp, numpy as np, optax, ml_dtypes
     out = []
-    for run in job:
+    for run in json.loads(sys.stdin.read()):
+        jax.config.update("jax_enable_x64", run["dtype"] == "float64")
         cfg = dict(run["config"])
         cfg["dtype_momentum"] = jnp.dtype(cfg.get("dtype_momentum", "float32"))
+        dtype = jnp.dtype(run["dtype"])
         tx = optax.adafactor(**cfg)
-        p = [jnp.asarray(np.array(run["x"], dtype=np.float64).reshape(run["shape"]))]
-        assert p[0].dtype == jnp.float64, p[0].dtype
+        p = [jnp.asarray(np.array(run["x"], dtype=np.float64).reshape(run["shape"]), dtype=dtype)]
         state = tx.init(p)
         step = jax.jit(lambda g, s, p: (lambda u, s: (optax.apply_updates(p, u), s))(*tx.update(g, s, p)))
         for g in run["grads"]:
-            p, state = step([jnp.asarray(np.array(g, dtype=np.float64).reshape(run["shape"]))], state, p)
-        assert p[0].dtype == jnp.float64, p[0].dtype
-        out.append(np.asarray(p[0]).reshape(-1).tolist())
+            p, state = step([jnp.asarray(np.array(g, dtype=np.float64).reshape(run["shape"]), dtype=dtype)], state, p)
+        assert p[0].dtype == dtype, (p[0].dtype, dtype)
+        if cfg.get("momentum") is not None:
+            ema = [e for e in state if hasattr(e, "ema")][0].ema[0]
+            assert ema.dtype == cfg["dtype_momentum"], (ema.dtype, cfg["dtype_momentum"])
+        out.append(np.asarray(p[0], dtype=np.float64).reshape(-1).tolist())
     print(json.dumps(out))
 """)
 
@@ -78,20 +81,37 @@ def _dialect(config, x, grads, stages=None):
     return xs[0]
 
 
+def _run_json(dtype, config, x, grads) -> dict:
+    return {"dtype": dtype, "config": config, "shape": list(x.shape), "x": x.reshape(-1).tolist(),
+            "grads": [g.reshape(-1).tolist() for g in grads]}
+
+
+#: (config index, shape index) of the float64 comparison runs.
+_PAIRS = [(i, j) for i in range(len(CONFIGS)) for j in range(len(SHAPES))]
+#: (parameter dtype, dtype_momentum, momentum): m = 0.501 is 0.5 in bfloat16, so m * mom is
+#: exact there (tools/dialect_cases/optax.py says why the bfloat16 vector uses it).
+MOMENTUM_RUNS = [("float64", "bfloat16", 0.501), ("float64", "float16", 0.9), ("float64", "bfloat16", 0.9),
+                 ("float32", "bfloat16", 0.501), ("float32", "float16", 0.9), ("float16", "bfloat16", 0.501),
+                 ("bfloat16", "bfloat16", 0.9), ("bfloat16", "float32", 0.9), ("float32", "bfloat16", 0.9)]
+_MOMENTUM_INPUTS = _draw((5, 3), 3)
+_RUNS = ([_run_json("float64", CONFIGS[i], *_draw(SHAPES[j], 100 * i + j)) for i, j in _PAIRS]
+         + [_run_json(lane, {"momentum": m, "dtype_momentum": md, "learning_rate": 0.1}, *_MOMENTUM_INPUTS)
+            for lane, md, m in MOMENTUM_RUNS])
+REAL_OPTAX = background.Job("real-optax", [sys.executable, "-c", _REAL], input=json.dumps(_RUNS), timeout=600,
+                            fixtures=("real_optax", "real_optax_momentum"), requires=("optax",))
+
+
 @pytest.fixture(scope="module")
-def real_optax():
+def real_results():
     pytest.importorskip("optax")
-    runs = []
-    for i, config in enumerate(CONFIGS):
-        for j, shape in enumerate(SHAPES):
-            x, grads = _draw(shape, 100 * i + j)
-            runs.append({"config": config, "shape": list(shape), "x": x.reshape(-1).tolist(),
-                         "grads": [g.reshape(-1).tolist() for g in grads]})
-    done = subprocess.run([sys.executable, "-c", _REAL], input=json.dumps(runs), capture_output=True, text=True,
-                          cwd=REPO, timeout=600)
+    done = REAL_OPTAX.result()
     assert done.returncode == 0, done.stderr[-3000:]
-    return {(i, j): np.array(r) for (i, j), r in
-            zip([(i, j) for i in range(len(CONFIGS)) for j in range(len(SHAPES))], json.loads(done.stdout))}
+    return [np.array(r) for r in json.loads(done.stdout)]
+
+
+@pytest.fixture(scope="module")
+def real_optax(real_results):
+    return dict(zip(_PAIRS, real_results))
 
 
 @pytest.mark.parametrize("j", range(len(SHAPES)), ids=[str(s) for s in SHAPES])
@@ -245,45 +265,10 @@ def test_momentum_ema_follows_jax_weak_typing(lane, momentum):
         assert not np.array_equal(np.asarray(new, dtype=np.float64), np.asarray(old, dtype=np.float64))
 
 
-_REAL_MOMENTUM = textwrap.dedent("""
-    import json, sys
-    import jax
-    import jax.numpy as jnp, numpy as np, optax, ml_dtypes
-    out = []
-    for run in json.loads(sys.stdin.read()):
-        jax.config.update("jax_enable_x64", run["dtype"] == "float64")
-        cfg = dict(run["config"]); cfg["dtype_momentum"] = jnp.dtype(cfg["dtype_momentum"])
-        dtype = jnp.dtype(run["dtype"])
-        tx = optax.adafactor(**cfg)
-        p = [jnp.asarray(np.array(run["x"]).reshape(run["shape"]), dtype=dtype)]
-        state = tx.init(p)
-        step = jax.jit(lambda g, s, p: (lambda u, s: (optax.apply_updates(p, u), s))(*tx.update(g, s, p)))
-        for g in run["grads"]:
-            p, state = step([jnp.asarray(np.array(g).reshape(run["shape"]), dtype=dtype)], state, p)
-        ema = [e for e in state if hasattr(e, "ema")][0].ema[0]
-        assert p[0].dtype == dtype and ema.dtype == cfg["dtype_momentum"], (p[0].dtype, ema.dtype)
-        out.append(np.asarray(p[0], dtype=np.float64).reshape(-1).tolist())
-    print(json.dumps(out))
-""")
-
-#: (parameter dtype, dtype_momentum, momentum): m = 0.501 is 0.5 in bfloat16, so m * mom is
-#: exact there (tools/dialect_cases/optax.py says why the bfloat16 vector uses it).
-MOMENTUM_RUNS = [("float64", "bfloat16", 0.501), ("float64", "float16", 0.9), ("float64", "bfloat16", 0.9),
-                 ("float32", "bfloat16", 0.501), ("float32", "float16", 0.9), ("float16", "bfloat16", 0.501),
-                 ("bfloat16", "bfloat16", 0.9), ("bfloat16", "float32", 0.9), ("float32", "bfloat16", 0.9)]
-
-
 @pytest.fixture(scope="module")
-def real_optax_momentum():
-    pytest.importorskip("optax")
-    x, grads = _draw((5, 3), 3)
-    runs = [{"dtype": lane, "config": {"momentum": m, "dtype_momentum": md, "learning_rate": 0.1}, "shape": [5, 3],
-             "x": x.reshape(-1).tolist(), "grads": [g.reshape(-1).tolist() for g in grads]}
-            for lane, md, m in MOMENTUM_RUNS]
-    done = subprocess.run([sys.executable, "-c", _REAL_MOMENTUM], input=json.dumps(runs), capture_output=True,
-                          text=True, cwd=REPO, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return x, grads, dict(zip(MOMENTUM_RUNS, (np.array(r) for r in json.loads(done.stdout))))
+def real_optax_momentum(real_results):
+    x, grads = _MOMENTUM_INPUTS
+    return x, grads, dict(zip(MOMENTUM_RUNS, real_results[len(_PAIRS):]))
 
 
 def _momentum_error(run, x, grads, real, stages=None):
@@ -354,21 +339,34 @@ def jax_platform_is_not_cpu() -> bool:
 
 
 # ----------------------------------------------------------------------------- the gate
-def test_gate_passes_on_the_optax_vectors():
+_GATE = [sys.executable, "-m", "conformance", "run", "--adapter", "conformance.adapters.optax_adapter:OptaxAdapter",
+         "--vectors", "optax/"]
+#: Teacher-forced here (the free-running mode of the same lane is `make check`'s).
+GATE = background.Job("optax-gate", _GATE + ["--mode", "teacher"], timeout=900, fixtures=("optax_gate",),
+                      requires=("optax",))
+GATE_HALF = background.Job("optax-gate-half", _GATE + ["--dtype", "float16,bfloat16", "--mode", "teacher"],
+                           timeout=900, fixtures=("optax_gate_half",), requires=("optax",))
+
+
+@pytest.fixture(scope="module")
+def optax_gate():
     pytest.importorskip("optax")
-    done = subprocess.run([sys.executable, "-m", "conformance", "run", "--adapter",
-                           "conformance.adapters.optax_adapter:OptaxAdapter", "--vectors", "optax/"],
-                          capture_output=True, text=True, cwd=REPO, timeout=900)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    return GATE.result()
 
 
-def test_gate_passes_on_the_optax_vectors_in_half_precision():
+@pytest.fixture(scope="module")
+def optax_gate_half():
+    pytest.importorskip("optax")
+    return GATE_HALF.result()
+
+
+def test_gate_passes_on_the_optax_vectors(optax_gate):
+    assert optax_gate.returncode == 0, optax_gate.stdout[-4000:] + optax_gate.stderr[-2000:]
+
+
+def test_gate_passes_on_the_optax_vectors_in_half_precision(optax_gate_half):
     """float16 and bfloat16 (teacher-forced): optax keeps its statistics in the parameter
     dtype and the dialect's honest half-precision lanes bound it."""
-    pytest.importorskip("optax")
-    done = subprocess.run([sys.executable, "-m", "conformance", "run", "--adapter",
-                           "conformance.adapters.optax_adapter:OptaxAdapter", "--vectors", "optax/",
-                           "--dtype", "float16,bfloat16", "--mode", "teacher"],
-                          capture_output=True, text=True, cwd=REPO, timeout=900)
+    done = optax_gate_half
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert "optax      float16   teacher" in done.stdout and "optax      bfloat16  teacher" in done.stdout
