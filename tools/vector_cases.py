@@ -313,7 +313,7 @@ case("special_values/subnormal_gradients", "subnormal gradients (flushed to zero
 # (base_optimizer.py:1190-1197). Zero variables, so the step (epsilon_2 * rho * g/sqrt(eps1),
 # about 1e-158) is the whole variable and visible; epsilon_2 = 2**-10 is exact in float32, which
 # Keras on TensorFlow casts it through (SPEC.md section 7). Lanes below float64 cannot hold these
-# gradients (they underflow to 0 there) and skip the vectors (runner.representability).
+# gradients (they underflow to 0 there) and skip the vectors (conformance/applicability.py, skip_reason).
 for clip_key in ("clipnorm", "global_clipnorm"):
     case(f"special_values/{clip_key}_squares_underflow", f"{clip_key}=0.25 with gradients of ~1e-170: g*g "
          "underflows to 0 in float64, so the norm is 0 and nothing is clipped",
