@@ -179,7 +179,7 @@ def report(frameworks: bool = True) -> str:
             warnings.simplefilter("ignore")
             rows = measure(dialect, documents, frameworks)
         n = len(rows["dialect"])
-        summary.append([getattr(cls, "framework", dialect), n, _stat(rows["dialect"], np.median),
+        summary.append([cls.framework, n, _stat(rows["dialect"], np.median),
                         _stat(rows["dialect"], max), _stat(rows["real"], np.median), _stat(rows["real"], max),
                         _stat(rows["residue"], max)])
         table = []
@@ -187,7 +187,7 @@ def report(frameworks: bool = True) -> str:
             alone = rows["alone"][name]
             matters = sum(1 for d in alone if d > MATTERS)
             table.append([name, f"{matters}/{n}", _stat(alone, np.median), _stat(alone, max), why])
-        parts.append(f"### {getattr(cls, 'framework', dialect)}\n\n"
+        parts.append(f"### {cls.framework}\n\n"
                      f"{n} Keras vectors map (`from_keras` in reference/dialects/{dialect}.py).\n\n"
                      + tabulate(table, headers=["difference (alone, on top of Keras)", "matters on",
                                                 "median", "max", "source"], tablefmt="github") + "\n")
