@@ -28,7 +28,7 @@ import numpy as np
 
 from conformance import vectorfile as vf
 from conformance.adapters import AdapterError
-from conformance.adapters.base import Adapter, numpy_dtype, vector_state_dtypes
+from conformance.adapters.base import Adapter, numpy_dtype
 from conformance.applicability import skip_reason
 from conformance.expectations import Entry, budget_factors, check_lane, lookup, lookup_models
 from conformance.grading import Grader, Replay, VectorGrade, error_problems
@@ -37,23 +37,8 @@ from conformance.tolerance import Policy
 from conformance.vector import Vector, as_vector
 from reference.state import State, kind as state_kind
 
-__all__ = ["select", "run_lane", "run_vector", "replay_states", "UNGRADED", "MAX_FAILURES_KEPT",
-           "Failure", "VectorOutcome", "LaneReport", "Replay", "initial_state", "golden_states",
-           "representability", "fixed_state_dtypes"]
-
-# Old names, importable until their users move (applicability.skip_reason, the Vector's fields).
-representability = skip_reason
-fixed_state_dtypes = vector_state_dtypes
-
-
-def initial_state(vector, path=None) -> State:
-    """Deprecated: ``as_vector(vector).initial_state.copy()``."""
-    return as_vector(vector).initial_state.copy()
-
-
-def golden_states(vector, path=None) -> list:
-    """Deprecated: ``as_vector(vector).goldens``."""
-    return as_vector(vector).goldens
+__all__ = ["select", "run_lane", "run_vector", "replay_states", "grader", "UNGRADED", "MAX_FAILURES_KEPT",
+           "Failure", "VectorOutcome", "LaneReport", "Replay"]
 
 
 # ----------------------------------------------------------------------------- a lane
