@@ -45,7 +45,7 @@ from conformance.fuzz.strategies import FREE, REGIMES, Depth
 PROFILE_VARIABLE = "ADAFACTOR_HYPOTHESIS_PROFILE"
 #: Examples per differential fuzzing run (``conformance.fuzz.differential.fuzz``).
 EXAMPLES = {"ci": 60, "dev": 300, "campaign": 20000}
-#: Examples per property test (tests/test_properties.py; its heavier tests ask for a fraction).
+#: Examples per property test (tests/reference/test_properties.py; its heavier tests ask for a fraction).
 PROPERTY_EXAMPLES = {"ci": 100, "dev": 500, "campaign": 20000}
 #: How examples are graded: ``both`` draws teacher-forced or trajectory per example.
 MODES = {"ci": "teacher", "dev": "both", "campaign": "both"}
@@ -159,12 +159,12 @@ def stable_constants() -> bool:
     Hypothesis (6.155.2, hypothesis/internal/conjecture/providers.py:325-380 and 765-800)
     draws, with probability 0.05 per choice, a constant collected from every non-library
     module in ``sys.modules``; which modules those are depends on how the process was
-    started (the CLI, ``pytest tests/test_fuzzing.py``, or the whole suite), and editing
+    started (the CLI, ``pytest tests/fuzz/test_fuzzing.py``, or the whole suite), and editing
     any of them changes the draws. We found this when the same CI-profile fuzz drew
-    different examples under ``pytest tests/`` than under ``pytest tests/test_fuzzing.py``.
+    different examples under ``pytest tests/`` than under ``pytest tests/fuzz/test_fuzzing.py``.
     Hypothesis's own global constants (fixed per Hypothesis version) stay in use. This
     patches a private function: if a future Hypothesis renames it, nothing is patched, the
-    return value says so, and tests/test_fuzzing.py fails loudly.
+    return value says so, and tests/fuzz/test_fuzzing.py fails loudly.
     """
     global _EMPTY_CONSTANTS
     try:

@@ -2,7 +2,7 @@
 tensorflow backends, teacher-forced against the golden vectors.
 
 Keras picks its backend once per process, so each backend runs in its own subprocess
-(this file, run as ``python tests/test_keras_adapters.py --worker BACKEND``), which
+(this file, run as ``python tests/frameworks/test_keras_adapters.py --worker BACKEND``), which
 prints its measurements as JSON; the tests below judge them. What is pinned:
 
 * TensorFlow, float64: every golden state to <= 8 ulps (normwise relative), except where
@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FRAMEWORK = {"jax": "jax", "torch": "torch", "tensorflow": "tensorflow"}
 ULP = 2.0 ** -52
 FEW_ULPS = 8 * ULP

@@ -1,4 +1,4 @@
-"""Real Keras with an injected bug (tests/keras_injected.py: beta_2_decay scaled by 1.001)
+"""Real Keras with an injected bug (tests/frameworks/keras_injected.py: beta_2_decay scaled by 1.001)
 must fail its float64 lane through the gate, with the backend's committed expectation file
 and deviation models in force: a known deviation cannot hide a real one.
 
@@ -36,7 +36,7 @@ sys.exit(done.returncode)
 
 
 def _job(backend: str) -> background.Job:
-    args = [sys.executable, "-c", GATE_WITH_REPORT, "--adapter", f"tests.keras_injected:{BACKENDS[backend]}",
+    args = [sys.executable, "-c", GATE_WITH_REPORT, "--adapter", f"tests.frameworks.keras_injected:{BACKENDS[backend]}",
             "--dtype", "float64", "--mode", "teacher"]
     for pattern in VECTORS:
         args += ["--vectors", pattern]

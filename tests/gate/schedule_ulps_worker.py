@@ -1,4 +1,4 @@
-"""Worker for tests/test_deviations.py: how many float32 ulps real Keras's schedules on the
+"""Worker for tests/gate/test_deviations.py: how many float32 ulps real Keras's schedules on the
 TensorFlow backend (which compute in float32) land from the float64 reference value rounded
 once to float32, per schedule vector of the corpus. Prints JSON {vector id: worst ulps}.
 Run in its own process (the Keras backend is fixed at import)."""

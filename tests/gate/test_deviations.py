@@ -18,7 +18,7 @@ from conformance.adapters.reference import ReferenceAdapter
 from tests import background, helpers
 
 REPO, VECTORS = helpers.REPO, helpers.VECTORS
-#: Real TensorFlow's float32 schedules (tests/schedule_ulps_worker.py), measured in a child
+#: Real TensorFlow's float32 schedules (tests/gate/schedule_ulps_worker.py), measured in a child
 #: process on the second core while other tests run.
 SCHEDULE_WORKER = background.Job(
     "schedule-ulps", [sys.executable, str(Path(__file__).resolve().parent / "schedule_ulps_worker.py")],

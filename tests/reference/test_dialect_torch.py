@@ -28,7 +28,7 @@ from reference.dialects.torch import DIFFERENCES, TorchAdafactor, TorchArguments
 from reference.state import Kind  # noqa: E402
 from tests import background  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 EPS = np.finfo(np.float64).eps
 BOUND_EPS = 32  # normwise, in float64 eps of max|x| (see the module docstring)
 SHAPES = [(), (7,), (5, 3), (2, 3, 4), (1, 6)]

@@ -23,7 +23,7 @@ from tests.helpers import build_vector
 from tools import promote
 from tools.vector_cases import regression_case
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 #: Each deep regime must be reached, with the branch binding, by this many checked examples

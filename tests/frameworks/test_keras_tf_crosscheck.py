@@ -259,7 +259,7 @@ def test_reference_schedule_is_keras_schedule_to_float32(case, keras_results):
     `initial_learning_rate` becomes a float32 tensor). Each schedule is at most ~8
     float32 operations with condition number <= 2 at these settings, so an honest float32
     evaluation lies within 16 * 2**-24 = 2**-20 (relative) of the exact value; the float64
-    reference stands in for the exact value. (tests/test_schedules.py checks the float64
+    reference stands in for the exact value. (tests/reference/test_schedules.py checks the float64
     evaluation, with a float64 initial_learning_rate, far tighter.)"""
     schedule = schedules.deserialize(case["config"]["learning_rate"])
     for step, k in enumerate(keras_results[case["id"]]["steps"]):

@@ -1,9 +1,9 @@
-"""Real Keras with one injected bug, for tests/test_keras_injected.py: every Adafactor is
+"""Real Keras with one injected bug, for tests/frameworks/test_keras_injected.py: every Adafactor is
 built with ``beta_2_decay`` scaled by 1.001 (second moments off by ~1e-4 relative from step
 2). The gate, with the backend's committed expectation file and its deviation models, must
 call every float64 and float32 lane of these DOES NOT CONFORM.
 
-    python -m conformance run --adapter tests.keras_injected:InjectedKerasTorch --dtype float64
+    python -m conformance run --adapter tests.frameworks.keras_injected:InjectedKerasTorch --dtype float64
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ conforms (issue 12, items 2 and 4).
   the run.
 
 The real CLI runs in a subprocess over a small copy of the corpus (three files), so each
-run takes seconds. The dying adapters are in tests/fail_closed_adapters.py.
+run takes seconds. The dying adapters are in tests/gate/fail_closed_adapters.py.
 """
 
 import json
@@ -32,9 +32,9 @@ from conformance import cli
 from conformance import vectorfile as vf
 from conformance.adapters.reference import ReferenceAdapter
 from conformance.applicability import skip_reason
-from tests.fail_closed_adapters import mini_corpus
+from tests.gate.fail_closed_adapters import mini_corpus
 from tests.helpers import REPO, gate
-ADAPTERS = "tests.fail_closed_adapters"
+ADAPTERS = "tests.gate.fail_closed_adapters"
 VALID = ("regression/float32-beta2-decay-cancellation", "regression/float32-ema-overwrite-cancellation",
          "regression/float32-update-envelope")
 

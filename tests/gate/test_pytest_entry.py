@@ -29,7 +29,7 @@ def test_entry_point_xfail_file(pytester, tmp_path):
     xfail.write_text("xfail id=arguments/clip_threshold/0.5 because=raises:FloatingPointError  # known (example)\n")
     pytester.makepyfile(test_port=f"""
 from conformance.pytest_entry import conformance_tests
-test_port = conformance_tests("tests.fail_closed_adapters:RaisesInStep", dtypes=["float64"],
+test_port = conformance_tests("tests.gate.fail_closed_adapters:RaisesInStep", dtypes=["float64"],
                               modes=["teacher"], vectors=["arguments/clip_threshold"],
                               xfail_files=[{str(xfail)!r}])
 """)
@@ -52,7 +52,7 @@ test_port = conformance_tests("torch", dtypes=["float64"], modes=["teacher"], ve
 # ----------------------------------------------------------------------------- nothing checked
 @pytest.fixture(scope="module")
 def mini(tmp_path_factory):
-    from tests.fail_closed_adapters import mini_corpus
+    from tests.gate.fail_closed_adapters import mini_corpus
 
     return mini_corpus(tmp_path_factory.mktemp("vectors"))
 
@@ -74,7 +74,7 @@ def test_entry_point_where_every_test_skips_fails(pytester, mini):
     and the guard fails, saying why."""
     pytester.makepyfile(test_port=f"""
 from conformance.pytest_entry import conformance_tests
-test_port = conformance_tests("tests.fail_closed_adapters:Float32Only", dtypes=["float64"], modes=["teacher"],
+test_port = conformance_tests("tests.gate.fail_closed_adapters:Float32Only", dtypes=["float64"], modes=["teacher"],
                               vectors=["regression/"], vectors_dir={str(mini)!r})
 """)
     result = pytester.runpytest_inprocess("-q")
@@ -90,7 +90,7 @@ def test_entry_point_guard_alone_replays_until_a_vector_is_graded(pytester, mini
 from conformance.pytest_entry import conformance_tests
 test_port = conformance_tests("reference", dtypes=["float64"], modes=["teacher"], vectors=["regression/"],
                               vectors_dir={str(mini)!r})
-test_nothing = conformance_tests("tests.fail_closed_adapters:SupportsNothing", dtypes=["float64"],
+test_nothing = conformance_tests("tests.gate.fail_closed_adapters:SupportsNothing", dtypes=["float64"],
                                  modes=["teacher"], vectors=["regression/"], vectors_dir={str(mini)!r})
 """)
     result = pytester.runpytest_inprocess("-q", "-k", "anything-graded")

@@ -1,8 +1,8 @@
-"""Adapters that die, hang or run nothing, for tests/test_fail_closed.py. Each is the
+"""Adapters that die, hang or run nothing, for tests/gate/test_fail_closed.py. Each is the
 reference with one way of ending badly inside ``step`` (or of running nothing); the gate
 must call every one of them an ERROR (exit 2) or NOTHING CHECKED (exit 3), never a pass.
 
-    python -m conformance run --adapter tests.fail_closed_adapters:ExitsZero
+    python -m conformance run --adapter tests.gate.fail_closed_adapters:ExitsZero
 
 ``FAIL_CLOSED_PIDS`` (an environment variable naming a file): where HangsWithChild writes
 its own pid and its child's, once both are running.

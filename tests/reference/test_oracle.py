@@ -51,7 +51,7 @@ from tools import oracle_report as orc  # noqa: E402
 
 from reference.adafactor_step import Hyperparameters  # noqa: E402
 
-STEP_SOURCE = pathlib.Path(__file__).resolve().parents[1] / "reference" / "adafactor_step.py"
+STEP_SOURCE = pathlib.Path(__file__).resolve().parents[2] / "reference" / "adafactor_step.py"
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ pytest.importorskip("cosmic_ray", reason="the `mutation` extra (cosmic-ray) is n
 from tools import mutation  # noqa: E402
 from tools.mutation_equivalents import ACCEPTABLE_ONLY, EQUIVALENT, PENDING, Explanation  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SMALL = "reference/reductions.py"
 
 
