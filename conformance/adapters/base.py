@@ -4,7 +4,7 @@ An adapter is thin. It translates a golden vector (``conformance.vector.Vector``
 Keras configuration, initial values and state) into the implementation's own optimizer,
 moves state in and out as ``reference.state.State``, and says what it cannot run. It never
 compares anything and checks no dtype: the runner does both. A complete adapter (here the
-port is ``reference.Adafactor`` itself; tests/test_adapter_registry.py runs this example
+port is ``reference.Adafactor`` itself; tests/gate/test_adapter_registry.py runs this example
 through the gate)::
 
     import reference

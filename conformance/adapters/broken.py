@@ -166,7 +166,7 @@ class _NoisySession(ReferenceSession):
 class OneUlpNoise(ReferenceAdapter):
     """Not broken: the reference with every variable moved up by one ulp after each step,
     inside every tolerance. Its measured errors differ from the reference's in the last
-    bits, as a correct port's do from machine to machine (tests/test_fuzzing.py uses it to
+    bits, as a correct port's do from machine to machine (tests/fuzz/test_fuzzing.py uses it to
     show that the CI profile draws the same examples whatever the adapter measures)."""
 
     def __init__(self):
@@ -180,7 +180,7 @@ class OneUlpNoise(ReferenceAdapter):
 
 class CrashesOnStart(ReferenceAdapter):
     """Not a numerical bug: a port whose setup raises (an import-time failure, a missing
-    driver). The gate must report an ERROR for it, never a silent pass (tests/test_gate.py)."""
+    driver). The gate must report an ERROR for it, never a silent pass (tests/gate/test_gate.py)."""
 
     def __init__(self):
         super().__init__()
