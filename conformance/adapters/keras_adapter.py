@@ -18,11 +18,11 @@ configuration, variable names and shapes, weight-decay exclusions): the optimize
 variables and keras-jax's compiled step are built once per structure, and a later vector
 of that structure gets the session its predecessor closed, with the freshly built state
 restored (``KerasSession.reset``): the same program on the same state, so the same result bits as a
-new session (tests/test_keras_adapters.py checks it bit for bit). A recorded callable
+new session (tests/frameworks/test_keras_adapters.py checks it bit for bit). A recorded callable
 learning rate is per vector, so those vectors always get a new session.
 
 Known places where real Keras is not the float64 spec are listed in reference/SPEC.md
-section 7 and measured by tests/test_keras_adapters.py. Dtypes: float64 and float32 on
+section 7 and measured by tests/frameworks/test_keras_adapters.py. Dtypes: float64 and float32 on
 every backend; float16 and bfloat16 too (Keras's Adafactor casts every scalar to the
 variable dtype, update_step at adafactor.py:143-150, so it runs in half precision on all
 three backends; epsilon_1 = 1e-30 underflows to 0 in float16, and the rank < 2 r/c

@@ -9,7 +9,7 @@
   (``strategies.REGIMES``, ``strategies.fuzz_cases``), checked on the reference
   (``conformance.fuzz.regimes``) and counted in every run; ``conformance.fuzz.mutants`` holds
   ports wrong in one regime only, which the CI profile must catch.
-* ``tests/test_properties.py``: mathematical properties of the reference itself, drawn with
+* ``tests/reference/test_properties.py``: mathematical properties of the reference itself, drawn with
   the same strategies; Hypothesis profiles (``ci``, ``dev``, ``campaign``) are chosen with
   ``ADAFACTOR_HYPOTHESIS_PROFILE`` (see tests/conftest.py; the fuzzer's own settings, quotas,
   depth and example databases: ``conformance.fuzz.profiles``).

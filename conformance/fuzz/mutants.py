@@ -1,5 +1,5 @@
 """Ports that are wrong in exactly one deep regime of ``strategies.REGIMES``, and right
-everywhere else: the CI fuzz profile must catch every one (tests/test_fuzzing.py), which is
+everywhere else: the CI fuzz profile must catch every one (tests/fuzz/test_fuzzing.py), which is
 what "the CI profile reaches that regime with inputs that make it bind" means in practice.
 
     python -m conformance.fuzz --adapter conformance.fuzz.mutants:ClipTheSum --dtype float64
@@ -147,7 +147,7 @@ BY_REGIME = {
 class SkipsEverything(ReferenceAdapter):
     """Not a mutant: the reference claiming it cannot run any vector (every example ends
     ``skip``). A fuzz run of it checks nothing and must say NOTHING CHECKED, never pass
-    (tests/test_fuzzing.py)."""
+    (tests/fuzz/test_fuzzing.py)."""
 
     def __init__(self):
         super().__init__()

@@ -25,7 +25,7 @@ on what the reference computed:
     a variable whose last axis is longer than 64 steps at least once.
 
 The differential fuzzer counts these per run (``FuzzResult.regimes``), reports them as
-Hypothesis events (``regime: NAME``) and prints them; tests/test_fuzzing.py requires each
+Hypothesis events (``regime: NAME``) and prints them; tests/fuzz/test_fuzzing.py requires each
 at least three times in the CI profile.
 """
 

@@ -40,7 +40,7 @@ Public strategies
     axis longer than 64), or ``FREE`` (``cases()``), within a ``Depth`` (extents, steps).
 
 Magnitudes are bounded on purpose (|v| <= 1e100): beyond that, float64 Adafactor itself
-overflows or underflows (g*g = inf; r/mean(r)*c = 0 and then 0/0, see tests/test_properties.py),
+overflows or underflows (g*g = inf; r/mean(r)*c = 0 and then 0/0, see tests/reference/test_properties.py),
 which is Keras's behaviour and has its own hand-written vectors (``special_values/*``).
 """
 
