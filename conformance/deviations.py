@@ -268,7 +268,7 @@ def _mean_variants(prefix: str, primary_reciprocal: bool, float32_minmax: bool) 
 SCHEDULE_ULPS = 8
 """How far (float32 ulps) a float32 evaluation of a Keras schedule may land from the float64
 value rounded once to float32. Measured on real Keras 3.15.1 with TensorFlow 2.21 over the
-corpus's schedules (tests/schedule_ulps_worker.py, checked by tests/test_deviations.py): at
+corpus's schedules (tests/gate/schedule_ulps_worker.py, checked by tests/gate/test_deviations.py): at
 most 6 ulps (ExponentialDecay's float32 pow, and accumulation under it); 8 leaves room for a
 libm that rounds a transcendental once more."""
 
