@@ -350,7 +350,7 @@ def validate(document: dict, path="<memory>") -> bool:
 # or "[A...]" (a list of any length). Keras's learning_rate is a float, a schedule or a
 # recorded callable. The types are what the constructor accepts, not what is sensible:
 # without use_ema Keras checks neither EMA argument (ema_overwrite_frequency=2.5 is valid),
-# and a gradient_accumulation_steps of 2.5 passes its `>= 2` test. tests/test_bad_input.py checks these tables against the constructors
+# and a gradient_accumulation_steps of 2.5 passes its `>= 2` test. tests/reference/test_bad_input.py checks these tables against the constructors
 # of reference.Adafactor, reference.schedules and reference/dialects.
 KERAS_ARGUMENTS = {
     "learning_rate": "float|schedule|recorded callable",

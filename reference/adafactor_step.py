@@ -231,7 +231,7 @@ def update_step(
     rho_t = relative_step_size(lr, inv_sqrt_step)
     # Memory: two variable-sized buffers serve every temporary of the step (`work`, and
     # `new_x` before it holds the result); each stage given `out=` rounds exactly as without
-    # it (tests/test_dialects.py checks the buffered step against the unbuffered stages).
+    # it (tests/reference/test_dialects.py checks the buffered step against the unbuffered stages).
     work, new_x = np.empty_like(x), np.empty_like(x)
     rms_x = rms(x, scratch=work)
     alpha_t = parameter_scale(rms_x, dtype(hyper.epsilon_2)) * rho_t  # adafactor.py:159

@@ -33,7 +33,7 @@ schedules in float32.  When ``initial_learning_rate`` is given as a float64
 value (for example ``np.float64(0.01)``) the computation runs in float64,
 and when every other float argument is float64 as well (next paragraph) the
 functions here follow Keras operation for operation and give the same
-doubles (checked bit for bit by tests/test_schedules.py).
+doubles (checked bit for bit by tests/reference/test_schedules.py).
 
 Quirk: wrapping only ``initial_learning_rate`` in float64 is not enough.
 The other float hyper-parameters reach the computation through

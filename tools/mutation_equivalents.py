@@ -46,7 +46,7 @@ _SETTER = ("unreachable: the learning_rate setter; a vector fixes the learning r
 _UNUSED_API = ("unreachable: part of the reference's Python API (Keras's) that the gate does not call: it "
                "replays a vector with build, exclude_from_weight_decay, apply, get_state and set_state")
 _CONFIG = ("unreachable: get_config/from_config serialize the configuration; the gate constructs each optimizer "
-           "from the vector's config and grades its steps (tests/test_arguments.py checks the round trip)")
+           "from the vector's config and grades its steps (tests/reference/test_arguments.py checks the round trip)")
 _BEFORE_BUILD = ("unreachable: the value before build(); the gate builds every optimizer before it reads iterations "
                  "or the learning rate")
 _MODULO = "a remainder of positive integers is never negative, so == 0 and <= 0 agree"
@@ -185,7 +185,7 @@ EQUIVALENT: list[Explanation] = [
       "if isinstance(value, schedules.LearningRateSchedule) and callable(value):", _SETTER),
     E(OPT, "Adafactor.__init__", "relative_step=True,", "relative_step=False,",
       "the default of relative_step, a no-op in Keras (SPEC.md Q1: min(min(lr, s), s) == min(lr, s)), so no "
-      "result shows it (tests/test_default_vectors.py lists it as invisible)"),
+      "result shows it (tests/corpus/test_default_vectors.py lists it as invisible)"),
     E(OPT, "Adafactor.stateless_apply", "self.build([np.array(x, copy=True) for x in variables])",
       "self.build([np.array(x, copy=False) for x in variables])", _UNUSED_API),
     E(OPT, "Adafactor._step", "values = [np.array(x, copy=True) for x in variables]",

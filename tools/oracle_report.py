@@ -7,7 +7,7 @@ exact real number its float64 holds). It does not copy the reference's order of
 operations: it computes the real-number result, with 2**-190 relative error or better.
 
 Two views of what "the real-number result" is; both are measured and both are asserted
-by tests/test_oracle.py:
+by tests/reference/test_oracle.py:
 
   E ("exact scalars", the spec view). Every scalar of Keras's formula is the exact real
     number: rho_t = min(lr, 1/sqrt(t)), p = t**beta_2_decay, beta_2_t = 1 - p and

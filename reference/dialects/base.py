@@ -3,7 +3,7 @@
 ``Stages`` holds one Adafactor step on one variable as named stage functions, in Keras's
 order; ``Stages.step`` composes them. ``reference/dialects/keras.py`` fills every stage with
 the spec's own stage functions (``reference/adafactor_step.py``), so the Keras stages are the
-spec bit for bit (tests/test_dialects.py); every other dialect is
+spec bit for bit (tests/reference/test_dialects.py); every other dialect is
 ``keras_stages(...).replace(<stage>=<its function>, ...)`` with the stages its framework
 computes differently, each function citing the source line it mirrors, as optax builds an
 optimizer by chaining transforms. "Keras plus one framework difference" (tools/divergence.py)

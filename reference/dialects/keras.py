@@ -1,7 +1,7 @@
 """The Keras step as named stages: every stage is the spec's own stage function
 (reference/adafactor_step.py; the weight decay is reference/optimizer.py's), so
 ``keras_stages`` computes what ``reference.Adafactor`` computes, bit for bit
-(tests/test_dialects.py). The other dialects start from these stages and replace the ones
+(tests/reference/test_dialects.py). The other dialects start from these stages and replace the ones
 their framework computes differently; the divergence report (tools/divergence.py) replaces
 one framework difference at a time. The spec remains ``reference.Adafactor``, which has every
 argument; ``KerasDialect`` drives these stages with the arguments that reach the step (a

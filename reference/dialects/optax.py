@@ -287,7 +287,7 @@ def optax_stages(p: OptaxArguments) -> Stages:
 
 
 #: difference name -> (the stages implementing it, explanation). Keras's stages with every
-#: entry's stages replaced are ``optax_stages`` (tests/test_dialect_optax.py). Keras's ``apply`` has no place for a momentum or for a
+#: entry's stages replaced are ``optax_stages`` (tests/reference/test_dialect_optax.py). Keras's ``apply`` has no place for a momentum or for a
 #: weight decay added to the update, and it multiplies lr and the scale into u together
 #: (alpha), so optax's whole update tail, its missing relative step included, is one entry.
 DIFFERENCES = {

@@ -3,7 +3,7 @@
 
 Mirrors the default single-tensor path, ``_single_tensor_adafactor`` (_adafactor.py:330-416);
 the foreach path (_adafactor.py:454-599) computes the same formulas and lands within a few
-ulp of it (tests/test_dialect_torch.py). Line numbers below are of the installed 2.13.0 file.
+ulp of it (tests/reference/test_dialect_torch.py). Line numbers below are of the installed 2.13.0 file.
 
 Per parameter p with gradient G, step t (a per-parameter float32 tensor, _adafactor.py:98,
 376-377), w = t**beta2_decay (:379), eps1 = finfo(p.dtype).eps when None (:372-373):
@@ -211,7 +211,7 @@ def stage_functions(p: TorchArguments) -> dict:
 
 
 #: name -> (the stages that make the difference, what it is and where). Keras with every
-#: entry's stages replaced == ``torch_stages`` (tests/test_dialect_torch.py).
+#: entry's stages replaced == ``torch_stages`` (tests/reference/test_dialect_torch.py).
 DIFFERENCES = {
     "eps1 is a floor, not added to g²": (
         ("gradient_square", "estimate"),

@@ -31,7 +31,7 @@ replaces exactly the Keras stages (reference/dialects/base.py) where this differ
 double multiplying a tensor is rounded to the tensor dtype first, while ``RMS`` is a 0-d
 tensor of the parameter dtype, so ``lr_t`` is a tensor when ``max`` picks it (:1181).
 
-Not modelled (ulp-level, measured by tests/test_dialect_transformers.py): torch's
+Not modelled (ulp-level, measured by tests/reference/test_dialect_transformers.py): torch's
 ``add_(x, alpha=a)`` is a fused multiply-add on CPU for contiguous runs of 8 or more
 (the EMAs :1266-1275, momentum :1283, weight decay :1287), and torch's ``mean``/``norm``
 sum in their own order. fp16/bf16 parameters are stepped through an fp32 copy with fp32
