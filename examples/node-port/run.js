@@ -1,0 +1,167 @@
+#!/usr/bin/env node
+'use strict';
+// Runs every Keras-dialect golden vector through the port and writes conformance results files.
+//
+//   node run.js [--vectors DIR] [--out DIR] [--dtype float64,float32] [--mode teacher,trajectory]
+//               [--adafactor PATH]
+//
+// DIR defaults to the repository's vectors/ directory; --out to ./results. Writes one results
+// file per dtype x mode, results-<dtype>-<mode>.json (results-file protocol, schema_version 1),
+// and prints their paths. --adafactor loads another build of the optimizer (used by the tests
+// to grade a deliberately broken copy).
+
+const fs = require('fs');
+const path = require('path');
+
+function parseArgs(argv) {
+  const opts = {
+    vectors: path.resolve(__dirname, '..', '..', 'vectors'),
+    out: path.resolve(process.cwd(), 'results'),
+    dtype: ['float64', 'float32'],
+    mode: ['teacher', 'trajectory'],
+    adafactor: path.join(__dirname, 'adafactor.js'),
+  };
+  for (let i = 2; i < argv.length; i++) {
+    const a = argv[i], v = argv[i + 1];
+    if (a === '--vectors') { opts.vectors = path.resolve(v); i++; }
+    else if (a === '--out') { opts.out = path.resolve(v); i++; }
+    else if (a === '--dtype') { opts.dtype = v.split(','); i++; }
+    else if (a === '--mode') { opts.mode = v.split(','); i++; }
+    else if (a === '--adafactor') { opts.adafactor = path.resolve(v); i++; }
+    else if (a === '-h' || a === '--help') {
+      process.stdout.write(fs.readFileSync(__filename, 'utf8').split('\n').slice(2, 12).join('\n') + '\n');
+      process.exit(0);
+    } else { throw new Error(`unknown argument ${a}`); }
+  }
+  return opts;
+}
+
+// ---- numbers: 16 hex digits of the IEEE-754 binary64 bit pattern, big-endian -----------------
+const buf = new DataView(new ArrayBuffer(8));
+function decodeBits(hex) {
+  if (!/^[0-9a-f]{16}$/.test(hex)) throw new Error(`bad bits ${JSON.stringify(hex)}`);
+  buf.setUint32(0, parseInt(hex.slice(0, 8), 16));
+  buf.setUint32(4, parseInt(hex.slice(8), 16));
+  return buf.getFloat64(0);
+}
+function encodeBits(x) {
+  buf.setFloat64(0, x);
+  return buf.getUint32(0).toString(16).padStart(8, '0') + buf.getUint32(4).toString(16).padStart(8, '0');
+}
+function decodeArray(a) {
+  if (a === null || a === undefined) return null;
+  const n = a.shape.reduce((p, q) => p * q, 1);
+  if (a.bits.length !== n) throw new Error(`array of shape [${a.shape}] holds ${a.bits.length} values`);
+  return { shape: a.shape.slice(), data: Float64Array.from(a.bits, decodeBits) };
+}
+const encodeArray = (t) => (t === null ? null : { shape: t.shape.slice(), bits: Array.from(t.data, encodeBits) });
+const decodeList = (l) => (l === null || l === undefined ? null : l.map(decodeArray));
+const encodeList = (l) => (l === null ? null : l.map(encodeArray));
+
+function decodeState(s) {
+  return {
+    iterations: s.iterations,
+    variables: decodeList(s.variables),
+    r: decodeList(s.r), c: decodeList(s.c), v: decodeList(s.v),
+    average: decodeList(s.average), accumulator: decodeList(s.accumulator),
+  };
+}
+
+// ---- corpus ------------------------------------------------------------------------------------
+function loadCorpus(dir) {
+  const manifest = JSON.parse(fs.readFileSync(path.join(dir, 'MANIFEST.json'), 'utf8'));
+  const files = [];
+  for (const rel of Object.keys(manifest.files).sort()) {
+    const doc = JSON.parse(fs.readFileSync(path.join(dir, rel), 'utf8'));
+    if (doc.format !== 'adafactor-golden-vectors') throw new Error(`${rel}: not a vector file`);
+    if (doc.schema_version !== 2) throw new Error(`${rel}: unknown schema_version ${doc.schema_version}`);
+    if (doc.dialect !== 'keras') continue;
+    files.push({ rel, doc });
+  }
+  return files;
+}
+
+// ---- replay ------------------------------------------------------------------------------------
+function runVector(A, vec, dtype, mode) {
+  const f = dtype === 'float32' ? Math.fround : (x) => x;
+  const config = Object.assign({}, vec.config);
+  const recorded = config.learning_rate !== null && typeof config.learning_rate === 'object' &&
+    config.learning_rate.callable === 'recorded';
+  let queue = [];
+  if (recorded) {
+    config.learning_rate = () => {
+      if (queue.length === 0) throw new Error('the recorded learning-rate callable was called more often than recorded');
+      return decodeBits(queue.shift());
+    };
+  }
+  const integerKeys = Array.isArray(vec.config_integers) ? vec.config_integers : undefined;
+  let opt;
+  try {
+    opt = new A.Adafactor(config, { dtype, integerKeys });
+  } catch (e) {
+    return errorEntry(e, null, []);
+  }
+  const variables = vec.variables.map((v) => {
+    const t = decodeArray(v.initial);
+    return { name: v.name, value: { shape: t.shape, data: t.data.map(f) } };
+  });
+  opt.build(variables);
+  const ex = vec.exclude_from_weight_decay;
+  if (ex) opt.excludeFromWeightDecay({ varNames: ex.var_names || null, varIndex: ex.var_index || null });
+  if (vec.initial_state) opt.setState(decodeState(vec.initial_state));
+  const steps = [];
+  for (let k = 0; k < vec.steps.length; k++) {
+    const step = vec.steps[k];
+    if (mode === 'teacher' && k > 0) opt.setState(decodeState(vec.steps[k - 1].expected));
+    queue = recorded ? (step.learning_rate_calls || []).slice() : [];
+    try {
+      opt.apply(step.grads.map(decodeArray));
+    } catch (e) {
+      return errorEntry(e, k, steps);
+    }
+    const s = opt.getState();
+    const out = {
+      iterations: s.iterations,
+      variables: encodeList(s.variables),
+      r: encodeList(s.r), c: encodeList(s.c), v: encodeList(s.v),
+      average: encodeList(s.average), accumulator: encodeList(s.accumulator),
+      is_update_step: opt.lastIsUpdateStep,
+      ema_overwritten: opt.lastEmaOverwritten,
+    };
+    if (recorded) out.learning_rate_calls = opt.learningRateCalls;
+    steps.push(out);
+  }
+  return { steps };
+}
+
+function errorEntry(e, step, steps) {
+  if (!(e instanceof Error) || !['ValueError', 'TypeError'].includes(e.name)) throw e;
+  const entry = { error: e.name, message: e.message };
+  if (step !== null) { entry.step = step; entry.steps = steps; }
+  return entry;
+}
+
+function main() {
+  const opts = parseArgs(process.argv);
+  const A = require(opts.adafactor);
+  const files = loadCorpus(opts.vectors);
+  fs.mkdirSync(opts.out, { recursive: true });
+  for (const dtype of opts.dtype) {
+    for (const mode of opts.mode) {
+      const vectors = {};
+      for (const { doc } of files) for (const vec of doc.vectors) vectors[vec.id] = runVector(A, vec, dtype, mode);
+      const results = {
+        format: 'adafactor-conformance-results', schema_version: 1,
+        implementation: `adafactor-node-port 0.1.0 (Node ${process.version})`,
+        dtype, mode, device: 'cpu', vectors,
+      };
+      // v1 records only the error class.
+      for (const v of Object.values(vectors)) delete v.message;
+      const file = path.join(opts.out, `results-${dtype}-${mode}.json`);
+      fs.writeFileSync(file, JSON.stringify(results) + '\n');
+      process.stdout.write(file + '\n');
+    }
+  }
+}
+
+main();
