@@ -50,13 +50,13 @@ from pathlib import Path
 
 import numpy as np
 
-from conformance import expectations, report, runner
+import conformance
+from conformance import corpus, expectations, report, runner
 from conformance import vectorfile as vf
 from conformance.adapters import ADAPTERS, AdapterError, resolve
 from conformance.adapters.base import DEVICES, DTYPES
 from conformance.tolerance import Policy
 
-DEFAULT_VECTORS = Path(__file__).resolve().parent.parent / "vectors"
 EXIT_OK, EXIT_NONCONFORMING, EXIT_ERROR, EXIT_NOTHING_CHECKED = 0, 1, 2, 3
 VERDICTS = {EXIT_OK: "CONFORMS", EXIT_NONCONFORMING: "DOES NOT CONFORM", EXIT_ERROR: "ERROR",
             EXIT_NOTHING_CHECKED: "NOTHING CHECKED"}
@@ -79,16 +79,35 @@ def _csv(values, allowed=None, what="value"):
     return items
 
 
+def version_text() -> str:
+    """What ``--version`` prints: the gate's version, the corpus it carries (version, schema,
+    vector count, sha256, where), and the Keras release whose semantics are the spec."""
+    from reference import KERAS_VERSION
+
+    found = corpus.default_vectors_dir_or_none()
+    described = ("corpus " + corpus.describe(corpus.corpus_identity(found)) if found
+                 else "corpus: none found (pass --vectors-dir)")
+    return (f"adafactor-conformance {conformance.__version__}\n{described}\n"
+            f"spec: keras.optimizers.Adafactor of Keras {KERAS_VERSION} (reference/SPEC.md)")
+
+
+def _vectors_dir_help() -> str:
+    found = corpus.default_vectors_dir_or_none()
+    where = found if found else "none found: this option is then required"
+    return f"the golden-vector corpus to read (default: the one this installation carries, {where})"
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="adafactor-conformance", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="adafactor-conformance", description=__doc__.split("\n\n")[0],
+        epilog=__doc__[__doc__.index("Exit status"):].split("\n\n``run``")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=version_text(),
+                        help="print the gate's version and the corpus's version and sha256, then exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,grade,list}")
 
     def common(p):
-        p.add_argument("--vectors", action="append", default=[], metavar="PATTERN",
-                       help="vector id prefix or fnmatch pattern (repeatable, comma-separated)")
-        p.add_argument("--flags", action="append", default=[], metavar="FLAG",
-                       help="only vectors carrying every one of these flags")
-        p.add_argument("--vectors-dir", type=Path, default=DEFAULT_VECTORS, help="corpus directory")
+        selection(p)
         p.add_argument("--xfail-file", action="append", default=[], type=Path,
                        help="extra skip/xfail file (format: conformance/expectations.py)")
         p.add_argument("--json", type=Path, help="write the JSON report here (never over an input)")
@@ -96,13 +115,24 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--plot", type=Path, help="write an error-versus-step PNG here (needs matplotlib)")
         p.add_argument("--verbose", action="store_true", help="print every vector's outcome")
 
+    def selection(p):
+        p.add_argument("--vectors", action="append", default=[], metavar="PATTERN",
+                       help="only vectors whose id starts with PATTERN, fnmatches it (it holds * ? or [), or "
+                            "equals it when written =ID (repeatable, comma-separated; default: every vector)")
+        p.add_argument("--flags", action="append", default=[], metavar="FLAG",
+                       help="only vectors carrying every one of these flags (repeatable, comma-separated; "
+                            "`list` shows each vector's flags)")
+        p.add_argument("--vectors-dir", type=Path, default=None, metavar="DIR", help=_vectors_dir_help())
+
     run = sub.add_parser("run", help="run an adapter over the vectors")
     run.add_argument("--adapter", action="append", default=[],
                      help=f"registered name ({', '.join(ADAPTERS)}), 'all', or package.module:Class")
     run.add_argument("--dtype", action="append", default=[],
                      help=f"comma-separated, from {','.join(DTYPES)} (default float64,float32)")
     run.add_argument("--mode", action="append", default=[], help="teacher,trajectory (default both)")
-    run.add_argument("--device", default="cpu", choices=DEVICES)
+    run.add_argument("--device", default="cpu", choices=DEVICES,
+                     help="where the adapter runs the vectors (default cpu); an adapter that cannot use it "
+                          "is an ERROR (exit 2) unless --if-available")
     run.add_argument("--if-available", action="store_true",
                      help="skip, saying why, an adapter that cannot use --device here instead of failing "
                           "with exit 2 (a run where nothing was graded still exits 3, NOTHING CHECKED); "
@@ -124,16 +154,19 @@ def _parser() -> argparse.ArgumentParser:
     grade.add_argument("--allow-partial", action="store_true",
                        help="skip (not fail) the selected vectors of the file's dialect(s) that it lacks")
     common(grade)
-    lister = sub.add_parser("list", help="list the vectors")
-    lister.add_argument("--vectors", action="append", default=[])
-    lister.add_argument("--flags", action="append", default=[])
-    lister.add_argument("--vectors-dir", type=Path, default=DEFAULT_VECTORS)
+    lister = sub.add_parser("list", help="list the vectors (id, expected result, steps, flags)")
+    selection(lister)
     return parser
 
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.vectors_dir is None:
+            try:
+                args.vectors_dir = corpus.default_vectors_dir()
+            except corpus.CorpusNotFound as exc:
+                raise UsageError(str(exc)) from None
         if args.command == "list":
             return _list(args)
         if args.command == "grade":
@@ -170,8 +203,10 @@ def _list(args) -> int:
 
 
 def _run_info(args) -> dict:
-    return {"python": platform.python_version(), "machine": platform.machine(),
+    return {"gate": conformance.__version__, "corpus": corpus.corpus_identity(args.vectors_dir),
+            "python": platform.python_version(), "machine": platform.machine(),
             "numpy": np.__version__, "vectors": str(args.vectors_dir),
+            "xfail_files": [str(Path(p).resolve()) for p in args.xfail_file],
             "date": time.strftime("%Y-%m-%d")}
 
 
@@ -204,7 +239,7 @@ def _print_reports(args, reports, info) -> None:
             print(report.flag_table(r))
             for o in r.outcomes:
                 print(f"  {o.status:10s} {o.id}  {o.reason}")
-        text = report.failures(r)
+        text = report.failures(r, vectors_dir=args.vectors_dir, xfail_files=args.xfail_file)
         if text:
             print()
             print(text)
@@ -250,7 +285,7 @@ def _write_outputs(args, reports, info, code, problems=(), skipped=None) -> None
         report.write_json(args.json, reports, info, skipped, verdict=verdict, exit_status=code,
                           errors=list(problems) if code == EXIT_ERROR else [])
     if args.junit:
-        report.write_junit(args.junit, reports, verdict, problems)
+        report.write_junit(args.junit, reports, verdict, problems, info)
     if args.plot:
         problem = report.write_plot(args.plot, reports)
         if problem:
@@ -464,6 +499,41 @@ def _signals_interrupt():
             signal.signal(s, h)
 
 
+class _StatusLine:
+    """The progress line of a long run, on standard error when it is a terminal (never in a
+    log): rewritten in place, and cleared before anything else is printed, so it never
+    mixes with the output."""
+
+    INTERVAL = 0.5  # seconds between redraws
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.shown, self.drawn_at = enabled, False, 0.0
+        self.started = time.monotonic()
+
+    @staticmethod
+    def wanted() -> bool:
+        return sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
+
+    def show(self, units) -> None:
+        now = time.monotonic()
+        if not self.enabled or now - self.drawn_at < self.INTERVAL:
+            return
+        self.drawn_at = now
+        busy = [u.status() for u in units if u.proc is not None and u.proc.returncode is None]
+        done = sum(u.proc is not None and u.proc.returncode is not None for u in units)
+        text = f"[{now - self.started:5.0f} s] {done}/{len(units)} adapter processes done; " + "; ".join(busy)
+        width = shutil.get_terminal_size((100, 20)).columns
+        sys.stderr.write("\r\x1b[K" + text[:max(width - 1, 10)])
+        sys.stderr.flush()
+        self.shown = True
+
+    def clear(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+            self.shown = False
+
+
 class _Unit:
     """One child process: an adapter (and with --split dtype one lane dtype)."""
 
@@ -489,9 +559,10 @@ class _Unit:
         self.threads = []
         self.offset, self.pending_text = 0, ""
         self.where, self.last_change = None, None
+        self.lane_vectors: set = set()  # ids the child has reached in its current lane
         self.error_message, self.timed_out, self.done = None, False, False
 
-    def start(self, stream: bool, lock: threading.Lock) -> None:
+    def start(self, stream: bool, lock: threading.Lock, status: _StatusLine | None = None) -> None:
         self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      errors="replace", bufsize=1, start_new_session=True, env=dict(os.environ))
         self.last_change = time.monotonic()
@@ -500,6 +571,8 @@ class _Unit:
             for line in iter(pipe.readline, ""):
                 if stream:
                     with lock:
+                        if status is not None:
+                            status.clear()
                         sink().write(line)
                         sink().flush()
                 else:
@@ -530,14 +603,24 @@ class _Unit:
             elif kind == "lane":
                 lane = tuple(rest.split("\t"))
                 where = (lane, None)
+                self.lane_vectors = set()
             elif kind == "vector":
                 where = (lane, rest)
+                self.lane_vectors.add(rest)
             elif kind == "error":
                 self.error_message = rest
             elif kind == "done":
                 self.done = True
             if where != self.where:
                 self.where, self.last_change = where, time.monotonic()
+
+    def status(self) -> str:
+        """What the progress line says of this process while it runs."""
+        if not self.where or self.where[1] is None:
+            lane = f" {' '.join(self.where[0])}" if self.where and self.where[0] else ""
+            return f"{self.label}{lane}: setting up"
+        lane = f" {' '.join(self.where[0])}" if self.where[0] else ""
+        return f"{self.label}{lane}: vector {len(self.lane_vectors)} ({self.where[1]})"
 
     def position(self) -> str:
         if self.done:
@@ -659,6 +742,7 @@ def _supervise(args) -> int:
 def _run_units(args, units, single, skipped, info) -> int:
     lock = threading.Lock()
     stream = single or args.jobs == 1
+    status = _StatusLine(_StatusLine.wanted())
     pending, running = list(units), []
     results = {}
 
@@ -670,6 +754,7 @@ def _run_units(args, units, single, skipped, info) -> int:
         if single:
             return
         with lock:
+            status.clear()
             if not stream:
                 print(f"\n=== {unit.label}: {unit.shown}")
                 print("".join(unit.output), end="")
@@ -686,8 +771,10 @@ def _run_units(args, units, single, skipped, info) -> int:
         while pending and len(running) < args.jobs:
             unit = pending.pop(0)
             if stream and not single:
-                print(f"\n=== {unit.label}: {unit.shown}", flush=True)
-            unit.start(stream, lock)
+                with lock:
+                    status.clear()
+                    print(f"\n=== {unit.label}: {unit.shown}", flush=True)
+            unit.start(stream, lock, status)
             running.append(unit)
         time.sleep(0.05)
         for unit in list(running):
@@ -700,6 +787,9 @@ def _run_units(args, units, single, skipped, info) -> int:
                 unit.kill()
                 running.remove(unit)
                 finished(unit)
+        with lock:
+            status.show(units)
+    status.clear()
 
     reports, errors = [], []
     for unit in units:  # registry order

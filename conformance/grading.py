@@ -37,9 +37,11 @@ def error_problems(error: ExpectedError | dict, exc: Optional[BaseException], at
     must contain, "construction" or "step", and the 0-based index of the step that raises
     (when at == "step"). ``exc`` is what was
     raised (None: nothing), ``at`` where, and ``step`` the 0-based index of the step that
-    raised. All four must match: the class by name, the message by substring
-    (``check_message=False``: not the message, for implementations that report only the
-    class of their errors, as a results file does)."""
+    raised. All four must match (the error contract, reference/SPEC.md): the class by name,
+    that of the raised exception or of any class it derives from (a subclass of ValueError
+    raised for "ValueError" conforms: code that catches ValueError catches it), and the
+    message by substring (``check_message=False``: not the message, for implementations
+    that report only the class of their errors, as a version-1 results file does)."""
     if not isinstance(error, ExpectedError):
         error = ExpectedError.from_json(error)
     if exc is None:
@@ -49,11 +51,20 @@ def error_problems(error: ExpectedError | dict, exc: Optional[BaseException], at
         problems.append(f"raised at {at}, expected at {error.at}")
     elif at == "step" and step != error.step:
         problems.append(f"raised at step {step}, expected at step {error.step}")
-    if type(exc).__name__ != error.cls:
+    if error.cls not in class_names(exc):
         problems.append(f"raised {type(exc).__name__} ({exc}), expected {error.cls}")
     elif check_message and error.message_contains not in str(exc):
         problems.append(f"message {str(exc)!r} lacks {error.message_contains!r}")
     return problems
+
+
+def class_names(exc: BaseException) -> list[str]:
+    """The names the error contract accepts for ``exc``: its class's and every base class's
+    (an error a results file reported, results_file.PortError, carries only the name the
+    port reported: nothing is derived from it)."""
+    if getattr(exc, "reported_only", False):  # a name a results file reported: that name only
+        return [type(exc).__name__]
+    return [cls.__name__ for cls in type(exc).__mro__]
 
 
 # ----------------------------------------------------------------------------- values

@@ -19,8 +19,14 @@ from conformance.outcomes import STATUSES, LaneReport
 
 
 def header(reports: list[LaneReport], extra: dict) -> str:
-    lines = ["Adafactor conformance gate"]
+    lines = [f"Adafactor conformance gate {extra.get('gate', '')}".rstrip()]
     for key, value in extra.items():
+        if key == "gate" or (key == "xfail_files" and not value):
+            continue
+        if key == "corpus" and isinstance(value, dict):
+            from conformance.corpus import describe
+
+            value = describe(value)
         lines.append(f"  {key}: {value}")
     seen = set()
     for r in reports:
@@ -84,14 +90,37 @@ def _fmt(x: float) -> str:
     return "inf" if math.isinf(x) else f"{x:.3g}"
 
 
-def reproduce_command(report: LaneReport, vector_id: str) -> str:
+#: How a reproduce line starts: the gate's module, run with the Python the user runs it with.
+COMMAND = "python -m conformance"
+
+
+def reproduce_command(report: LaneReport, vector_id: str, *, vectors_dir=None, xfail_files=(),
+                      adapter_spec: str | None = None) -> str:
+    """A command line that reruns exactly this vector in this lane: the adapter as it was
+    given (a registered name, or the ``module:Class`` import spec of a port), ``--vectors-dir``
+    when the corpus is not the installed one, every ``--xfail-file``, and the id as ``=ID``
+    (an exact match, never a prefix of other ids)."""
+    args = []
     if report.adapter.startswith("results:"):
-        return "python -m conformance grade " + " ".join(shlex.quote(a) for a in (
-            "--results", report.environment.get("file", "?"), "--vectors", vector_id, "--verbose"))
-    return ("python -m conformance run " + " ".join(shlex.quote(a) for a in (
-        "--adapter", report.environment.get("adapter_spec", report.adapter),
-        "--dtype", report.dtype, "--mode", report.mode,
-        "--device", report.device, "--vectors", vector_id, "--verbose")))
+        command = f"{COMMAND} grade"
+        args += ["--results", report.environment.get("file", "?")]
+    else:
+        command = f"{COMMAND} run"
+        args += ["--adapter", adapter_spec or report.environment.get("adapter_spec", report.adapter),
+                 "--dtype", report.dtype, "--mode", report.mode, "--device", report.device]
+    if vectors_dir is not None and not _is_default_corpus(vectors_dir):
+        args += ["--vectors-dir", str(Path(vectors_dir).resolve())]
+    for path in xfail_files:
+        args += ["--xfail-file", str(Path(path).resolve())]
+    args += ["--vectors", f"={vector_id}", "--verbose"]
+    return command + " " + " ".join(shlex.quote(str(a)) for a in args)
+
+
+def _is_default_corpus(vectors_dir) -> bool:
+    from conformance.corpus import default_vectors_dir_or_none
+
+    default = default_vectors_dir_or_none()
+    return default is not None and Path(vectors_dir).resolve() == default.resolve()
 
 
 def model_summary(reports: list[LaneReport]) -> str:
@@ -109,7 +138,11 @@ def model_summary(reports: list[LaneReport]) -> str:
     return ("graded under deviation models (conformance/deviations.py):\n" + "\n".join(lines)) if lines else ""
 
 
-def failures(report: LaneReport, limit: int = 20) -> str:
+def failures(report: LaneReport, limit: int = 20, *, vectors_dir=None, xfail_files=(),
+             adapter_spec: str | None = None) -> str:
+    """The failing and xpassing vectors of a lane (at most ``limit``), each with its first
+    failures and a reproduce line (``reproduce_command``, given the run's corpus and
+    expectation files)."""
     lines = []
     bad = [o for o in report.outcomes if o.status in ("fail", "xpass")]
     for o in bad[:limit]:
@@ -123,7 +156,8 @@ def failures(report: LaneReport, limit: int = 20) -> str:
                 f"    step {f.step}, {f.kind}[{f.variable}] {f.variable_name!r}, element {f.element}: "
                 f"expected {f.expected!r}, got {f.actual!r} ({_fmt(f.ulp)} ulp in {report.dtype}; "
                 f"normwise {_fmt(f.normwise)} eps, budget {_fmt(f.budget)} eps)")
-        lines.append(f"    reproduce: {reproduce_command(report, o.id)}")
+        lines.append("    reproduce: " + reproduce_command(report, o.id, vectors_dir=vectors_dir, xfail_files=xfail_files,
+                                                         adapter_spec=adapter_spec))
     if len(bad) > limit:
         lines.append(f"... and {len(bad) - limit} more (see the JSON report)")
     for entry in report.unused_expectations:
@@ -164,26 +198,50 @@ def write_json(path: Path, reports: list[LaneReport], extra: dict, skipped: str 
                                            sort_keys=True) + "\n")
 
 
-def write_junit(path: Path, reports: list[LaneReport], verdict: str | None = None, problems=()) -> None:
+def run_properties(info: dict) -> dict:
+    """The run facts every JUnit suite carries as properties: the gate's version and the
+    corpus's version and sha256 (a CI log then says what a port was checked against)."""
+    corpus = info.get("corpus") or {}
+    found = {"gate_version": info.get("gate"), "corpus_version": corpus.get("corpus_version"),
+             "corpus_sha256": corpus.get("sha256"), "vectors_dir": corpus.get("path")}
+    return {k: str(v) for k, v in found.items() if v is not None}
+
+
+def write_junit(path: Path, reports: list[LaneReport], verdict: str | None = None, problems=(),
+                info: dict | None = None) -> None:
     """One test case per vector and lane. A run whose verdict is ERROR or NOTHING CHECKED
     gets one more suite, ``gate``, whose ``verdict`` case is an error naming the problems,
-    so a dashboard that counts JUnit cases never shows such a run green."""
+    so a dashboard that counts JUnit cases never shows such a run green. ``info`` (the run's
+    facts, cli._run_info): the gate and corpus versions, as properties of every suite, and
+    the corpus and expectation files the reproduce lines name."""
+    info = info or {}
+    properties = run_properties(info)
+    context = {"vectors_dir": (info.get("corpus") or {}).get("path"), "xfail_files": info.get("xfail_files", ())}
     suites = ET.Element("testsuites")
+
+    def add_properties(suite):
+        if properties:
+            holder = ET.SubElement(suite, "properties")
+            for name, value in properties.items():
+                ET.SubElement(holder, "property", name=name, value=value)
+
     for r in reports:
         c = r.counts()
         suite = ET.SubElement(suites, "testsuite", name=f"{r.adapter}.{r.dtype}.{r.mode}.{r.device}",
                               tests=str(len(r.outcomes)), failures=str(c["fail"] + c["xpass"]),
                               skipped=str(c["skip"] + c["xfail"]), time=f"{r.seconds:.3f}")
+        add_properties(suite)
         for o in r.outcomes:
             case = ET.SubElement(suite, "testcase", classname=f"{r.adapter}.{r.dtype}.{r.mode}", name=o.id)
             if o.status in ("fail", "xpass"):
                 failure = ET.SubElement(case, "failure", message=o.reason[:500])
-                failure.text = f"{o.reason}\nreproduce: {reproduce_command(r, o.id)}"
+                failure.text = f"{o.reason}\nreproduce: {reproduce_command(r, o.id, **context)}"
             elif o.status in ("skip", "xfail"):
                 ET.SubElement(case, "skipped", message=f"{o.status}: {o.reason}"[:500])
     if verdict in ("ERROR", "NOTHING CHECKED"):
         suite = ET.SubElement(suites, "testsuite", name="gate", tests="1", failures="0", errors="1",
                               skipped="0", time="0")
+        add_properties(suite)
         case = ET.SubElement(suite, "testcase", classname="gate", name="verdict")
         error = ET.SubElement(case, "error", message=f"{verdict}: {'; '.join(problems)}"[:500])
         error.text = "\n".join([verdict, *problems])

@@ -43,18 +43,27 @@ __all__ = ["select", "run_lane", "run_vector", "replay_states", "grader", "UNGRA
 
 # ----------------------------------------------------------------------------- a lane
 def select(documents: dict, patterns=(), flags=()) -> list[tuple[str, dict]]:
-    """Vectors whose id starts with (or fnmatches) any pattern and that carry all flags."""
+    """Vectors whose id matches any pattern and that carry all flags. A pattern is an id
+    prefix, an fnmatch pattern (it holds ``*``, ``?`` or ``[``), or ``=ID``: exactly that id
+    (what reproduce lines use, so that ``arguments/lr/0.1`` does not also rerun
+    ``arguments/lr/0.15``)."""
     chosen = []
     for relative, vector in vf.iter_vectors(documents):
         v = as_vector(vector)
-        if patterns and not any(
-                fnmatch.fnmatchcase(v.id, p) if any(c in p for c in "*?[") else v.id.startswith(p)
-                for p in patterns):
+        if patterns and not any(_matches(v.id, p) for p in patterns):
             continue
         if any(f not in v.flags for f in flags):
             continue
         chosen.append((relative, vector))
     return chosen
+
+
+def _matches(vector_id: str, pattern: str) -> bool:
+    if pattern.startswith("="):
+        return vector_id == pattern[1:]
+    if any(c in pattern for c in "*?["):
+        return fnmatch.fnmatchcase(vector_id, pattern)
+    return vector_id.startswith(pattern)
 
 
 def run_lane(adapter: Adapter, vectors: list[tuple[str, dict]], directory, dtype: str, device: str,

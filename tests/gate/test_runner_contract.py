@@ -160,6 +160,10 @@ def test_a_step_grade_is_a_value_the_vector_grade_folds():
     (TypeError("epsilon_1 must be >= 0"), "construction", None, "raised TypeError"),
     (ValueError("something else"), "construction", None, "lacks 'epsilon_1'"),
     (ValueError("epsilon_1 must be >= 0"), "step", 0, "raised at step, expected at construction"),
+    # A subclass conforms (code that catches ValueError catches it); a base class does not.
+    (type("ConfigError", (ValueError,), {})("epsilon_1 must be >= 0"), "construction", None, None),
+    (ArithmeticError("epsilon_1 must be >= 0"), "construction", None, "raised ArithmeticError"),
+    (Exception("epsilon_1 must be >= 0"), "construction", None, "raised Exception"),
 ])
 def test_one_error_contract_checks_class_place_and_message(raised, at, step, problem):
     error = {"class": "ValueError", "message_contains": "epsilon_1", "at": "construction"}
@@ -168,6 +172,16 @@ def test_one_error_contract_checks_class_place_and_message(raised, at, step, pro
         assert problems == []
     else:
         assert len(problems) == 1 and problem in problems[0], problems
+
+
+def test_a_reported_error_class_matches_by_its_own_name_only():
+    """An error a results file reported stands for that name alone: nothing derives from it."""
+    reported = type("Exception", (Exception,), {"reported_only": True})("epsilon_1")
+    assert grading.class_names(reported) == ["Exception"]
+    error = {"class": "ValueError", "message_contains": "epsilon_1", "at": "construction"}
+    assert grading.error_problems(error, reported, "construction") == [
+        "raised Exception (epsilon_1), expected ValueError"]
+    assert grading.error_problems({**error, "class": "Exception"}, reported, "construction") == []
 
 
 def test_error_contract_checks_the_step_that_raised():
