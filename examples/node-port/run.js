@@ -20,6 +20,7 @@ function parseArgs(argv) {
     dtype: ['float64', 'float32'],
     mode: ['teacher', 'trajectory'],
     adafactor: path.join(__dirname, 'adafactor.js'),
+    schemaVersion: 1,
   };
   for (let i = 2; i < argv.length; i++) {
     const a = argv[i], v = argv[i + 1];
@@ -28,6 +29,7 @@ function parseArgs(argv) {
     else if (a === '--dtype') { opts.dtype = v.split(','); i++; }
     else if (a === '--mode') { opts.mode = v.split(','); i++; }
     else if (a === '--adafactor') { opts.adafactor = path.resolve(v); i++; }
+    else if (a === '--schema-version') { opts.schemaVersion = Number(v); i++; }
     else if (a === '-h' || a === '--help') {
       process.stdout.write(fs.readFileSync(__filename, 'utf8').split('\n').slice(2, 12).join('\n') + '\n');
       process.exit(0);
@@ -94,7 +96,11 @@ function runVector(A, vec, dtype, mode) {
       return decodeBits(queue.shift());
     };
   }
-  const integerKeys = Array.isArray(vec.config_integers) ? vec.config_integers : undefined;
+  // config_integers: JSON Pointers of the integers in config (JSON.parse reads 1 and 1.0 alike);
+  // the top-level ones are the arguments Keras sees as Python ints.
+  const integerKeys = Array.isArray(vec.config_integers)
+    ? vec.config_integers.filter((p) => /^\/[^/]+$/.test(p)).map((p) => p.slice(1).replace(/~1/g, '/').replace(/~0/g, '~'))
+    : undefined;
   let opt;
   try {
     opt = new A.Adafactor(config, { dtype, integerKeys });
@@ -137,7 +143,7 @@ function runVector(A, vec, dtype, mode) {
 function errorEntry(e, step, steps) {
   if (!(e instanceof Error) || !['ValueError', 'TypeError'].includes(e.name)) throw e;
   const entry = { error: e.name, message: e.message };
-  if (step !== null) { entry.step = step; entry.steps = steps; }
+  if (step !== null) { entry.step = step; entry.steps = steps; }  // the states before the raising step
   return entry;
 }
 
@@ -146,22 +152,32 @@ function main() {
   const A = require(opts.adafactor);
   const files = loadCorpus(opts.vectors);
   fs.mkdirSync(opts.out, { recursive: true });
+  const implementation = `adafactor-node-port 0.1.0 (Node ${process.version})`;
+  const lanes = [];
   for (const dtype of opts.dtype) {
     for (const mode of opts.mode) {
       const vectors = {};
       for (const { doc } of files) for (const vec of doc.vectors) vectors[vec.id] = runVector(A, vec, dtype, mode);
-      const results = {
-        format: 'adafactor-conformance-results', schema_version: 1,
-        implementation: `adafactor-node-port 0.1.0 (Node ${process.version})`,
-        dtype, mode, device: 'cpu', vectors,
-      };
-      // v1 records only the error class.
-      for (const v of Object.values(vectors)) delete v.message;
-      const file = path.join(opts.out, `results-${dtype}-${mode}.json`);
-      fs.writeFileSync(file, JSON.stringify(results) + '\n');
-      process.stdout.write(file + '\n');
+      lanes.push({ dialect: 'keras', dtype, mode, vectors });
     }
   }
+  const written = [];
+  if (opts.schemaVersion === 2) {
+    const file = path.join(opts.out, 'results.json');
+    const results = { format: 'adafactor-conformance-results', schema_version: 2, implementation, device: 'cpu', lanes };
+    fs.writeFileSync(file, JSON.stringify(results) + '\n');
+    written.push(file);
+  } else {
+    for (const { dtype, mode, vectors } of lanes) {
+      // Version 1 records the error class only.
+      for (const v of Object.values(vectors)) delete v.message;
+      const results = { format: 'adafactor-conformance-results', schema_version: 1, implementation, dtype, mode, device: 'cpu', vectors };
+      const file = path.join(opts.out, `results-${dtype}-${mode}.json`);
+      fs.writeFileSync(file, JSON.stringify(results) + '\n');
+      written.push(file);
+    }
+  }
+  for (const file of written) process.stdout.write(file + '\n');
 }
 
 main();
