@@ -146,20 +146,51 @@ function deserializeSchedule(obj) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Reductions: a sum followed by one division by the count, summed sequentially in the lane
-// dtype (the spec's NumPy sums pairwise; the difference is within the gate's budget).
+// Reductions: a sum followed by one division by the count. Sums over contiguous data use
+// NumPy's pairwise summation (what the spec's reference sums with): below 8 elements a plain
+// loop; up to 128, eight interleaved partial sums combined as ((r0+r1)+(r2+r3))+((r4+r5)+(r6+r7))
+// and the remainder added one by one; above, split at n/2 rounded down to a multiple of 8.
+// A mean over the second-to-last axis adds the rows in order (NumPy's order for a strided axis).
+
+function pairwise(f, a, start, n, stride) {
+  if (n < 8) {
+    let res = 0;
+    for (let i = 0; i < n; i++) res = f(res + a[start + i * stride]);
+    return res;
+  }
+  if (n <= 128) {
+    const r = new Array(8);
+    for (let j = 0; j < 8; j++) r[j] = a[start + j * stride];
+    let i = 8;
+    for (; i < n - (n % 8); i += 8) {
+      for (let j = 0; j < 8; j++) r[j] = f(r[j] + a[start + (i + j) * stride]);
+    }
+    let res = f(f(f(r[0] + r[1]) + f(r[2] + r[3])) + f(f(r[4] + r[5]) + f(r[6] + r[7])));
+    for (; i < n; i++) res = f(res + a[start + i * stride]);
+    return res;
+  }
+  let n2 = Math.floor(n / 2);
+  n2 -= n2 % 8;
+  return f(pairwise(f, a, start, n2, stride) + pairwise(f, a, start + n2 * stride, n - n2, stride));
+}
 
 function sumRange(f, data, start, count, stride) {
-  let s = 0;
-  for (let k = 0; k < count; k++) s = f(s + data[start + k * stride]);
-  return s;
+  if (stride !== 1) {
+    let s = 0;
+    for (let k = 0; k < count; k++) s = f(s + data[start + k * stride]);
+    return s;
+  }
+  return f(0 + pairwise(f, data, start, count, 1));
+}
+
+function sumOfSquares(f, data) {
+  const sq = new Float64Array(data.length);
+  for (let i = 0; i < data.length; i++) sq[i] = f(data[i] * data[i]);
+  return sumRange(f, sq, 0, sq.length, 1);
 }
 
 function rms(f, t) {
-  const n = t.data.length;
-  let s = 0;
-  for (let i = 0; i < n; i++) s = f(s + f(t.data[i] * t.data[i]));
-  return f(Math.sqrt(f(s / n)));
+  return f(Math.sqrt(f(sumOfSquares(f, t.data) / t.data.length)));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -323,21 +354,17 @@ class Adafactor {
     if (c.clipnorm && c.clipnorm > 0) {
       const cn = f(c.clipnorm);
       return gs.map((g) => {
-        let s = 0;
-        for (const x of g.data) s = f(s + f(x * x));
-        const norm = f(Math.sqrt(s));
+        const norm = f(Math.sqrt(sumOfSquares(f, g.data)));
         const d = Math.max(norm, cn);
         return tensor(g.shape, g.data.map((x) => f(f(x * cn) / d)));
       });
     }
     if (c.global_clipnorm && c.global_clipnorm > 0) {
       const cn = f(c.global_clipnorm);
-      let total = 0;
-      for (const g of gs) {
-        let s = 0;
-        for (const x of g.data) s = f(s + f(x * x));
-        total = f(total + s);
-      }
+      // One reduction over the per-tensor sums (Keras stacks them and sums the stack), so with
+      // eight or more gradients the outer sum is pairwise too.
+      const sums = Float64Array.from(gs, (g) => sumOfSquares(f, g.data));
+      const total = sumRange(f, sums, 0, sums.length, 1);
       const nrm = f(Math.sqrt(total));
       const scale = f(f(cn * Math.min(f(1 / nrm), f(1 / cn))) + f(nrm - nrm));
       return gs.map((g) => tensor(g.shape, g.data.map((x) => f(x * scale))));
