@@ -8,6 +8,7 @@ every skip rule shares them, so whoever hands an array to an implementation copi
 
     vector.id, .file (path relative to the corpus), .path (for messages), .dialect
     vector.config            the constructor arguments as recorded (do not modify)
+    vector.config_integers   JSON Pointers of the integers in config (None: not recorded)
     vector.names, .shapes    per variable, in build order
     vector.initial_state     reference.state.State before step 1 (variables included), or None
     vector.state_dtypes      {Kind: numpy dtype} kept whatever the lane's dtype
@@ -100,6 +101,8 @@ class Vector(Mapping):
         self.description: str = raw.get("description", "")
         self.seed: Optional[int] = raw.get("seed")
         self.config: dict = raw["config"]
+        integers = raw.get("config_integers")
+        self.config_integers: Optional[frozenset] = None if integers is None else frozenset(integers)
         self.result: str = raw["result"]
         self.flags: tuple = tuple(raw["flags"])
         self.error: Optional[ExpectedError] = ExpectedError.from_json(raw["error"])

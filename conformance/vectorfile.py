@@ -409,6 +409,33 @@ STATE_KEYS = tuple(k.value for k in Kind)
 SLOT_KEYS = tuple(k.value for k in SLOT_KINDS)
 
 
+def json_pointer(parts) -> str:
+    """The RFC 6901 JSON Pointer of a path of keys and list indices ("/a/0/b"; "~" and "/"
+    in a key escaped as "~0" and "~1")."""
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def config_integers(config) -> list[str]:
+    """Where ``config`` holds a JSON integer (booleans excluded): the sorted JSON Pointers of
+    every one, nested values (a schedule's ``decay_steps``, a list item) included. A vector
+    carries this as ``config_integers`` for readers whose JSON parser cannot tell ``1`` from
+    ``1.0`` (JavaScript): every other number in the config is a float (vectors/README.md)."""
+    found = []
+
+    def walk(node, where):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, where + (key,))
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                walk(value, where + (index,))
+        elif isinstance(node, int) and not isinstance(node, bool):
+            found.append(json_pointer(where))
+
+    walk(config, ())
+    return sorted(found)
+
+
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -631,6 +658,11 @@ def _check_vector(vector: dict, dialect: str, notes: dict, fail) -> None:
     if result != "invalid":
         table = KERAS_ARGUMENTS if dialect == "keras" else DIALECT_ARGUMENTS[dialect]
         check_arguments(config, table, "config", fail)
+    if "config_integers" in vector:
+        listed, actual = vector["config_integers"], config_integers(config)
+        if listed != actual:
+            fail(f"config_integers = {_short(listed)}, but the integers of config are at {_short(actual)} "
+                 "(sorted JSON Pointers of every JSON integer in config, booleans excluded)")
     recorded = dialect == "keras" and isinstance(config.get("learning_rate"), dict) \
         and config["learning_rate"].get("callable") == "recorded"
 
@@ -926,6 +958,12 @@ def load_manifest(directory) -> dict:
         raise VectorFormatError(path, "top level must be a JSON object")
     if manifest.get("schema_version") != SCHEMA_VERSION:
         raise VectorFormatError(path, version_message(manifest.get("schema_version")))
+    version = manifest.get("corpus_version")
+    if version is not None and (not isinstance(version, str) or len(version.split(".")) != 3
+                                or not all(part.isdigit() for part in version.split("."))
+                                or int(version.split(".")[0]) != SCHEMA_VERSION):
+        raise VectorFormatError(path, f"corpus_version {version!r} is not MAJOR.MINOR.PATCH with MAJOR = the "
+                                      f"schema_version {SCHEMA_VERSION}")
     files = manifest.get("files")
     if not isinstance(files, dict):
         raise VectorFormatError(path, "needs a \"files\" object {relative path: {sha256, vectors}}")

@@ -34,7 +34,7 @@ from tabulate import tabulate
 
 import reference
 from conformance import vectorfile as vf
-from conformance.generator import generate_vector
+from conformance.generator import CORPUS_VERSION, generate_vector
 from conformance.generator.flags import DIALECT_NOTES, NOTES
 from reference import Adafactor
 from tools import dialect_cases
@@ -109,6 +109,7 @@ def render(documents: dict[str, dict]) -> dict[str, str]:
     """{relative path: file text} including MANIFEST.json."""
     texts = {path: vf.dumps(doc) for path, doc in documents.items()}
     manifest = {
+        "corpus_version": CORPUS_VERSION,
         "format": vf.FORMAT_NAME,
         "schema_version": vf.SCHEMA_VERSION,
         "total_vectors": sum(len(d["vectors"]) for d in documents.values()),

@@ -19,7 +19,15 @@ from conformance import vectorfile as vf
 from conformance.generator.case import Case, draw_inputs, seed_for
 from conformance.generator.keras import expect_error, keras_vector
 
-__all__ = ["Case", "generate_vector", "seed_for", "draw_inputs"]
+__all__ = ["Case", "generate_vector", "seed_for", "draw_inputs", "CORPUS_VERSION"]
+
+#: The corpus's version, written to MANIFEST.json as ``corpus_version`` and printed by
+#: ``python -m conformance --version`` and in every report. MAJOR.MINOR.PATCH: MAJOR is the
+#: vector files' ``schema_version``; MINOR goes up whenever what a grade can depend on
+#: changes (a vector added, removed or regenerated with other values, a field added to the
+#: vectors); PATCH when only text no grade reads changes (descriptions, notes, provenance).
+#: Rule and history: vectors/README.md, "Corpus version".
+CORPUS_VERSION = "2.1.0"
 
 
 def generate_vector(case: Case) -> dict:
@@ -37,7 +45,10 @@ def generate_vector(case: Case) -> dict:
         "error": case.error,
     }
     if case.dialect == "keras":
-        return keras_vector(case, vector, initial, grads)
-    from conformance.generator.dialects import dialect_vector
+        vector = keras_vector(case, vector, initial, grads)
+    else:
+        from conformance.generator.dialects import dialect_vector
 
-    return dialect_vector(case, vector, initial, grads, expect_error)
+        vector = dialect_vector(case, vector, initial, grads, expect_error)
+    vector["config_integers"] = vf.config_integers(vector["config"])
+    return vector
