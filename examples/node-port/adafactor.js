@@ -62,12 +62,14 @@ const SCHEDULES = {
     };
   },
   PiecewiseConstantDecay(c) {
-    const b = c.boundaries, v = c.values;
+    // Keras's code: boundaries truncated to integers, then a sum of indicator * value from 0.0.
+    const b = c.boundaries.map(Math.trunc), v = c.values;
     return (step) => {
-      if (step <= b[0]) return v[0];
-      if (step > b[b.length - 1]) return v[v.length - 1];
-      for (let i = 0; i < b.length - 1; i++) if (step > b[i] && step <= b[i + 1]) return v[i + 1];
-      return v[v.length - 1];
+      let lr = 0.0;
+      lr += (step <= b[0] ? 1 : 0) * v[0];
+      lr += (step > b[b.length - 1] ? 1 : 0) * v[v.length - 1];
+      for (let i = 1; i < b.length; i++) lr += (b[i - 1] < step && step <= b[i] ? 1 : 0) * v[i];
+      return lr;
     };
   },
   PolynomialDecay(c) {
@@ -201,9 +203,16 @@ class Adafactor {
   // options.dtype: "float64" (default) or "float32".
   constructor(config = {}, options = {}) {
     // Without integerKeys, a JavaScript number is an integer exactly when Number.isInteger says so
-    // (then learning_rate=1 cannot be told from 1.0 and is accepted).
+    // (then learning_rate=1 cannot be told from 1.0 and is accepted). A boolean is an integer,
+    // as in Python.
     const integerKeys = options.integerKeys ? new Set(options.integerKeys) : null;
-    const isInt = (k) => Number.isInteger(config[k]) && (integerKeys ? integerKeys.has(k) : k !== 'learning_rate');
+    const isInt = (k) => typeof config[k] === 'boolean' ||
+      (Number.isInteger(config[k]) && (integerKeys ? integerKeys.has(k) : k !== 'learning_rate'));
+    const isNumber = (v) => typeof v === 'number' || typeof v === 'boolean';
+    const pyType = (v) => (typeof v === 'string' ? 'str' : Array.isArray(v) ? 'list' : 'dict');
+    // The checks of SPEC.md section 9, in its order; the first that fails raises.
+    config = Object.assign({}, config);
+    delete config.decay;  // Keras removes `decay` (with a warning when not None) before the check
     const unknown = Object.keys(config).filter((k) => !KNOWN_ARGUMENTS.includes(k));
     if (unknown.length) {
       const kw = '{' + unknown.map((k) => `'${k}': ${pyRepr(config[k])}`).join(', ') + '}';
@@ -213,18 +222,22 @@ class Adafactor {
     this.dtype = options.dtype || 'float64';
     this.f = roundingFor(this.dtype);
 
-    const setCount = ['clipnorm', 'clipvalue', 'global_clipnorm']
-      .filter((k) => c[k] !== null && c[k] !== undefined).length;
-    if (setCount > 1) {
-      throw new ValueError(
-        'Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set. Received: ' +
-        `clipnorm=${pyRepr(c.clipnorm)}, clipvalue=${pyRepr(c.clipvalue)}, ` +
-        `global_clipnorm=${pyRepr(c.global_clipnorm)}`);
+    if (c.gradient_accumulation_steps) {
+      const n = c.gradient_accumulation_steps;
+      if (!isNumber(n)) {
+        throw new TypeError_(`'>=' not supported between instances of '${pyType(n)}' and 'int'`);
+      }
+      if (!(n >= 2)) {
+        throw new ValueError('`gradient_accumulation_steps` must be an integer >= 2. ' +
+          `Received: gradient_accumulation_steps=${pyRepr(n)}`);
+      }
     }
     if (c.use_ema) {
-      if (c.ema_momentum > 1 || c.ema_momentum < 0) {
+      const m = c.ema_momentum;
+      if (!isNumber(m)) throw new TypeError_(`'>' not supported between instances of '${pyType(m)}' and 'int'`);
+      if (m > 1 || m < 0) {
         throw new ValueError('`ema_momentum` must be in the range [0, 1]. ' +
-          `Received: ema_momentum=${pyRepr(c.ema_momentum)}`);
+          `Received: ema_momentum=${pyRepr(m)}`);
       }
       const f = c.ema_overwrite_frequency;
       if (f && (!isInt('ema_overwrite_frequency') || f < 1)) {
@@ -232,12 +245,13 @@ class Adafactor {
           `Received: ema_overwrite_frequency=${pyRepr(f)}`);
       }
     }
-    if (c.gradient_accumulation_steps) {
-      const n = c.gradient_accumulation_steps;
-      if (!(n >= 2)) {
-        throw new ValueError('`gradient_accumulation_steps` must be an integer >= 2. ' +
-          `Received: gradient_accumulation_steps=${pyRepr(n)}`);
-      }
+    const setCount = ['clipnorm', 'clipvalue', 'global_clipnorm']
+      .filter((k) => c[k] !== null && c[k] !== undefined).length;
+    if (setCount > 1) {
+      throw new ValueError(
+        'Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set. Received: ' +
+        `clipnorm=${pyRepr(c.clipnorm)}, clipvalue=${pyRepr(c.clipvalue)}, ` +
+        `global_clipnorm=${pyRepr(c.global_clipnorm)}`);
     }
     const lr = c.learning_rate;
     if (typeof lr === 'function') {
@@ -366,7 +380,7 @@ class Adafactor {
       const sums = Float64Array.from(gs, (g) => sumOfSquares(f, g.data));
       const total = sumRange(f, sums, 0, sums.length, 1);
       const nrm = f(Math.sqrt(total));
-      const scale = f(f(cn * Math.min(f(1 / nrm), f(1 / cn))) + f(nrm - nrm));
+      const scale = f(f(cn * Math.min(f(1 / nrm), f(1 / c.global_clipnorm))) + f(nrm - nrm));
       return gs.map((g) => tensor(g.shape, g.data.map((x) => f(x * scale))));
     }
     if (c.clipvalue && c.clipvalue > 0) {
@@ -409,7 +423,7 @@ class Adafactor {
     const eps1 = f(c.epsilon_1);
     const q = new Float64Array(N);
     for (let j = 0; j < N; j++) q[j] = f(f(gd[j] * gd[j]) + eps1);
-    const beta = f(1 - f(Math.pow(t, f(c.beta_2_decay))));
+    const beta = f(1 - f(Math.pow(t, c.beta_2_decay)));
     const omb = f(1 - beta);
     const v = this.v[i].data;
     if (x.shape.length >= 2) {

@@ -89,11 +89,20 @@ function runVector(A, vec, dtype, mode) {
   const config = Object.assign({}, vec.config);
   const recorded = config.learning_rate !== null && typeof config.learning_rate === 'object' &&
     config.learning_rate.callable === 'recorded';
-  let queue = [];
+  // A recorded callable replays the values of all steps, concatenated, one per call (SPEC.md
+  // section 11). Called more often than recorded, it returns NaN: the gate then reports the
+  // wrong learning_rate_calls (and the state) instead of this script dying.
+  const recordedValues = recorded ? [].concat(...vec.steps.map((s) => s.learning_rate_calls || [])) : [];
+  const callsBefore = [0];
+  for (const s of vec.steps) callsBefore.push(callsBefore[callsBefore.length - 1] + (s.learning_rate_calls || []).length);
+  let position = 0;
   if (recorded) {
     config.learning_rate = () => {
-      if (queue.length === 0) throw new Error('the recorded learning-rate callable was called more often than recorded');
-      return decodeBits(queue.shift());
+      if (position >= recordedValues.length) {
+        position++;
+        return NaN;
+      }
+      return decodeBits(recordedValues[position++]);
     };
   }
   // config_integers: JSON Pointers of the integers in config (JSON.parse reads 1 and 1.0 alike);
@@ -118,8 +127,12 @@ function runVector(A, vec, dtype, mode) {
   const steps = [];
   for (let k = 0; k < vec.steps.length; k++) {
     const step = vec.steps[k];
-    if (mode === 'teacher' && k > 0) opt.setState(decodeState(vec.steps[k - 1].expected));
-    queue = recorded ? (step.learning_rate_calls || []).slice() : [];
+    if (mode === 'teacher' && k > 0) {
+      opt.setState(decodeState(vec.steps[k - 1].expected));
+      // The callable's position is state too: teacher forcing loads it with the rest.
+      position = callsBefore[k];
+      opt.learningRateCalls = callsBefore[k];
+    }
     try {
       opt.apply(step.grads.map(decodeArray));
     } catch (e) {
