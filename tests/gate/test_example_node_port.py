@@ -72,10 +72,10 @@ def test_the_node_port_conforms_on_all_four_keras_lanes(node, tmp_path):
 def test_a_broken_copy_of_the_node_port_does_not_conform(node, tmp_path):
     """beta_2 = 1 - t**(+0.8) instead of t**(-0.8): the second-moment decay sign flipped."""
     source = (PORT / "adafactor.js").read_text(encoding="utf-8")
-    honest = "Math.pow(t, f(c.beta_2_decay))"
+    honest = "Math.pow(t, c.beta_2_decay)"
     assert source.count(honest) == 1, "the mutation site moved: update this test"
     broken = tmp_path / "adafactor.js"
-    broken.write_text(source.replace(honest, "Math.pow(t, f(-c.beta_2_decay))"), encoding="utf-8")
+    broken.write_text(source.replace(honest, "Math.pow(t, -c.beta_2_decay)"), encoding="utf-8")
     (results,) = _run_port(node, tmp_path / "results", "--adafactor", str(broken), "--dtype", "float64",
                            "--mode", "teacher")
     done, report = _grade(results, tmp_path / "report.json")
