@@ -411,3 +411,48 @@ def test_weight_decay_zero_is_not_none():
     decayed = apply_weight_decay(x, 0.0, 0.01)
     assert not np.signbit(decayed[0]) and np.isnan(decayed[1]) and decayed[2] == 1.0
     assert np.isnan(apply_weight_decay(np.array([1.0]), 0.0, math.inf)[0])
+
+
+# ----------------------------------------------------------------------------- summation order
+def _pairwise(a: list) -> float:
+    """NumPy's pairwise sum as section 2 writes it out."""
+    n = len(a)
+    if n < 8:
+        s = 0.0
+        for v in a:
+            s = s + v
+        return s
+    if n <= 128:
+        p = list(a[:8])
+        i = 8
+        while i < n - n % 8:
+            for j in range(8):
+                p[j] = p[j] + a[i + j]
+            i += 8
+        s = ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]))
+        for v in a[i:]:
+            s = s + v
+        return s
+    m = n // 2
+    m -= m % 8
+    return _pairwise(a[:m]) + _pairwise(a[m:])
+
+
+def test_the_written_out_summation_order_is_the_references():
+    """Section 2's pseudocode gives the reference's float64 sums bit for bit (a NumPy upgrade
+    that changed its order would fail here, and the vectors' freshness check with it)."""
+    assert "block size 128" in section(2)
+    rng = np.random.default_rng(14)
+    for shape in [(1,), (7,), (8,), (9,), (127,), (128,), (129,), (300,), (1000,), (4099,),
+                  (5, 3), (3, 17), (2, 1024), (300, 2), (1, 640, 2), (4, 6, 3), (7, 130, 3), (2, 3, 4, 5)]:
+        x = rng.normal(size=shape) * np.exp(rng.normal(size=shape) * 5)
+        assert reductions.total(x) == 0.0 + _pairwise([float(v) for v in x.ravel()]), shape
+        if x.ndim >= 2:
+            last = [0.0 + _pairwise([float(v) for v in row]) for row in x.reshape(-1, shape[-1])]
+            assert np.array_equal(reductions.total(x, axis=-1), np.reshape(last, shape[:-1])), shape
+            down = np.zeros(shape[:-2] + shape[-1:])
+            for i in range(shape[-2]):
+                down = down + x[..., i, :]
+            assert np.array_equal(reductions.total(x, axis=-2), down), shape
+    norms = [float(v) for v in rng.uniform(size=11)]
+    assert clipping.global_norm([np.array([v]) for v in norms]) == math.sqrt(0.0 + _pairwise([v * v for v in norms]))
