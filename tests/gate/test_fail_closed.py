@@ -214,7 +214,7 @@ def test_an_adapter_that_dies_in_step_is_an_error(mini, tmp_path, adapter, how):
     # A dashboard counting JUnit cases sees an error, not an empty green suite.
     (suite,) = ET.parse(junit).getroot()
     assert suite.get("name") == "gate" and suite.get("errors") == "1"
-    assert suite[0].find("error").get("message").startswith(f"ERROR: adapter {ADAPTERS}:{adapter}")
+    assert suite.find("testcase").find("error").get("message").startswith(f"ERROR: adapter {ADAPTERS}:{adapter}")
 
 
 def test_an_exit_status_that_contradicts_the_report_is_an_error(mini):
