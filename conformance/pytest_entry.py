@@ -152,6 +152,7 @@ def conformance_tests(adapter: str | None = None, dtypes=None, modes=None, vecto
                         pytrace=False)
 
     test_adafactor_conformance._adafactor_conformance = _origin  # the plugin marks and deduplicates by it
+    test_adafactor_conformance._adafactor_lanes = tuple(dtypes) + tuple(modes)  # the guard's markers
     return test_adafactor_conformance
 
 

@@ -206,16 +206,20 @@ _MARKERS_KEY = pytest.StashKey()
 
 def pytest_itemcollected(item):
     """Mark every conformance test (the plugin's own and ``conformance_tests``'s) with
-    ``adafactor`` and its dtype and mode, for ``-m``."""
+    ``adafactor`` and its dtype and mode, for ``-m``; the anything-graded guard with every
+    dtype and mode of its selection, so that ``-m float32`` keeps it."""
     function = getattr(item, "function", None)
     if getattr(function, "_adafactor_conformance", None) is None:
         return
     register_markers(item.config)
     item.add_marker(MARKER)
     params = getattr(getattr(item, "callspec", None), "params", {})
-    for key in ("dtype", "mode"):
-        if params.get(key):
-            item.add_marker(params[key])
+    if params.get("vector") is None:  # the guard: kept by any selection of a lane it guards
+        lanes = getattr(function, "_adafactor_lanes", ())
+    else:
+        lanes = (params["dtype"], params["mode"])
+    for name in lanes:
+        item.add_marker(name)
 
 
 # ----------------------------------------------------------------------------- with an adapter
