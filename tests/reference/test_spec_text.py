@@ -280,9 +280,9 @@ def test_learning_rate_calls_per_apply(setup, expected):
     names = ["kernel", "bias", "scale"]
     x = [np.array([[1.0, -2.0], [0.5, 3.0]]), np.array([1.0, 2.0]), np.array(0.5)]
     opt = construct({**setup["config"], "learning_rate": lr})
-    opt.build(x, names=names)
-    if setup.get("exclude"):
+    if setup.get("exclude"):  # before build, as Keras documents it
         opt.exclude_from_weight_decay(var_names=setup["exclude"])
+    opt.build(x, names=names)
     per_apply = []
     for _ in range(4):
         grads = [None if n in setup.get("no_grad", ()) else np.full_like(v, 0.25) for n, v in zip(names, x)]
