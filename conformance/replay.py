@@ -80,12 +80,14 @@ def decode_grads(vector, step, path=None) -> list:
 
 
 def build(opt: Adafactor, variables: list, names: list, exclude: Optional[dict]) -> None:
-    opt.build(variables, names=names)
+    """Exclusion first, then build: the order Keras documents and every Keras version
+    accepts (3.16 refuses exclusion after build)."""
     if exclude:
         opt.exclude_from_weight_decay(
             var_list=[variables[i] for i in exclude.get("var_index", [])] or None,
             var_names=exclude.get("var_names") or None,
         )
+    opt.build(variables, names=names)
 
 
 def state_snapshot(opt: Adafactor, variables: list) -> dict:

@@ -243,8 +243,10 @@ class Adafactor:
 
     def exclude_from_weight_decay(self, var_list=None, var_names=None):
         """Exclude variables (by identity) or names (``re.search`` of the names joined
-        with ``|``) from weight decay (base_optimizer.py:883-921). As in Keras the call is
-        accepted after build too: Keras's guard tests an attribute it never sets."""
+        with ``|``) from weight decay (base_optimizer.py:883-921). Call it before
+        ``build``, as Keras documents: Keras 3.15.1 also accepts it after build (its guard
+        tests an attribute it never sets), and so does the reference, but Keras 3.16 refuses
+        that order."""
         self._exclude_ids = {id(x) for x in var_list} if var_list else set()
         self._exclude_pattern = re.compile("|".join(set(var_names))) if var_names else None
 

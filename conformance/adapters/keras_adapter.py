@@ -132,13 +132,16 @@ class KerasSession(Session):
                 else:
                     variable = keras.Variable(value, dtype=dtype, name=name)
                 self.variables.append(variable)
-            self.opt.build(self.variables)
+            # Exclusion before build: Keras documents it so, and 3.16 refuses it after
+            # (base_optimizer.py:883-902 of 3.15.1 has the check, on an attribute 3.15.1
+            # never sets; the nightly sets it). Every version accepts this order.
             exclude = vector.exclude_from_weight_decay
             if exclude:
                 self.opt.exclude_from_weight_decay(
                     var_list=[self.variables[i] for i in exclude.get("var_index", [])] or None,
                     var_names=exclude.get("var_names") or None,
                 )
+            self.opt.build(self.variables)
         self.factored = [len(v.shape) >= 2 for v in self.variables]
         # The optimizer's variables as built (iterations, learning rate, slots, EMA,
         # accumulators): what ``reset`` restores.
