@@ -149,10 +149,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--worker-report", type=Path, help=argparse.SUPPRESS)
     run.add_argument("--worker-progress", type=Path, help=argparse.SUPPRESS)
     common(run)
-    grade = sub.add_parser("grade", help="grade a port's results file")
-    grade.add_argument("--results", type=Path, required=True)
+    grade = sub.add_parser("grade", help="grade a port's results file(s) (format: conformance/RESULTS_FILE.md)")
+    grade.add_argument("--results", type=Path, action="append", required=True, metavar="FILE",
+                       help="a results file (version 1 or 2); repeat it to grade every lane of several files "
+                            "in one report and one verdict")
     grade.add_argument("--allow-partial", action="store_true",
-                       help="skip (not fail) the selected vectors of the file's dialect(s) that it lacks")
+                       help="skip (not fail) the selected vectors of each lane's dialect(s) that it lacks")
     common(grade)
     lister = sub.add_parser("list", help="list the vectors (id, expected result, steps, flags)")
     selection(lister)
@@ -357,37 +359,59 @@ def _check_outputs(args, inputs) -> None:
 
 # ----------------------------------------------------------------------------- grade
 def _grade(args) -> int:
-    from conformance.adapters.results_file import MISSING, ResultsFileAdapter
+    """Grade every lane of every ``--results`` file (conformance/RESULTS_FILE.md) in one
+    report with one verdict. Every file is checked, against the corpus too, before anything
+    is graded: a malformed one is an error (exit 2) naming file, lane, vector, step, field."""
+    from conformance.adapters import results_file as rf
 
-    _check_outputs(args, _inputs(args, args.results))
-    adapter = ResultsFileAdapter(args.results)
+    paths = list(args.results)
+    _check_outputs(args, [("the results file", Path(p)) for p in paths] + _inputs(args))
     documents = vf.load_corpus(args.vectors_dir)
-    adapter.validate(documents)
+    adapters = []
+    for path in paths:
+        try:
+            lanes = [rf.ResultsFileAdapter(lane) for lane in rf.load_lanes(path)]
+            for adapter in lanes:
+                adapter.validate(documents)
+        except rf.ResultsFileError:
+            raise
+        except (KeyError, TypeError, IndexError, AttributeError, ValueError, OverflowError) as exc:
+            # A safety net: the checks above should have named the problem precisely.
+            raise rf.ResultsFileError(f"{path}: malformed results file ({type(exc).__name__}: {exc})") from None
+        adapters += lanes
+    rf.check_distinct(adapters)
     vectors = _select(documents, args)
-    entries = expectations.for_adapter(adapter.expectations or adapter.name, args.xfail_file)
     corpus = list(vf.iter_vectors(documents))
-    expectations.check_flags(entries, {f for _, v in corpus for f in v.flags})
-    dtype, mode = adapter.data["dtype"], adapter.data["mode"]
-    lane = runner.run_lane(adapter, vectors, args.vectors_dir, dtype, adapter.devices[0], mode,
-                           Policy.load(), entries, corpus=corpus)
-    for o in lane.outcomes:
-        if o.status == "skip" and o.reason == MISSING:
-            if args.allow_partial:
-                o.reason = f"{MISSING} (--allow-partial)"
-            else:
-                o.status, o.worst_ratio = "fail", float("inf")
-                o.reason = f"{MISSING} (it covers the file's dialect(s) {', '.join(adapter.dialects)}; " \
-                           f"--allow-partial to grade only what it holds)"
-    if not lane.outcomes:
-        lane.not_run = (f"none of the {len(vectors)} selected vectors is of the results file's dialect(s) "
-                        f"({', '.join(adapter.dialects)})")
+    flags = {f for _, v in corpus for f in v.flags}
+    policy = Policy.load()
+    reports = []
+    for adapter in adapters:
+        entries = expectations.for_adapter(adapter.expectations or adapter.name, args.xfail_file)
+        expectations.check_flags(entries, flags)
+        lane = runner.run_lane(adapter, vectors, args.vectors_dir, adapter.lane.dtype, adapter.lane.device,
+                               adapter.lane.mode, policy, entries, corpus=corpus)
+        for o in lane.outcomes:
+            if o.status == "skip" and o.reason == rf.MISSING:
+                if args.allow_partial:
+                    o.reason = f"{rf.MISSING} (--allow-partial)"
+                else:
+                    o.status, o.worst_ratio = "fail", float("inf")
+                    o.reason = f"{rf.MISSING} (the lane covers the dialect(s) {', '.join(adapter.dialects)}; " \
+                               f"--allow-partial to grade only what it holds)"
+        if not lane.outcomes:
+            lane.not_run = (f"none of the {len(vectors)} selected vectors is of the lane's dialect(s) "
+                            f"({', '.join(adapter.dialects)}): {adapter.lane.describe()}")
+        reports.append(lane)
+    dialects = sorted({d for a in adapters for d in a.dialects})
     info = _run_info(args)
+    info["results"] = ", ".join(str(p) for p in paths)
     info["coverage"] = ("partial (--allow-partial): selected vectors missing from the results file are skipped"
                         if args.allow_partial else
-                        f"complete: every selected vector of {', '.join(adapter.dialects)} must be in the results file")
+                        f"complete: every selected vector of {', '.join(dialects)} must be in the results file "
+                        f"(in every lane of its dialect)")
     info["allow_partial"] = bool(args.allow_partial)
-    _print_reports(args, [lane], info)
-    return _finish(args, [lane], info)
+    _print_reports(args, reports, info)
+    return _finish(args, reports, info)
 
 
 # ----------------------------------------------------------------------------- the child
