@@ -5,7 +5,9 @@
         [--xfail-file F ...] [--json OUT] [--junit OUT] [--plot OUT.png]
     python -m conformance run --adapter all          # every installed adapter (the main job)
     python -m conformance run --adapter all --device gpu   # GPU lanes; adapters without one skip
-    python -m conformance grade --results FILE [--allow-partial]   # a port's results file
+    python -m conformance grade --results FILE [--results FILE ...] [--allow-partial]
+                                                     # a port's results files (conformance/RESULTS_FILE.md)
+    python -m conformance --version                  # the gate's and the corpus's version and sha256
     python -m conformance list [--vectors PATTERN]   # the vectors and their flags
 
 Exit status (exit 0 is a promise: at least one vector was graded, and every graded vector
