@@ -101,7 +101,10 @@ def _vectors_dir_help() -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="adafactor-conformance", description=__doc__.split("\n\n")[0],
+        prog="adafactor-conformance",
+        description="The Adafactor conformance gate: replays the golden vectors against an implementation "
+                    "(an adapter, or a port's results file) and grades it against the spec, Keras 3's "
+                    "Adafactor (reference/SPEC.md), under the derived tolerance policy.",
         epilog=__doc__[__doc__.index("Exit status"):].split("\n\n``run``")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=version_text(),
