@@ -36,6 +36,25 @@ Every selector must match for the entry to apply:
 A value starting with ``!`` negates the selector (``id=!special_values/huge``: every
 vector except those).
 
+An entry may also carry version ranges, one word each, PEP 440 style, and then applies only
+where every one holds:
+
+    <framework><op><version>[,<op><version>...]     e.g.  keras>=3.12   torch<2.14   keras>=3.12,<3.16
+
+``<op>`` is one of ``== != < <= > >= ~=`` (``==3.12.*`` matches a whole series).
+``<framework>`` is the distribution, or a top-level module as the registry's ``requires``
+names it (``keras``, ``torch``, ``jax``, ``tensorflow``, ``optax``, ``transformers``): its
+version is read with importlib.metadata in the adapter's process, from the distribution that
+provides that module (``keras-nightly`` for ``keras``, ``tensorflow-cpu`` for
+``tensorflow``). Pre-releases and nightlies take their PEP 440 place and are never excluded
+for being one: ``keras>=3.12`` holds for 3.16.0.dev2026102704, ``keras<3.16`` does not; a
+local label (``+cpu``) is ignored. An entry whose range excludes the installed version does
+not apply: it is neither used nor reported. One that applies names the versions it was
+checked against in its source (``keras-torch.txt:22 (keras>=3.12: keras 3.15.1)``), so an
+entry stale for the installed version is reported naming that version. A malformed range,
+or one naming a framework not installed in the adapter's process, is an error naming file and
+line.
+
 Selector values are checked: an unknown dtype, mode, device, result or kind is an error,
 and so is a flag that no vector of the corpus carries (``check_flags``), never a silent
 non-match. A skip or xfail entry cannot hide a lane: one that narrows by no positive
@@ -50,9 +69,11 @@ picked up automatically for registered adapters; ``--xfail-file`` adds more.
 from __future__ import annotations
 
 import fnmatch
+import importlib.metadata
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from conformance.tolerance import KINDS
 from conformance.vector import as_vector
@@ -75,6 +96,164 @@ class ExpectationError(ValueError):
     """A malformed expectation file (exit code 2)."""
 
 
+# ----------------------------------------------------------------------------- version ranges
+_VERSION = re.compile(
+    r"^v?(?:(?P<epoch>[0-9]+)!)?(?P<release>[0-9]+(?:\.[0-9]+)*)"
+    r"(?:[-_.]?(?P<pre>a|b|c|rc|alpha|beta|pre|preview)[-_.]?(?P<pre_n>[0-9]*))?"
+    r"(?:-(?P<post_implicit>[0-9]+)|[-_.]?(?:post|rev|r)[-_.]?(?P<post>[0-9]*))?"
+    r"(?:[-_.]?(?P<dev>dev)[-_.]?(?P<dev_n>[0-9]*))?"
+    r"(?:\+(?P<local>[a-z0-9]+(?:[-_.][a-z0-9]+)*))?$", re.IGNORECASE)
+_PRE = {"a": 0, "alpha": 0, "b": 1, "beta": 1, "c": 2, "rc": 2, "pre": 2, "preview": 2}
+#: A version-range word: a name, then an operator (checked before the selector syntax).
+_RANGE = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*?)(?P<spec>(?:~=|==|!=|<=|>=|<|>).*)$")
+_OPERATORS = ("~=", "==", "!=", "<=", ">=", "<", ">")
+
+
+@dataclass(frozen=True, order=False)
+class Version:
+    """A PEP 440 version (public part; the local label is kept but never compared)."""
+
+    epoch: int
+    release: tuple
+    pre: Optional[tuple]  # (0|1|2, n): a, b, rc
+    post: Optional[int]
+    dev: Optional[int]
+    text: str
+
+    @classmethod
+    def parse(cls, text: str) -> "Version":
+        m = _VERSION.match(text.strip())
+        if not m:
+            raise ValueError(f"{text!r} is not a PEP 440 version")
+        post = m.group("post_implicit") or m.group("post")
+        has_post = m.group("post_implicit") is not None or m.group("post") is not None
+        return cls(int(m.group("epoch") or 0), tuple(int(x) for x in m.group("release").split(".")),
+                   (_PRE[m.group("pre").lower()], int(m.group("pre_n") or 0)) if m.group("pre") else None,
+                   int(post or 0) if has_post else None,
+                   int(m.group("dev_n") or 0) if m.group("dev") else None, text.strip())
+
+    @property
+    def is_prerelease(self) -> bool:
+        return self.pre is not None or self.dev is not None
+
+    def key(self, width: int = 0) -> tuple:
+        """PEP 440 order (trailing zeros of the release do not count)."""
+        release = list(self.release)
+        while len(release) > 1 and release[-1] == 0:
+            release.pop()
+        if self.pre is None and self.post is None and self.dev is not None:
+            pre = (-1, 0)  # 1.0.dev1 sorts before 1.0a1
+        else:
+            pre = self.pre if self.pre is not None else (3, 0)
+        post = -1 if self.post is None else self.post
+        dev = float("inf") if self.dev is None else self.dev
+        return (self.epoch, tuple(release) + (0,) * max(0, width - len(release)), pre, post, dev)
+
+    def base(self) -> tuple:
+        release = list(self.release)
+        while len(release) > 1 and release[-1] == 0:
+            release.pop()
+        return self.epoch, tuple(release)
+
+
+def _compare(a: Version, b: Version) -> int:
+    width = max(len(a.release), len(b.release))
+    ka, kb = a.key(width), b.key(width)
+    return (ka > kb) - (ka < kb)
+
+
+@dataclass(frozen=True)
+class Clause:
+    """One ``<op><version>`` of a range."""
+
+    op: str
+    version: Version
+    wildcard: bool = False  # ==X.Y.* / !=X.Y.*
+
+    def holds(self, v: Version) -> bool:
+        op, w = self.op, self.version
+        if op in ("==", "!=") and self.wildcard:
+            prefix = w.release
+            release = v.release + (0,) * max(0, len(prefix) - len(v.release))
+            same = v.epoch == w.epoch and release[:len(prefix)] == prefix
+            return same if op == "==" else not same
+        c = _compare(v, w)
+        if op == "==":
+            return c == 0
+        if op == "!=":
+            return c != 0
+        if op == "<=":
+            return c <= 0
+        if op == ">=":
+            return c >= 0
+        if op == "<":  # <3.16 excludes 3.16.0.dev1 (PEP 440), <3.16rc1 does not
+            return c < 0 and not (v.is_prerelease and not w.is_prerelease and v.base() == w.base())
+        if op == ">":  # >3.12 excludes 3.12.post1 (PEP 440)
+            return c > 0 and not (v.post is not None and w.post is None and v.base() == w.base()
+                                  and v.pre == w.pre)
+        # ~=X.Y.Z: >= X.Y.Z and == X.Y.*
+        return c >= 0 and Clause("==", Version.parse(".".join(map(str, w.release[:-1]))), True).holds(v)
+
+
+@dataclass(frozen=True)
+class VersionRange:
+    """``keras>=3.12,<3.16``: a framework and the clauses its installed version must meet."""
+
+    name: str
+    clauses: tuple
+    text: str
+
+    def holds(self, version: str) -> bool:
+        v = Version.parse(version)
+        return all(c.holds(v) for c in self.clauses)
+
+
+def parse_range(word: str) -> VersionRange:
+    """The VersionRange of ``keras>=3.12`` (ValueError, saying why, when malformed)."""
+    m = _RANGE.match(word)
+    if not m:
+        raise ValueError(f"{word!r} is not <framework><op><version>")
+    clauses = []
+    for part in m.group("spec").split(","):
+        op = next((o for o in _OPERATORS if part.startswith(o)), None)
+        if op is None:
+            raise ValueError(f"{part!r} does not start with one of {' '.join(_OPERATORS)}")
+        text = part[len(op):]
+        wildcard = text.endswith(".*")
+        if wildcard:
+            if op not in ("==", "!="):
+                raise ValueError(f"{part!r}: .* only after == or !=")
+            text = text[:-2]
+        if not text:
+            raise ValueError(f"{part!r} has no version")
+        if "+" in text:
+            raise ValueError(f"{part!r}: a range names public versions (no +local label)")
+        version = Version.parse(text)
+        if wildcard and (version.pre or version.post is not None or version.dev is not None):
+            raise ValueError(f"{part!r}: .* follows a release number only")
+        if op == "~=" and len(version.release) < 2:
+            raise ValueError(f"{part!r}: ~= needs at least two release numbers (~=3.12)")
+        clauses.append(Clause(op, version, wildcard))
+    return VersionRange(m.group("name").lower().replace("_", "-"), tuple(clauses), word)
+
+
+def installed_version(name: str) -> Optional[str]:
+    """The version of the distribution ``name``, or of the one that provides the top-level
+    module ``name`` (keras-nightly for keras, tensorflow-cpu for tensorflow); None when none
+    is installed."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    providers = importlib.metadata.packages_distributions().get(name.replace("-", "_"), [])
+    for dist in sorted(set(providers), key=lambda d: (not d.lower().startswith(name), d)):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
 @dataclass
 class Entry:
     verdict: str
@@ -85,6 +264,32 @@ class Entry:
     factor: float = 1.0  # tolerance entries: the budget multiplier
     model: str = ""  # model entries: the deviation model's name
     because: str = ""  # xfail entries: the failure expected
+    versions: tuple = ()  # VersionRange: where the entry applies (all must hold)
+    where: str = ""  # file:line (``source`` gains the versions checked once they are)
+
+    def applies_to(self, version_of: Callable[[str], Optional[str]]) -> bool:
+        """Whether every version range holds for the installed versions (``version_of``:
+        framework -> version or None); ExpectationError naming file and line when a range
+        names a framework that is not installed."""
+        found = []
+        for rng in self.versions:
+            version = version_of(rng.name)
+            if version is None:
+                raise ExpectationError(f"{self.where or self.source}: {rng.text}: {rng.name} is not installed here; "
+                                       f"a version range names a framework the adapter imports")
+            try:
+                ok = rng.holds(version)
+            except ValueError as exc:
+                raise ExpectationError(f"{self.where or self.source}: {rng.text}: the installed {rng.name} "
+                                       f"{exc}") from None
+            if not ok:
+                return False
+            found.append(f"{rng.name} {version}")
+        if self.versions:
+            self.where = self.where or self.source
+            ranges = " ".join(r.text for r in self.versions)
+            self.source = f"{self.where} ({ranges}: {', '.join(found)})"
+        return True
 
     def unexplained(self, reason: str, failures=()) -> Optional[str]:
         """None when a failed outcome (its reason and failures) is the failure this xfail
@@ -139,7 +344,7 @@ def parse(path) -> list[Entry]:
             raise ExpectationError(f"{where}: entry must start with one of {VERDICTS}: {text!r}")
         if len(words) < 2:
             raise ExpectationError(f"{where}: entry has no selector: {text!r}")
-        selectors, factor, model, because = {}, 1.0, "", ""
+        selectors, factor, model, because, versions = {}, 1.0, "", "", []
         rest = words[1:]
         if words[0] == "model":
             from conformance import deviations
@@ -165,9 +370,18 @@ def parse(path) -> list[Entry]:
                         f"{where}: because={because!r}: an xfail names a non-numeric failure, "
                         f"raises:<ErrorClass> or one of {NON_NUMERIC}; a numeric deviation needs a model entry")
                 continue
+            ranged = _RANGE.match(word)
+            if ranged and ranged.group("name") not in KEYS:
+                try:
+                    versions.append(parse_range(word))
+                except ValueError as exc:
+                    raise ExpectationError(f"{where}: bad version range {word!r}: {exc}; "
+                                           f"write e.g. keras>=3.12 or torch>=2.5,<2.14") from None
+                continue
             key, eq, value = word.partition("=")
             if not eq or key not in KEYS or not value:
-                raise ExpectationError(f"{where}: bad selector {word!r}; use {', '.join(k + '=' for k in KEYS)}")
+                raise ExpectationError(f"{where}: bad selector {word!r}; use {', '.join(k + '=' for k in KEYS)} "
+                                       f"or a version range such as keras>=3.12")
             if key in selectors:
                 raise ExpectationError(f"{where}: selector {key}= given twice")
             selectors[key] = value
@@ -188,8 +402,12 @@ def parse(path) -> list[Entry]:
                 raise ExpectationError(f"{where}: kind= is for tolerance entries only")
             if selectors["kind"].lstrip("!") not in TENSOR_KINDS:
                 raise ExpectationError(f"{where}: unknown kind {selectors['kind']!r}; use one of {TENSOR_KINDS}")
+        names = [r.name for r in versions]
+        if len(set(names)) < len(names):
+            raise ExpectationError(f"{where}: one version range per framework: join them with a comma "
+                                   f"(keras>=3.12,<3.16)")
         entries.append(Entry(words[0], selectors, reason.strip(), where, factor=factor, model=model,
-                             because=because))
+                             because=because, versions=tuple(versions), where=where))
     return entries
 
 
@@ -227,14 +445,31 @@ def check_lane(entries: list[Entry], vectors: list, dtype: str, mode: str, devic
                                    f"of the {dtype} {mode} {device} lane: it would hide the lane")
 
 
-def for_adapter(adapter_name: str, extra_files=()) -> list[Entry]:
+def applicable(entries: list[Entry], version_of: Callable[[str], Optional[str]] = installed_version
+               ) -> list[Entry]:
+    """The entries whose version ranges hold for the installed versions (``version_of``:
+    framework -> version or None); the others do not apply and are dropped."""
+    cache = {}
+
+    def cached(name):
+        if name not in cache:
+            cache[name] = version_of(name)
+        return cache[name]
+
+    return [e for e in entries if e.applies_to(cached)]
+
+
+def for_adapter(adapter_name: str, extra_files=(), version_of: Callable[[str], Optional[str]] = installed_version
+                ) -> list[Entry]:
+    """The entries of ``conformance/expectations/<adapter_name>.txt`` and ``extra_files``
+    that apply to the installed framework versions (read in this, the adapter's, process)."""
     entries = []
     default = DIRECTORY / f"{adapter_name}.txt"
     if default.exists():
         entries.extend(parse(default))
     for path in extra_files:
         entries.extend(parse(path))
-    return entries
+    return applicable(entries, version_of)
 
 
 def budget_factors(entries: list[Entry], vector: dict, dtype: str, mode: str, device: str) -> dict:
