@@ -1,14 +1,15 @@
 #!/usr/bin/env node
 'use strict';
-// Runs every Keras-dialect golden vector through the port and writes conformance results files.
+// Runs every Keras-dialect golden vector through the port and writes a conformance results file.
 //
 //   node run.js [--vectors DIR] [--out DIR] [--dtype float64,float32] [--mode teacher,trajectory]
-//               [--adafactor PATH]
+//               [--schema-version 2|1] [--adafactor PATH]
 //
-// DIR defaults to the repository's vectors/ directory; --out to ./results. Writes one results
-// file per dtype x mode, results-<dtype>-<mode>.json (results-file protocol, schema_version 1),
-// and prints their paths. --adafactor loads another build of the optimizer (used by the tests
-// to grade a deliberately broken copy).
+// DIR defaults to the repository's vectors/ directory; --out to ./results. Writes
+// results.json (results-file protocol version 2, conformance/RESULTS_FILE.md: one lane per
+// dtype x mode, error entries with the port's message), or with --schema-version 1 one file per
+// dtype x mode, results-<dtype>-<mode>.json; prints the paths it wrote. --adafactor loads
+// another build of the optimizer (the tests grade a deliberately broken copy).
 
 const fs = require('fs');
 const path = require('path');
@@ -20,7 +21,7 @@ function parseArgs(argv) {
     dtype: ['float64', 'float32'],
     mode: ['teacher', 'trajectory'],
     adafactor: path.join(__dirname, 'adafactor.js'),
-    schemaVersion: 1,
+    schemaVersion: 2,
   };
   for (let i = 2; i < argv.length; i++) {
     const a = argv[i], v = argv[i + 1];
@@ -31,7 +32,7 @@ function parseArgs(argv) {
     else if (a === '--adafactor') { opts.adafactor = path.resolve(v); i++; }
     else if (a === '--schema-version') { opts.schemaVersion = Number(v); i++; }
     else if (a === '-h' || a === '--help') {
-      process.stdout.write(fs.readFileSync(__filename, 'utf8').split('\n').slice(2, 12).join('\n') + '\n');
+      process.stdout.write(fs.readFileSync(__filename, 'utf8').split('\n').slice(2, 12).map((l) => l.replace(/^\/\/ ?/, '')).join('\n') + '\n');
       process.exit(0);
     } else { throw new Error(`unknown argument ${a}`); }
   }
@@ -123,7 +124,14 @@ function runVector(A, vec, dtype, mode) {
   opt.build(variables);
   const ex = vec.exclude_from_weight_decay;
   if (ex) opt.excludeFromWeightDecay({ varNames: ex.var_names || null, varIndex: ex.var_index || null });
-  if (vec.initial_state) opt.setState(decodeState(vec.initial_state));
+  // Teacher forcing starts from the vector's initial_state; a trajectory starts from the port's
+  // own build (all zeros), reported as `initial` so that the gate grades it against initial_state.
+  let initial = null;
+  if (mode === 'teacher') {
+    if (vec.initial_state) opt.setState(decodeState(vec.initial_state));
+  } else {
+    initial = encodeState(opt);
+  }
   const steps = [];
   for (let k = 0; k < vec.steps.length; k++) {
     const step = vec.steps[k];
@@ -138,19 +146,23 @@ function runVector(A, vec, dtype, mode) {
     } catch (e) {
       return errorEntry(e, k, steps);
     }
-    const s = opt.getState();
-    const out = {
-      iterations: s.iterations,
-      variables: encodeList(s.variables),
-      r: encodeList(s.r), c: encodeList(s.c), v: encodeList(s.v),
-      average: encodeList(s.average), accumulator: encodeList(s.accumulator),
-      is_update_step: opt.lastIsUpdateStep,
-      ema_overwritten: opt.lastEmaOverwritten,
-    };
+    const out = encodeState(opt);
+    out.is_update_step = opt.lastIsUpdateStep;
+    out.ema_overwritten = opt.lastEmaOverwritten;
     if (recorded) out.learning_rate_calls = opt.learningRateCalls;
     steps.push(out);
   }
-  return { steps };
+  return initial ? { steps, initial } : { steps };
+}
+
+function encodeState(opt) {
+  const s = opt.getState();
+  return {
+    iterations: s.iterations,
+    variables: encodeList(s.variables),
+    r: encodeList(s.r), c: encodeList(s.c), v: encodeList(s.v),
+    average: encodeList(s.average), accumulator: encodeList(s.accumulator),
+  };
 }
 
 function errorEntry(e, step, steps) {

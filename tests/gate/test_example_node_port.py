@@ -3,7 +3,8 @@ reference/SPEC.md and vectors/README.md alone conforms on all four Keras lanes (
 float32, teacher and trajectory) through the results-file protocol, and a deliberately broken
 copy of it does not.
 
-Needs ``node`` on PATH; without it the tests skip, saying so, unless ADAFACTOR_REQUIRE_NODE=1
+Run time (2-core machine, CPU seconds): the four lanes about 10 (node 2.3, grading 7), the
+broken copy about 3.5 (one lane). Needs ``node`` on PATH; without it the tests skip, saying so, unless ADAFACTOR_REQUIRE_NODE=1
 (CI sets it), where a missing ``node`` is a failure.
 """
 
@@ -54,30 +55,35 @@ def node():
     return _node()
 
 
+@pytest.mark.slow  # about 10 s of CPU: node 2.3 s for 133 vectors x 4 lanes, grading them 7 s
 def test_the_node_port_conforms_on_all_four_keras_lanes(node, tmp_path):
-    files = _run_port(node, tmp_path / "results")
+    """One results file (schema version 2) with four lanes, one verdict; every error entry's
+    message is graded too."""
+    (results,) = _run_port(node, tmp_path / "results")
+    document = json.loads(open(results, encoding="utf-8").read())
+    assert document["schema_version"] == 2
+    done, report = _grade(results, tmp_path / "report.json")
+    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout[-6000:]}\n{done.stderr[-3000:]}"
+    assert report["verdict"] == "CONFORMS" and report["conforms"], done.stdout[-3000:]
+    assert not report["not_graded"] and not report["errors"], report
     graded = {}
-    for i, results in enumerate(files):
-        done, report = _grade(results, tmp_path / f"report-{i}.json")
-        assert done.returncode == 0, f"{results}: exit {done.returncode}\n{done.stdout[-6000:]}\n{done.stderr[-3000:]}"
-        assert report["verdict"] == "CONFORMS" and report["conforms"], done.stdout[-3000:]
-        assert not report["not_graded"] and not report["errors"], report
-        for lane in report["lanes"]:
-            assert lane["graded"] > 100, lane  # every Keras vector the lane can represent
-            assert lane["counts"]["fail"] == 0, lane
-            graded[(lane["dtype"], lane["mode"])] = lane["graded"]
+    for lane in report["lanes"]:
+        assert lane["counts"]["fail"] == 0, lane["counts"]
+        assert lane["graded"] >= 128, (lane["dtype"], lane["mode"], lane["counts"])  # 133 less float32's skips
+        graded[(lane["dtype"], lane["mode"])] = lane["graded"]
     assert sorted(graded) == sorted(LANES), graded
 
 
 def test_a_broken_copy_of_the_node_port_does_not_conform(node, tmp_path):
-    """beta_2 = 1 - t**(+0.8) instead of t**(-0.8): the second-moment decay sign flipped."""
+    """beta_2 = 1 - t**(+0.8) instead of t**(-0.8): the second-moment decay sign flipped (one
+    lane, written as a version-1 file, which the gate still grades)."""
     source = (PORT / "adafactor.js").read_text(encoding="utf-8")
     honest = "Math.pow(t, c.beta_2_decay)"
     assert source.count(honest) == 1, "the mutation site moved: update this test"
     broken = tmp_path / "adafactor.js"
     broken.write_text(source.replace(honest, "Math.pow(t, -c.beta_2_decay)"), encoding="utf-8")
     (results,) = _run_port(node, tmp_path / "results", "--adafactor", str(broken), "--dtype", "float64",
-                           "--mode", "teacher")
+                           "--mode", "teacher", "--schema-version", "1")
     done, report = _grade(results, tmp_path / "report.json")
     assert done.returncode == 1, f"exit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     assert report["verdict"] == "DOES NOT CONFORM"
