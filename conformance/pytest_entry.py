@@ -12,8 +12,9 @@ Every argument left out is the plugin's option (``--adafactor-dtypes``, the ``ad
 ini key, ...), else its default; ``conformance_tests()`` with no argument is the plugin's suite.
 
 This collects one test per vector, dtype and mode (ids like
-``float32-teacher-arguments/clipnorm/0.5``), each marked ``adafactor`` and with its dtype and
-mode. A vector that deviates fails with the runner's failure details and a command that
+``float32-teacher-arguments/clipnorm/0.5``; ``-k float32-teacher`` selects a lane), each
+marked ``adafactor`` and with its dtype and mode where the plugin is active (an adapter named
+by ``--adafactor-adapter`` or the ini key). A vector that deviates fails with the runner's failure details and a command that
 reproduces it (the adapter as given, a ``module:Class`` import spec included, the corpus when
 not the installed one, every expectation file); skip/xfail entries (the adapter's expectation
 file and ``xfail_files``) become pytest skips and xfails; an unexpected pass warns, or fails

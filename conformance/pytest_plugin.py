@@ -195,31 +195,8 @@ def pytest_unconfigure(config):
 
 
 def register_markers(config) -> None:
-    if not config.stash.get(_MARKERS_KEY, False):
-        config.stash[_MARKERS_KEY] = True
-        for name, text in MARKERS.items():
-            config.addinivalue_line("markers", f"{name}: {text}")
-
-
-_MARKERS_KEY = pytest.StashKey()
-
-
-def pytest_itemcollected(item):
-    """Mark every conformance test (the plugin's own and ``conformance_tests``'s) with
-    ``adafactor`` and its dtype and mode, for ``-m``; the anything-graded guard with every
-    dtype and mode of its selection, so that ``-m float32`` keeps it."""
-    function = getattr(item, "function", None)
-    if getattr(function, "_adafactor_conformance", None) is None:
-        return
-    register_markers(item.config)
-    item.add_marker(MARKER)
-    params = getattr(getattr(item, "callspec", None), "params", {})
-    if params.get("vector") is None:  # the guard: kept by any selection of a lane it guards
-        lanes = getattr(function, "_adafactor_lanes", ())
-    else:
-        lanes = (params["dtype"], params["mode"])
-    for name in lanes:
-        item.add_marker(name)
+    for name, text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
 
 
 # ----------------------------------------------------------------------------- with an adapter
@@ -258,6 +235,23 @@ class _Suite:
         for path in s.xfail_files:
             lines.append(f"  expectations: {path}")
         return lines
+
+    def pytest_itemcollected(self, item):
+        """Mark every conformance test (the plugin's own and ``conformance_tests``'s) with
+        ``adafactor`` and its dtype and mode, for ``-m``; the anything-graded guard with every
+        dtype and mode of its selection, so that ``-m float32`` keeps it. (Only here, with an
+        adapter named: a run without one registers no marker, whatever it collects.)"""
+        function = getattr(item, "function", None)
+        if getattr(function, "_adafactor_conformance", None) is None:
+            return
+        item.add_marker(MARKER)
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if params.get("vector") is None:  # the guard: kept by any selection of a lane it guards
+            lanes = getattr(function, "_adafactor_lanes", ())
+        else:
+            lanes = (params["dtype"], params["mode"])
+        for name in lanes:
+            item.add_marker(name)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_make_collect_report(self, collector):

@@ -207,7 +207,26 @@ def test_with_no_adapter_the_plugin_changes_nothing(pytester):
     assert not [line for line in result.stdout.lines if "adafactor" in line and not line.startswith("plugins:")]
     config = pytester.parseconfigure(*plugin_args())
     assert config.pluginmanager.get_plugin("adafactor-conformance-suite") is None
-    assert not any(line.startswith("adafactor") for line in config.getini("markers"))
+
+
+def test_with_no_adapter_no_marker_is_registered_or_added(pytester):
+    """Not even to an explicit conformance_tests module's tests: a run without an adapter
+    named keeps its registered markers as they are (this repository's tests/conftest.py
+    does work exponential in their number)."""
+    pytester.makepyfile(test_port="""
+from conformance.pytest_entry import conformance_tests
+test_port = conformance_tests("reference", dtypes=["float64"], modes=["teacher"],
+                              vectors=["arguments/clip_threshold/0.5"])
+""")
+    pytester.makeconftest("""
+def pytest_collection_finish(session):
+    names = {line.split(":")[0] for line in session.config.getini("markers")}
+    print("REGISTERED", sorted(names & {"adafactor", "float64", "float32", "teacher", "trajectory"}))
+    print("ON ITEMS", sorted({m.name for item in session.items for m in item.iter_markers()} - {"parametrize"}))
+""")
+    result = run(pytester, "-s")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["REGISTERED []", "ON ITEMS []"])
 
 
 @pytest.mark.subprocess
