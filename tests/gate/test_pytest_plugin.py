@@ -237,3 +237,11 @@ def test_importing_the_plugin_imports_nothing_heavy():
             "if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "[]"
+
+
+def test_porting_md_documents_every_option_and_ini_key():
+    from conformance.pytest_plugin import OPTIONS, _flag
+
+    text = (REPO / "conformance" / "PORTING.md").read_text()
+    for name in OPTIONS:
+        assert f"`{_flag(name)}" in text and f"`adafactor_{name}`" in text, name
