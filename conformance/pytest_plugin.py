@@ -8,7 +8,7 @@ port's pytest configuration::
     [tool.pytest.ini_options]
     adafactor_adapter = "mypkg.port:MyAdapter"
     adafactor_dtypes = ["float32"]
-    adafactor_xfail_files = ["conformance/expectations.txt"]
+    adafactor_xfail_files = ["conformance-expectations.txt"]
 
 Then ``pytest`` collects one test per vector, dtype and mode (ids like
 ``float32-teacher-arguments/clipnorm/0.5``) under the node ``adafactor-conformance``, plus the
