@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import fnmatch
 import itertools
+import re
 import subprocess
 import sys
 import threading
@@ -196,7 +197,10 @@ def _deselected_whole(markexpr: str, marks: set, registered: list) -> bool:
         expression = Expression.compile(markexpr)
     except Exception:  # a private pytest API or an expression pytest will report itself
         return False
-    others = [name for name in registered if name not in marks]
+    # Only the markers the expression names can change its value: trying the others would
+    # cost 2**len(registered) evaluations for nothing.
+    named = set(re.findall(r"[A-Za-z_][A-Za-z0-9_.]*", markexpr)) - {"and", "or", "not"}
+    others = [name for name in registered if name not in marks and name in named]
     for values in itertools.product((False, True), repeat=len(others)):
         present = marks | {name for name, value in zip(others, values) if value}
         if expression.evaluate(lambda name, **_: name in present):
