@@ -32,7 +32,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from reference import minmax, reductions
+from reference import minmax, reductions, schedules
 
 
 # ----------------------------------------------------------------------------- operations
@@ -100,7 +100,7 @@ class Variant:
     name: str
     mean: Optional[Callable] = None  # replaces reference.reductions.mean
     float32_minmax: bool = False  # replaces reference.minmax.minimum / maximum
-    float32_scalars: tuple = ()  # of "epsilon_2", "weight_decay", "callable", "schedule"
+    float32_scalars: tuple = ()  # of "epsilon_2", "weight_decay", "callable", "schedule", "constant"
     schedule_ulps: int = 0  # a float32 schedule value this many float32 ulps off
     behaviours: tuple = ()  # names in BEHAVIOURS: deterministic differences of control flow
 
@@ -138,7 +138,9 @@ class Variant:
             def learning_rate(self):
                 value = base.learning_rate.fget(self)
                 if isinstance(self._learning_rate, float):
-                    return value  # kept in a float64 variable: exact
+                    # Keras 3 keeps it in a float64 variable: exact; tf-keras in a float32
+                    # one ("constant").
+                    return to_float32(value) if "constant" in variant.float32_scalars else value
                 from reference import schedules
 
                 if isinstance(self._learning_rate, schedules.LearningRateSchedule):
@@ -239,10 +241,65 @@ class TorchDecayOncePerApply:
             values[i] = np.asarray(x * factor)
 
 
+class TfKerasEma:
+    """tf-keras's EMA (tf_keras/src/optimizers/optimizer.py): the average is built as a copy
+    of the variable (427-429), so at iteration 0 it is the variable, not the spec's zeros
+    (a state loaded at iteration 0 gets its variables as the average); every step, the first
+    included, averages with ``ema_momentum`` (1402-1417: ``m * average + (1 - m) * var``,
+    1 - m in Python float64), where the spec copies the variable on the first step
+    (base_optimizer.py:970-1006); and only the variables with a gradient this step are
+    averaged and overwritten (1435-1450 take ``var_list`` from the gradients left after
+    filtering out None, 718-725), where the spec averages every variable."""
+
+    def set_state(self, state):
+        super().set_state(state)
+        if self.use_ema and state.iterations == 0 and state.variables is not None:
+            self.state.average = [np.array(x, dtype=a.dtype, copy=True)
+                                  for x, a in zip(state.variables, self.state.average)]
+
+    def _step(self, state, grads, variables):
+        self._tf_keras_active = [i for i, g in enumerate(grads) if g is not None]
+        return super()._step(state, grads, variables)
+
+    def _ema(self, state, values):
+        active = self._tf_keras_active
+        for i in active:
+            dtype = values[i].dtype.type
+            momentum, rest = dtype(self.ema_momentum), dtype(1 - self.ema_momentum)
+            state.average[i] = np.asarray(momentum * state.average[i] + rest * values[i])
+        if self.ema_overwrite_frequency and (self.iterations + 1) % self.ema_overwrite_frequency == 0:
+            for i in active:
+                values[i] = np.array(state.average[i], copy=True)
+            return True
+        return False
+
+
+class TfKerasCallableOnce:
+    """tf-keras stores a non-schedule learning rate in a ``tf.Variable``
+    (tf_keras/src/optimizers/optimizer.py:399-404); a zero-argument callable is that
+    variable's initial value, which ``tf.Variable`` calls once, at construction. Every step
+    and every weight decay uses that one value; the spec calls the callable on every read
+    (base_optimizer.py:777-786)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        lr = self._learning_rate
+        if callable(lr) and not isinstance(lr, schedules.LearningRateSchedule):
+            self._tf_keras_value = float(lr())
+
+    @property
+    def learning_rate(self):
+        if hasattr(self, "_tf_keras_value"):
+            return self._tf_keras_value
+        return super().learning_rate
+
+
 BEHAVIOURS = {"jax-stale-accumulators": JaxStaleAccumulators,
               "jax-learning-rate-on-microsteps": JaxLearningRateOnMicrosteps,
               "jax-ema-overwrite-zero": JaxEmaOverwriteZero,
-              "torch-decay-once-per-apply": TorchDecayOncePerApply}
+              "torch-decay-once-per-apply": TorchDecayOncePerApply,
+              "tf-keras-ema": TfKerasEma,
+              "tf-keras-callable-once": TfKerasCallableOnce}
 
 
 @dataclass(frozen=True)
@@ -318,6 +375,27 @@ MODELS = {m.name: m for m in (
           "keras/src/backend/torch/optimizers/torch_optimizer.py:37-45 (vs "
           "keras/src/optimizers/base_optimizer.py:952-959)",
           (Variant("torch-decay-once-per-apply", behaviours=("torch-decay-once-per-apply",)),)),
+    # tf-keras 2.x (Keras 2 on TensorFlow), graded on the Keras vectors: conformance/TF_KERAS.md.
+    Model("tf-keras-float32-scalars",
+          "a float learning rate is kept in a float32 variable (floatx), and epsilon_2, weight_decay "
+          "and a callable's value go through float32",
+          "tf_keras/src/optimizers/optimizer.py:399-404 (tf.Variable(learning_rate, dtype=floatx())), "
+          "adafactor.py:158-159 and optimizer.py:744-745 (tf.cast of a Python float -> "
+          "tensorflow/python/ops/math_ops.py:1044)",
+          # An exact emulation: no open choice, so its budget is the spec's float64 budget.
+          (Variant("tf-keras-scalars", float32_scalars=("constant", "epsilon_2", "weight_decay", "callable")),)),
+    Model("tf-keras-ema",
+          "the EMA average starts as a copy of the variable and is averaged with ema_momentum from the "
+          "first step (no first-step copy); only variables with a gradient are averaged and overwritten",
+          "tf_keras/src/optimizers/optimizer.py:427-429, 1402-1417, 1435-1450 (vs "
+          "keras/src/optimizers/base_optimizer.py:596-612, 970-1006)",
+          (Variant("tf-keras-ema", behaviours=("tf-keras-ema",)),)),
+    Model("tf-keras-callable-once",
+          "a callable learning rate is called once, when the optimizer is constructed, and that value "
+          "is used for every step",
+          "tf_keras/src/optimizers/optimizer.py:399-404 (tf.Variable calls a callable initial_value once; "
+          "vs keras/src/optimizers/base_optimizer.py:777-786)",
+          (Variant("tf-keras-callable-once", behaviours=("tf-keras-callable-once",)),)),
 )}
 
 

@@ -83,6 +83,9 @@ ADAPTERS = {e.name: e for e in (
     AdapterEntry("optax", "conformance.adapters.optax_adapter:OptaxAdapter", ("jax", "optax"), "jax", ("optax",)),
     AdapterEntry("transformers", "conformance.adapters.transformers_adapter:TransformersAdapter",
                  ("transformers", "torch"), "torch,transformers", ("transformers",)),
+    # tf-keras (Keras 2) on TensorFlow, graded on the Keras spec's vectors.
+    AdapterEntry("tf-keras", "conformance.adapters.tf_keras_adapter:TfKerasAdapter", ("tf_keras", "tensorflow"),
+                 "tf-keras"),
     # keras-jax with every variable sharded over a 2x2 device mesh: the same Keras code, so
     # keras-jax's known deviations.
     AdapterEntry("keras-jax-sharded", "conformance.adapters.sharded:KerasJaxShardedAdapter", ("keras", "jax"),
