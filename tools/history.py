@@ -24,6 +24,7 @@ import argparse
 import datetime
 import json
 import os
+import platform
 import shlex
 import shutil
 import sys
@@ -149,7 +150,9 @@ def render(runs: list[Run], command: str, full_command: str, vectors: dict, entr
              "Each row is one framework release in its own env (tools/envs.py: the frameworks pinned as listed, "
              "the gate installed editable from this checkout), running its lanes with `conformance run` on the "
              "CPU; each lane's counts are its vectors' statuses (conformance/README.md).", "",
-             "**What ran**, and nothing else: " + ", ".join(f"`{r.spec.spec}`" for r in runs) + ".", "",
+             "**What ran**, and nothing else: " + ", ".join(f"`{r.spec.spec}`" for r in runs)
+             + f" (Python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} CPUs as this "
+             "document was written; the seconds are the lanes' wall time, the env builds not included).", "",
              f"Reproduce this table: `{command}`", "",
              f"The full matrix (Keras 3.0-3.15 and the nightly on jax/torch/tensorflow, torch 2.5-2.15, "
              f"optax 0.2.x, transformers 4.40-5.24; `tools.history.FULL_MATRIX`): `{full_command}`", ""]

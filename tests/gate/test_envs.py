@@ -290,7 +290,7 @@ def test_history_rows_by_version_and_first_last_per_entry(tmp_path, vectors, mon
     assert entry_rows[4].endswith(f"| 3.11.3 | 3.11.3 | 3.12.0, {NIGHTLY} |")
     stale = next(v for k, v in entry_rows.items() if "does/not/exist" in k)
     assert stale.endswith(f"| - | - | 3.11.3, 3.12.0, {NIGHTLY} |")
-    assert "**What ran**, and nothing else: `keras-nightly:torch`, `keras==3.11.3:torch`, `keras==3.12.0:torch`." in text
+    assert "**What ran**, and nothing else: `keras-nightly:torch`, `keras==3.11.3:torch`, `keras==3.12.0:torch` (" in text
     reproduce = "python -m tools.history keras-nightly:torch keras==3.11.3:torch keras==3.12.0:torch"
     assert f"Reproduce this table: `{reproduce}`" in text and f"reproduce: {reproduce}" in printed
     assert "--full" in text and not (tmp_path / ".HISTORY.md.tmp").exists()
