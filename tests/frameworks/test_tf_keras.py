@@ -7,7 +7,8 @@ committed conformance/expectations/tf-keras.txt and its deviation models
   graded, where each deviation is real (graded MODEL: the spec alone fails) and bounded
   (the spec plus the named model holds, under the model's budget);
 * the same lanes with one injected bug (tests/frameworks/tf_keras_injected.py:
-  ``beta_2_decay`` scaled by 1.001, ``epsilon_1`` dropped) are DOES NOT CONFORM;
+  ``beta_2_decay`` scaled by 1.001, ``epsilon_1`` dropped, ``ema_momentum`` off by 1e-4
+  relative) are DOES NOT CONFORM;
 * tf-keras's float32 schedules stay within the schedule model's SCHEDULE_ULPS;
 * the models themselves (no TensorFlow): each changes exactly what it names.
 
@@ -64,6 +65,8 @@ INJECTED_BETA = _gate("tf-keras-injected-beta", "injected_beta_run",
 INJECTED_EPSILON = _gate("tf-keras-injected-epsilon", "injected_epsilon_run",
                          "--adapter", "tests.frameworks.tf_keras_injected:Epsilon1Dropped",
                          "--flags", "EPSILON_1_SIGNIFICANT")
+INJECTED_EMA = _gate("tf-keras-injected-ema", "injected_ema_run",
+                     "--adapter", "tests.frameworks.tf_keras_injected:EmaMomentumScaled", "--flags", "EMA")
 SCHEDULE_ULPS = background.Job(
     "tf-keras-schedule-ulps", [sys.executable, str(Path(__file__).resolve().parent / "tf_keras_schedule_ulps_worker.py")],
     env=background.environment(TF_CPP_MIN_LOG_LEVEL="3"), timeout=600, fixtures=("schedule_ulps_run",),
@@ -90,6 +93,11 @@ def injected_beta_run():
 @pytest.fixture
 def injected_epsilon_run():
     return _result(INJECTED_EPSILON)
+
+
+@pytest.fixture
+def injected_ema_run():
+    return _result(INJECTED_EMA)
 
 
 @pytest.fixture
@@ -191,6 +199,25 @@ def test_epsilon_1_dropped_does_not_conform_in_any_lane(injected_epsilon_run):
         outcomes = _outcomes(report, dtype, mode)
         assert outcomes["special_values/zero_gradients"]["status"] == "fail", (dtype, mode)
         assert sum(o["status"] == "fail" for o in outcomes.values()) >= 5, (dtype, mode)
+
+
+@pytest.mark.slow
+def test_an_ema_bug_is_not_absorbed_by_the_ema_model(injected_ema_run):
+    """ema_momentum off by 1e-4 relative: every float64 EMA vector with m > 0 fails, under
+    the tf-keras-ema model too; in float32 such an error is below rounding on the vectors
+    whose variables barely move (defaults/use_ema_only), so only most fail there."""
+    proc = injected_ema_run
+    assert proc.returncode == 1 and "DOES NOT CONFORM" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = _report(proc)
+    for dtype, mode in LANES:
+        outcomes = _outcomes(report, dtype, mode)
+        # momentum 0 scaled is still 0: no bug there
+        live = [o for o in outcomes.values() if o["status"] != "skip" and o["id"] != "arguments/use_ema/momentum_0"]
+        failed = [o for o in live if o["status"] == "fail"]
+        if dtype == "float64":
+            assert live and failed == live, (mode, {o["id"]: o["status"] for o in live})
+        else:
+            assert len(failed) >= 0.75 * len(live), (mode, {o["id"]: o["status"] for o in live})
 
 
 # ----------------------------------------------------------------------------- schedules

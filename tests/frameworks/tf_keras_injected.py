@@ -45,3 +45,21 @@ class Epsilon1Dropped(TfKerasAdapter):
                 super().__init__(*args, epsilon_1=0.0, **kwargs)
 
         return Injected
+
+
+class EmaMomentumScaled(TfKerasAdapter):
+    """``ema_momentum`` scaled by 1 - 1e-4 (the EMA off by about 1e-4 relative of 1 - m): the
+    tf-keras-ema model must not absorb a bug in the EMA it models."""
+
+    def __init__(self):
+        super().__init__()
+        self.name, self.expectations = "tf-keras-ema-momentum-scaled", "tf-keras"
+
+    def optimizer_class(self, tf_keras):
+        base = tf_keras.optimizers.Adafactor
+
+        class Injected(base):
+            def __init__(self, *args, ema_momentum=0.99, **kwargs):
+                super().__init__(*args, ema_momentum=ema_momentum * (1 - 1e-4), **kwargs)
+
+        return Injected
