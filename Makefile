@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup check check-gpu test clean vectors divergence benchmark mutation
+.PHONY: setup check check-gpu test clean vectors divergence benchmark mutation check-nightly history
 
 setup: $(STAMP)
 
@@ -71,3 +71,16 @@ $(MUTATION_STAMP): $(STAMP)
 
 mutation: $(MUTATION_STAMP)
 	$(PY) -m tools.mutation $(MUTATION_ARGS)
+
+# The Keras lanes on the newest keras-nightly (cached env .envs/keras-nightly-<backend>, upgraded each run)
+# against the pinned release, vector by vector (tools/nightly.py): exit 0 unless something changed that no
+# versioned expectation names. Needs PyPI; not part of CI. One backend: make check-nightly NIGHTLY_ARGS="--backend torch"
+NIGHTLY_ARGS ?=
+check-nightly: $(STAMP)
+	$(PY) -m tools.nightly $(NIGHTLY_ARGS)
+
+# conformance/HISTORY.md: framework releases, each in its own cached env under .envs/ (tools/history.py).
+# Default: the subset tools/history.py SUBSET; the whole matrix: make history HISTORY_ARGS="--full --discard"
+HISTORY_ARGS ?=
+history: $(STAMP)
+	$(PY) -m tools.history $(HISTORY_ARGS)
