@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints.txt torch
 	$(PY) -m pip install -q -c constraints.txt -e '.[test,frameworks]'
+	$(PY) -m pip install -q -c constraints.txt --no-deps tf_keras
 	touch $(STAMP)
 
 # Reports land in out/: report.json, junit.xml, errors.png. Two adapter processes at a time:
