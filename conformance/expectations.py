@@ -14,8 +14,10 @@
     run; only the named *non-numeric* failure is expected (XFAIL), any other failure stays
     a FAIL, a pass is an XPASS. ``<what>`` is ``raises:<ErrorClass>`` (the implementation
     raises that class) or a failure kind that is not arithmetic: ``learning_rate_calls``,
-    ``iterations``, ``is_update_step``, ``ema_overwritten``. A numeric deviation is never an
-    xfail: it needs a model.
+    ``iterations``, ``is_update_step``, ``ema_overwritten``; for ``invalid`` vectors also
+    ``accepts`` (the implementation raises nothing where the spec refuses) or ``message``
+    (it raises the right class at the right place, with another message). A numeric
+    deviation is never an xfail: it needs a model.
 ``skip``
     not run.
 ``tolerance x<factor>``
@@ -86,7 +88,10 @@ TENSOR_KINDS = KINDS  # what a tolerance entry's kind= may name: every tensor wi
 LANE_VALUES = {"dtype": ("float64", "float32", "float16", "bfloat16"), "mode": ("teacher", "trajectory"),
                "device": ("cpu", "gpu"), "result": ("valid", "acceptable", "invalid")}
 #: The non-numeric failures an xfail may name (besides ``raises:<ErrorClass>``).
-NON_NUMERIC = ("learning_rate_calls", "iterations", "is_update_step", "ema_overwritten")
+NON_NUMERIC = ("learning_rate_calls", "iterations", "is_update_step", "ema_overwritten", "accepts", "message")
+#: How grading.error_problems words the two failures of an invalid vector an xfail may name:
+#: nothing raised (``accepts``), and the right class and place with another message (``message``).
+_INVALID_FAILURES = {"accepts": ("expected ", ", nothing was raised"), "message": ("message ", " lacks ")}
 #: The largest budget multiplier a tolerance entry may give: past it, the "tolerance" is a
 #: blindfold, and the deviation needs a model (conformance/deviations.py).
 MAX_FACTOR = 64.0
@@ -297,6 +302,12 @@ class Entry:
         if self.because.startswith("raises:"):
             name = self.because.split(":", 1)[1]
             return None if reason.startswith(f"raised {name}") else f"raises {name}"
+        if self.because in _INVALID_FAILURES:
+            start, middle = _INVALID_FAILURES[self.because]
+            problems = reason.split("; ")
+            if len(problems) == 1 and problems[0].startswith(start) and middle in problems[0]:
+                return None
+            return f"only {self.because} differs (failing: {reason})"
         kinds = {f.kind for f in failures}
         if kinds and kinds <= {self.because}:
             return None

@@ -14,6 +14,7 @@ import pytest
 from conformance import applicability, grading, metrics
 from conformance import vectorfile as vf
 from conformance.outcomes import Failure, LaneReport
+from conformance.vector import as_vector
 from conformance.adapters.reference import ReferenceAdapter, ReferenceSession
 from conformance.tolerance import Policy
 from reference.state import Kind, State
@@ -280,3 +281,52 @@ def test_a_read_that_is_not_a_state_is_an_adapter_error(corpus_vectors):
     rel, vector = _pick(corpus_vectors, "shapes/")[0]
     with pytest.raises(AdapterError, match=r"step 0: read\(\) returned dict, not a reference.state.State"):
         helpers.run_vector(adapter, rel, vector, mode="trajectory")
+
+
+def _xfail(tmp_path, because: str, vector_id: str):
+    from conformance import expectations
+
+    path = tmp_path / "port.txt"
+    path.write_text(f"xfail id={vector_id} because={because}  # what the port does\n")
+    return expectations.parse(path)
+
+
+def test_an_xfail_can_name_an_accepted_invalid_configuration(corpus_vectors, tmp_path):
+    """``because=accepts``: the port raises nothing where the spec refuses. It excuses
+    exactly that: a port that raises the wrong class still fails, and one that refuses as
+    the spec says is an XPASS (a release that starts refusing shows up)."""
+    (relative, vector), = [(r, v) for r, v in corpus_vectors if v.id == "invalid/clipnorm_and_clipvalue"]
+    entries = _xfail(tmp_path, "accepts", vector.id)
+
+    class Accepts(_Adapter):
+        def create(self, vector, dtype, device):
+            config = {k: v for k, v in vector.config.items() if k != "clipvalue"}
+            return super().create(as_vector({**vector.raw, "config": config, "result": "valid", "error": None},
+                                            file=vector.file, dialect=vector.dialect), dtype, device)
+
+    class WrongClass(_Adapter):
+        def create(self, vector, dtype, device):
+            raise TypeError("Only one of clipnorm, clipvalue")
+
+    assert helpers.run_vector(Accepts(), relative, vector, entries=entries).status == "xfail"
+    assert helpers.run_vector(Accepts(), relative, vector).status == "fail"
+    wrong = helpers.run_vector(WrongClass(), relative, vector, entries=entries)
+    assert wrong.status == "fail" and "only accepts differs" in wrong.reason
+    assert helpers.run_vector(_Adapter(), relative, vector, entries=entries).status == "xpass"
+
+
+def test_an_xfail_can_name_another_message_and_only_that(corpus_vectors, tmp_path):
+    (relative, vector), = [(r, v) for r, v in corpus_vectors if v.id == "invalid/clipnorm_and_global_clipnorm"]
+    entries = _xfail(tmp_path, "message", vector.id)
+
+    class Reworded(_Adapter):
+        def create(self, vector, dtype, device):
+            raise ValueError("At most one of `clipnorm` and `global_clipnorm` can be set")
+
+    class Silent(_Adapter):
+        pass
+
+    assert helpers.run_vector(Reworded(), relative, vector, entries=entries).status == "xfail"
+    assert helpers.run_vector(Reworded(), relative, vector).status == "fail"
+    silent = _xfail(tmp_path, "message", vector.id)
+    assert helpers.run_vector(_Adapter(), relative, vector, entries=silent).status == "xpass"
