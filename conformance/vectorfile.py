@@ -371,6 +371,11 @@ DIALECT_ARGUMENTS = {
     "transformers": {"lr": "number|null", "eps": "[number, number]", "clip_threshold": "number",
                      "decay_rate": "number", "beta1": "number|null", "weight_decay": "number",
                      "scale_parameter": "boolean", "relative_step": "boolean", "warmup_init": "boolean"},
+    "pytorch_optimizer": {"lr": "number|null", "betas": "[number|null, number]", "decay_rate": "number",
+                          "weight_decay": "number", "weight_decouple": "boolean", "fixed_decay": "boolean",
+                          "clip_threshold": "number", "ams_bound": "boolean", "scale_parameter": "boolean",
+                          "relative_step": "boolean", "warmup_init": "boolean", "eps1": "number", "eps2": "number",
+                          "momentum_dtype": "dtype", "foreach": "boolean|null", "maximize": "boolean"},
 }
 DIALECTS = ("keras", *DIALECT_ARGUMENTS)
 #: Keras schedules: {class_name: ({argument: type}, required arguments)}.
@@ -577,7 +582,10 @@ def _state_shapes(dialect: str, config: dict, shapes: list, result: str) -> dict
     per = [_factored_state_shapes(s, _dialect_factored_axes(dialect, config, s)) for s in shapes]
     layout = {key: [p[key] for p in per] for key in ("r", "c", "v")}
     layout["average"] = layout["accumulator"] = None
-    has_momentum = config.get("momentum" if dialect == "optax" else "beta1") is not None
+    if dialect == "pytorch_optimizer":  # betas[0], 0.9 by default (pytorch_optimizer/optimizer/adafactor.py:43)
+        has_momentum = (config.get("betas") or [0.9])[0] is not None
+    else:
+        has_momentum = config.get("momentum" if dialect == "optax" else "beta1") is not None
     layout["momentum"] = list(shapes) if has_momentum and dialect != "torch" else None
     return layout
 

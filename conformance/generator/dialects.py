@@ -80,6 +80,9 @@ def state_dtypes(dialect: str, config: dict) -> dict:
     debias=False, accumulator_dtype=dtype_momentum)``)."""
     if dialect == "optax" and config.get("momentum") is not None and config.get("dtype_momentum"):
         return {"momentum": str(np.dtype(config["dtype_momentum"]))}
+    # pytorch_optimizer keeps exp_avg in momentum_dtype, bfloat16 by default (its adafactor.py:55, :129)
+    if dialect == "pytorch_optimizer" and (config.get("betas") or [0.9])[0] is not None:
+        return {"momentum": config.get("momentum_dtype", "bfloat16")}
     return {}
 
 

@@ -25,6 +25,7 @@ DIALECTS = {
     "torch": "reference.dialects.torch:TorchAdafactor",
     "optax": "reference.dialects.optax:OptaxAdafactor",
     "transformers": "reference.dialects.transformers:TransformersAdafactor",
+    "pytorch_optimizer": "reference.dialects.pytorch_optimizer:PytorchOptimizerAdaFactor",
 }
 
 

@@ -53,6 +53,9 @@ WRONG_DIALECT_DEFAULTS = {
     "transformers": {"relative_step": False, "eps": [1.1e-30, 1e-3], "clip_threshold": 1.01,
                      "decay_rate": -0.808, "beta1": 0.1, "weight_decay": 1e-4, "scale_parameter": False,
                      "warmup_init": True},
+    "pytorch_optimizer": {"betas": [0.8, 0.999], "decay_rate": -0.808, "weight_decay": 1e-4, "clip_threshold": 1.01,
+                          "scale_parameter": False, "relative_step": False, "warmup_init": True, "eps1": 1e-29,
+                          "eps2": 1.01e-3, "maximize": True},
 }
 
 
