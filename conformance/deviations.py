@@ -235,10 +235,20 @@ class TorchDecayOncePerApply:
         if not decayed:
             return  # torch raises here (an empty tensor list): an xfail names that
         learning_rate = self.learning_rate
+        # TorchFloat32Ops, when composed (in either order), computes the factor its way.
+        factor_of = getattr(self, "_torch_decay_factor", None)
         for i in decayed:
             x = values[i]
-            factor = x.dtype.type(1) - x.dtype.type(self.weight_decay) * x.dtype.type(learning_rate)
+            if factor_of is None:
+                factor = _torch_decay_factor_3_15(self, learning_rate, x.dtype.type)
+            else:
+                factor = factor_of(learning_rate, x.dtype.type)
             values[i] = np.asarray(x * factor)
+
+
+def _torch_decay_factor_3_15(optimizer, learning_rate, dtype):
+    """1 - weight_decay * lr in the variable's dtype (Keras 3.15.1's torch backend)."""
+    return dtype(1) - dtype(optimizer.weight_decay) * dtype(learning_rate)
 
 
 class TfKerasEma:
@@ -294,12 +304,213 @@ class TfKerasCallableOnce:
         return super().learning_rate
 
 
+class TorchFloat32Ops:
+    """Keras's torch backend from keras-team/keras#23225 (first in the 3.16 nightlies):
+    ``ops.add``, ``subtract``, ``multiply``, ``divide`` and ``power`` convert both operands
+    to ``result_type(...)`` before calling torch (``convert_to_tensors_of_same_dtype``,
+    keras/src/backend/torch/ops/numpy.py:29-43; add 85-87, subtract 118-125, multiply
+    187-189, divide 2206-2208, power 2221-2223), and the lattice maps float64 to float32
+    (keras/src/backend/common/dtypes.py:240): on float64 operands each of them rounds both
+    to float32 and returns float32. Keras 3.15.1 called torch on the operands as they were
+    (keras/src/backend/torch/numpy.py:67-70, 89-97, 159-162, 2129-2134, 2153-2155), so it
+    computed in float64. The variable's own ``assign_sub`` is ``variable - value`` through
+    ``ops.subtract`` (keras/src/backend/common/variables.py:490-491 in the nightly), so the
+    variable is rounded to float32 on every step. ``assign`` widens a float32 result back to
+    the float64 slot exactly. What changes, in Keras's order:
+
+    * the Adafactor step (keras/src/optimizers/adafactor.py:144-231 of the nightly, vs
+      adafactor.py:143-214 of 3.15.1) from ``G**2 + epsilon_1`` on: the first operation
+      that differs is that add (nightly adafactor.py:167-169), then beta_2's power and
+      subtractions, r, c and v's updates, R / mean(R) and its product with C, G / sqrt(V),
+      RMS(U) / d, U / max(1, .), alpha * U_hat and the variable's subtraction, all float32;
+      the operations that stay float64 are ``ops.square``/``ops.sqrt`` of float64 tensors,
+      torch's own Python operators (``1 / sqrt(t)``), and the float64 means of 3.15.1
+      (``mean`` casts to float32 and back, unchanged);
+    * ``clipnorm`` (base_optimizer.py:1129-1146 of the nightly): g * clipnorm in float32,
+      divided by the float32 max(norm, clipnorm), so the clipped gradient is float32;
+    * the EMA (base_optimizer.py:969-990 of the nightly): momentum, 1 - momentum and both
+      products and their sum in float32.
+
+    Unchanged: gradient accumulation and loss-scale unscaling (torch operators on torch
+    tensors), clipvalue and global_clipnorm (their float64/float32 mix was already
+    3.15.1's), weight decay (the torch backend's ``_foreach_mul_``; composes with
+    ``TorchDecayOncePerApply``). The means and ``ops.maximum``/``ops.minimum`` are the
+    ``keras-float32-means-torch`` swaps (this model's variants carry them)."""
+
+    def _update(self, state, g: dict, values: list, record):
+        from reference.adafactor_step import StepTrace
+
+        active = sorted(g)
+        if self.clipnorm and self.clipnorm > 0:
+            clipped = [_torch32_clip_by_norm(g[i], self.clipnorm) for i in active]
+        else:
+            clipped = self._clip_gradients([g[i] for i in active])
+        g = dict(zip(active, clipped))
+        self._apply_weight_decay(active, values)
+        learning_rate = self.learning_rate
+        record.learning_rate = float(learning_rate)
+        is_callable = not isinstance(self._learning_rate, float)
+        r, c, v = state.r, state.c, state.v
+        for i in active:
+            values[i], (r[i], c[i], v[i]), record.traces[i] = torch32_update_step(
+                values[i], g[i], (r[i], c[i], v[i]), learning_rate, self.iterations, self.hyper,
+                learning_rate_is_callable=is_callable, trace_class=StepTrace, sqrt32=self._torch32_sqrt)
+
+    @staticmethod
+    def _torch32_sqrt(x):
+        return sqrt32_nearest(x)
+
+    def _torch_decay_factor(self, learning_rate, dtype):
+        """``1 - self.weight_decay * self._get_current_learning_rate()``
+        (keras/src/backend/torch/optimizers/torch_optimizer.py:37-45): a float learning rate
+        is a float64 Keras variable, so ``weight_decay * lr`` is the variable's ``__rmul__``,
+        ``ops.multiply`` (common/variables.py:499-500): float32, and ``1 - `` stays float32;
+        a callable's Python float keeps Python's float64 arithmetic; a schedule's tensor is
+        multiplied by torch in its own dtype."""
+        lr = self._learning_rate
+        if isinstance(lr, float) or (isinstance(lr, schedules.LearningRateSchedule)
+                                      and np.float32(learning_rate) == learning_rate):
+            f32 = np.float32
+            return f32(1) - f32(f32(self.weight_decay) * f32(learning_rate))
+        return _torch_decay_factor_3_15(self, learning_rate, dtype)
+
+    def _ema(self, state, values: list) -> bool:
+        f32 = np.float32
+        for i, x in enumerate(values):
+            # multiply(cast(iterations != 0, float64), ema_momentum): float32
+            momentum = f32(f32(self.iterations != 0) * f32(self.ema_momentum))
+            rest = f32(1) - momentum  # subtract(1, momentum)
+            average = momentum * state.average[i].astype(f32) + rest * x.astype(f32)
+            state.average[i] = np.asarray(average, dtype=np.float32).astype(x.dtype)
+        if self.ema_overwrite_frequency:
+            if (self.iterations + 1) % self.ema_overwrite_frequency == 0:
+                for i in range(len(values)):
+                    values[i] = np.array(state.average[i], copy=True)
+                return True
+        return False
+
+
+def _libm_powf():
+    import ctypes
+    import ctypes.util
+
+    try:
+        function = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6").powf
+    except (OSError, AttributeError):
+        return None
+    function.restype, function.argtypes = ctypes.c_float, [ctypes.c_float, ctypes.c_float]
+    return function
+
+
+_POWF = _libm_powf()
+
+
+def powf(base, exponent) -> np.float32:
+    """torch.pow of two float32 0-d CPU tensors: the C library's ``powf`` (torch's scalar
+    loop calls std::pow(float, float)); checked equal to torch 2.13 for t = 1..3000 and eight
+    exponents. NumPy's float32 ``np.power`` is not it (its SIMD loop is 1 float32 ulp off at
+    t = 3, 4, 7, ... for -0.8), nor, rarely, is the float64 pow rounded once (t = 1058 for -0.5).
+    Without a loadable libm, the float64 pow rounded once."""
+    base, exponent = np.float32(base), np.float32(exponent)
+    if _POWF is None:
+        return np.float32(float(base) ** float(exponent))
+    return np.float32(_POWF(float(base), float(exponent)))
+
+
+class TorchSqrt32Down:
+    """An open choice of TorchFloat32Ops: torch's float32 sqrt of RMS(U) taken one float32
+    ulp below the correctly rounded value (what torch 2.13's CPU kernel does for ~0.7% of
+    inputs)."""
+
+    @staticmethod
+    def _torch32_sqrt(x):
+        return sqrt32_down(x)
+
+
+def _torch32_clip_by_norm(g: np.ndarray, clipnorm: float) -> np.ndarray:
+    """BaseOptimizer._clip_by_norm on the nightly's torch backend: the sum of squares and
+    its square root in float64 (ops.sum and ops.sqrt keep the dtype), then
+    ``multiply(values, clipnorm)`` and ``maximum(l2norm, clipnorm)`` in float32 and torch's
+    float32 division; the clipped gradient is float32."""
+    l2sum = reductions.total(np.square(g), keepdims=True)
+    l2norm = np.where(l2sum > 0, np.sqrt(np.where(l2sum > 0, l2sum, 1)), l2sum)
+    numerator = g.astype(np.float32) * np.float32(clipnorm)
+    return numerator / minmax.maximum(l2norm, np.float32(clipnorm)).astype(np.float32)
+
+
+def sqrt32_nearest(x) -> np.float32:
+    """A float32 square root, correctly rounded."""
+    return np.float32(np.sqrt(np.float32(x)))
+
+
+def sqrt32_down(x) -> np.float32:
+    """A float32 square root one float32 ulp below the correctly rounded one (toward zero)."""
+    root = sqrt32_nearest(x)
+    return np.nextafter(root, np.float32(0)) if np.isfinite(root) and root > 0 else root
+
+
+def torch32_update_step(x, g, moments, learning_rate, iterations, hyper,
+                        learning_rate_is_callable=False, trace_class=None, sqrt32=sqrt32_nearest):
+    """Adafactor.update_step of the 3.16 nightlies on the torch backend for a float64
+    variable (keras/src/optimizers/adafactor.py:144-231 there), op by op: a Keras binary op
+    (add, subtract, multiply, divide, power) rounds both operands to float32 and returns
+    float32; ``ops.square``/``ops.sqrt`` keep their operand's dtype; ``reductions.mean`` and
+    ``minmax`` are the swap points (float32 means cast back to the input's dtype, float32
+    min/max). Slots are float64 holding float32 values (``assign`` widens). ``sqrt32`` is
+    torch's float32 square root, of RMS(U) only (every other sqrt here is of a float64
+    tensor): torch 2.13's CPU kernel is not correctly rounded, it lands 1 float32 ulp below
+    for about 0.7% of inputs (never above; measured over 600,000 values), so which inputs is
+    an open choice of the model (``sqrt32_nearest``, ``sqrt32_down``)."""
+    f32 = np.float32
+    dtype = x.dtype.type
+    r, c, v = moments
+    lr = dtype(learning_rate)  # cast(learning_rate, variable.dtype)
+    g = g.astype(x.dtype, copy=False)  # cast(gradient, variable.dtype)
+    epsilon_2 = dtype(hyper.epsilon_2)
+    one = dtype(1.0)
+    local_step = dtype(iterations + 1)
+    inv_sqrt_step = one / np.sqrt(local_step)  # torch's 1 / tensor: float64
+    if not learning_rate_is_callable and hyper.relative_step:
+        lr = minmax.minimum(lr, inv_sqrt_step)
+    rho_t = minmax.minimum(lr, inv_sqrt_step)
+    rms_x = np.sqrt(reductions.mean(np.square(x)))  # float64 (the mean casts back)
+    alpha_t = minmax.maximum(epsilon_2, rms_x) * rho_t  # torch's *: float32 x float32
+    # add(square(gradient), epsilon_1): the first operation that differs from 3.15.1
+    regulated = np.square(g).astype(f32) + f32(hyper.epsilon_1)
+    power = powf(f32(local_step), f32(hyper.beta_2_decay))  # torch.pow of two float32 0-d tensors
+    beta_2_t = f32(1) - power
+    one_minus = f32(1) - beta_2_t
+    if len(x.shape) >= 2:
+        row, col = len(x.shape) - 2, len(x.shape) - 1
+        r = (beta_2_t * r.astype(f32) + one_minus * reductions.mean(regulated, axis=col)).astype(x.dtype)
+        c = (beta_2_t * c.astype(f32) + one_minus * reductions.mean(regulated, axis=row)).astype(x.dtype)
+        ratio = r.astype(f32) / np.asarray(reductions.mean(r, axis=row, keepdims=True)).astype(f32)
+        v = np.asarray(np.expand_dims(ratio, col) * np.expand_dims(c.astype(f32), row)).astype(x.dtype)
+    else:
+        v = np.asarray(beta_2_t * v.astype(f32) + one_minus * regulated).astype(x.dtype)
+    u_t = g.astype(f32) / np.sqrt(v).astype(f32)  # divide(gradient, sqrt(v))
+    rms_u = sqrt32(reductions.mean(np.square(u_t)))  # float32 throughout: torch's float32 sqrt
+    denominator = minmax.maximum(one, rms_u / f32(hyper.clip_threshold))
+    u_t_hat = u_t / f32(denominator)
+    step = f32(alpha_t) * u_t_hat  # multiply(alpha_t, u_t_hat)
+    new_x = np.asarray(x.astype(f32) - step).astype(x.dtype)  # assign_sub: ops.subtract
+    trace = None
+    if trace_class is not None:
+        trace = trace_class(local_step=float(local_step), learning_rate=float(dtype(learning_rate)),
+                            inv_sqrt_step=float(inv_sqrt_step), rho=float(rho_t), rms_x=float(rms_x),
+                            alpha=float(alpha_t), beta_2=float(beta_2_t), rms_u=float(rms_u),
+                            clip_denominator=float(denominator))
+    return new_x, (r, c, np.asarray(v)), trace
+
+
 BEHAVIOURS = {"jax-stale-accumulators": JaxStaleAccumulators,
               "jax-learning-rate-on-microsteps": JaxLearningRateOnMicrosteps,
               "jax-ema-overwrite-zero": JaxEmaOverwriteZero,
               "torch-decay-once-per-apply": TorchDecayOncePerApply,
               "tf-keras-ema": TfKerasEma,
-              "tf-keras-callable-once": TfKerasCallableOnce}
+              "tf-keras-callable-once": TfKerasCallableOnce,
+              "torch-float32-ops": TorchFloat32Ops,
+              "torch-float32-sqrt-down": TorchSqrt32Down}
 
 
 @dataclass(frozen=True)
@@ -329,6 +540,9 @@ corpus's schedules (tests/gate/schedule_ulps_worker.py, checked by tests/gate/te
 most 6 ulps (ExponentialDecay's float32 pow, and accumulation under it); 8 leaves room for a
 libm that rounds a transcendental once more."""
 
+_TORCH_MEANS = _mean_variants("torch", primary_reciprocal=False, float32_minmax=True)
+"""keras-float32-means-torch's variants; keras-float32-ops-torch reuses their mean functions."""
+
 MODELS = {m.name: m for m in (
     Model("keras-float32-means-jax",
           "every ops.mean of a float64 tensor runs in float32 (x cast to float32, float32 sum, "
@@ -342,7 +556,34 @@ MODELS = {m.name: m for m in (
           "ops.maximum/ops.minimum round both float64 operands to float32 and return float32",
           "keras-team/keras#23223: keras/src/backend/common/dtypes.py:240; "
           "keras/src/backend/torch/numpy.py mean (165-196), maximum (1252-1264), minimum (1320-1332)",
-          _mean_variants("torch", primary_reciprocal=False, float32_minmax=True)),
+          _TORCH_MEANS),
+    Model("keras-float32-ops-torch",
+          "keras-float32-means-torch, and every ops.add/subtract/multiply/divide/power of float64 "
+          "operands rounds both to float32 and returns float32 (keras-team/keras#23225): Adafactor's step "
+          "from G**2 + epsilon_1 on, the variable's assign_sub, clipnorm and the EMA run in float32",
+          "keras-team/keras#23225 (issue #23704): keras/src/backend/torch/ops/numpy.py:29-43 "
+          "(convert_to_tensors_of_same_dtype), add 85-87, subtract 118-125, multiply 187-189, divide "
+          "2206-2208, power 2221-2223 (vs keras 3.15.1 keras/src/backend/torch/numpy.py:67-70, 89-97, "
+          "159-162, 2129-2134, 2153-2155); keras/src/backend/common/dtypes.py:240; "
+          "keras/src/backend/common/variables.py:490-491",
+          # The float32-means model's variants (the same mean functions, so that the two models
+          # compose: combine() finds one mean) with the float32 arithmetic: its budget is the
+          # spread of torch's unknown float32 sum order under the new arithmetic, and of its
+          # float32 sqrt (1 ulp low on some inputs). torch.pow's float32 value is libm's powf
+          # (``powf``), not an open choice.
+          tuple(dataclasses.replace(v, name=v.name.replace("torch-", "torch32-"), behaviours=("torch-float32-ops",))
+                for v in _TORCH_MEANS)
+          + (dataclasses.replace(_TORCH_MEANS[0], name="torch32-sequential-divide-sqrt-down",
+                                 behaviours=("torch-float32-ops", "torch-float32-sqrt-down")),)),
+    Model("keras-float32-schedules-torch",
+          "a schedule's arithmetic goes through ops.multiply/divide/power etc.: float32 from "
+          "keras-team/keras#23225 (its float64 tensors round to float32), so its value is float32, "
+          "within SCHEDULE_ULPS of the float64 value rounded once (PiecewiseConstantDecay and "
+          "CosineDecay's warmup stay float64, within half an ulp of it)",
+          "keras/src/optimizers/schedules/learning_rate_schedule.py (the nightly's backend.ops.numpy "
+          "calls, e.g. ExponentialDecay 174-177) -> keras/src/backend/torch/ops/numpy.py:29-43",
+          tuple(Variant(f"torch-schedule{u:+d}ulp", float32_scalars=("schedule",), schedule_ulps=u)
+                for u in (0, SCHEDULE_ULPS, -SCHEDULE_ULPS))),
     Model("keras-tensorflow-float32-scalars",
           "epsilon_2, weight_decay and a callable learning rate's value go through float32 "
           "(tf.cast of a Python float makes a float32 tensor first)",
