@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup check check-gpu test clean vectors divergence benchmark mutation check-nightly history
+.PHONY: setup check check-gpu check-distributed test clean vectors divergence benchmark mutation check-nightly history
 
 setup: $(STAMP)
 
@@ -37,6 +37,16 @@ check-gpu: $(STAMP)
 	XLA_PYTHON_CLIENT_PREALLOCATE=false $(PY) -m conformance run --adapter all --device gpu \
 	  --dtype float64,float32,float16,bfloat16 --split dtype --jobs $(GPU_JOBS) \
 	  --json out/report-gpu.json --junit out/junit-gpu.xml
+
+# The torch distributed lanes (conformance/TORCH_DISTRIBUTED.md): torch.optim.Adafactor on DTensor
+# parameters, Replicate, Shard(0), Shard(-1), a 2x2 mesh and FSDP2, each lane starting its own 2 or
+# 4 gloo ranks (one lane at a time). About 15 min on 2 cores, so not part of `make check`. On torch
+# 2.13.0 it exits 1, DOES NOT CONFORM: the split 1-D and batch-axis variables are silently wrong
+# (each rank's local norm); the RuntimeError of the factored ones is a named xfail.
+check-distributed: $(STAMP)
+	mkdir -p out
+	$(PY) -m conformance run --adapter distributed --jobs 1 --json out/report-distributed.json \
+	  --junit out/junit-distributed.xml
 
 # The whole suite. A subset by marker (tests/README.md), e.g. the reference, corpus and gate
 # without any framework: make test PYTEST_ARGS='-m "not framework"'

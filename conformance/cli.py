@@ -56,6 +56,7 @@ import conformance
 from conformance import corpus, expectations, report, runner
 from conformance import vectorfile as vf
 from conformance.adapters import ADAPTERS, AdapterError, resolve
+from conformance.adapters.registry import GROUPS
 from conformance.adapters.base import DEVICES, DTYPES
 from conformance.tolerance import Policy
 
@@ -131,7 +132,8 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run an adapter over the vectors")
     run.add_argument("--adapter", action="append", default=[],
-                     help=f"registered name ({', '.join(ADAPTERS)}), 'all', or package.module:Class")
+                     help=f"registered name ({', '.join(ADAPTERS)}), a group ({', '.join(GROUPS)}: "
+                          f"every installed adapter of the group; `all` is the main job), or package.module:Class")
     run.add_argument("--dtype", action="append", default=[],
                      help=f"comma-separated, from {','.join(DTYPES)} (default float64,float32)")
     run.add_argument("--mode", action="append", default=[], help="teacher,trajectory (default both)")
@@ -723,10 +725,11 @@ def _supervise(args) -> int:
     adapter prints as before: its header, table, failures and verdict. Several print each
     child's as it finishes, then a summary table in registry order and the verdict."""
     adapters = _csv(args.adapter) or ["reference"]
-    if "all" in adapters and len(adapters) > 1:
-        raise UsageError(f"--adapter all cannot be combined with other adapters ({adapters})")
-    names = list(ADAPTERS) if adapters == ["all"] else adapters
-    single = len(adapters) == 1 and adapters != ["all"]
+    groups = [a for a in adapters if a in GROUPS]
+    if groups and len(adapters) > 1:
+        raise UsageError(f"--adapter {groups[0]} (a group) cannot be combined with other adapters ({adapters})")
+    names = list(GROUPS[groups[0]]) if groups else adapters
+    single = len(adapters) == 1 and not groups
     # Several adapters on a device other than cpu: those that cannot use it are skipped.
     if_available = args.if_available or (not single and args.device != "cpu")
     dtypes = _csv(args.dtype, DTYPES, "dtype") or ["float64", "float32"]

@@ -31,7 +31,9 @@ class AdapterEntry:
     top-level modules it imports (checked with ``importlib.util.find_spec``, which imports
     nothing), installed by ``pip install -e '.[<extra>]'``. ``speaks``: the dialects whose
     vectors it replays (``EVERY_DIALECT``: all of reference/dialects). ``expectation_stem``:
-    its file in conformance/expectations/ when not ``<name>.txt``.
+    its file in conformance/expectations/ when not ``<name>.txt``. ``group``: the group that
+    ``--adapter <group>`` runs (``all``: the main job, ``make check``; ``distributed``: the
+    torch distributed lanes, ``make check-distributed``, which start several processes each).
     """
 
     name: str
@@ -40,6 +42,7 @@ class AdapterEntry:
     extra: str = ""
     speaks: Optional[tuple] = ("keras",)
     expectation_stem: str = ""
+    group: str = "all"
 
     @property
     def dialects(self) -> tuple:
@@ -90,7 +93,18 @@ ADAPTERS = {e.name: e for e in (
     # keras-jax's known deviations.
     AdapterEntry("keras-jax-sharded", "conformance.adapters.sharded:KerasJaxShardedAdapter", ("keras", "jax"),
                  "keras,jax", expectation_stem="keras-jax"),
+    # torch.optim.Adafactor on DTensor parameters over gloo ranks the lane starts itself, one
+    # placement each (conformance/TORCH_DISTRIBUTED.md); about 3 min a lane on 2 cores, so a
+    # group of their own (make check-distributed), not part of `all`.
+    *(AdapterEntry(f"torch-dtensor-{placement}", f"conformance.adapters.torch_distributed:{cls}", ("torch",), "torch",
+                   ("torch",), group="distributed")
+      for placement, cls in (("replicate", "TorchDTensorAdapter"), ("shard0", "TorchDTensorShard0Adapter"),
+                             ("shard-1", "TorchDTensorShardLastAdapter"), ("2d", "TorchDTensor2DAdapter"),
+                             ("fsdp2", "TorchFSDP2Adapter"))),
 )}
+#: The groups ``--adapter <group>`` accepts, each with its adapters in registry order.
+GROUPS = {g: [n for n, e in ADAPTERS.items() if e.group == g] for g in dict.fromkeys(e.group for e in ADAPTERS.values())}
+assert not set(GROUPS) & set(ADAPTERS), "a group name must not be an adapter name"
 
 
 def entry(name: str) -> AdapterEntry:

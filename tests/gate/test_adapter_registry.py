@@ -91,3 +91,21 @@ def test_listing_and_loading_adapters_imports_no_framework():
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout
+
+
+def test_groups_split_the_registry_and_the_main_job_leaves_the_distributed_lanes_out():
+    """``--adapter all`` (make check) runs group ``all``; the torch distributed lanes, which
+    start several processes each, are group ``distributed`` (make check-distributed)."""
+    from conformance.adapters.registry import GROUPS
+
+    assert set(GROUPS) == {"all", "distributed"}
+    assert sorted(n for names in GROUPS.values() for n in names) == sorted(ADAPTERS)
+    assert GROUPS["distributed"] and all(n.startswith("torch-dtensor-") for n in GROUPS["distributed"])
+    assert "reference" in GROUPS["all"] and not set(GROUPS["all"]) & set(GROUPS["distributed"])
+
+
+def test_a_group_cannot_be_combined_with_other_adapters(capsys):
+    from conformance import cli
+
+    assert cli.main(["run", "--adapter", "distributed", "--adapter", "reference"]) == cli.EXIT_ERROR
+    assert "a group" in capsys.readouterr().err
