@@ -86,6 +86,9 @@ ADAPTERS = {e.name: e for e in (
     AdapterEntry("optax", "conformance.adapters.optax_adapter:OptaxAdapter", ("jax", "optax"), "jax", ("optax",)),
     AdapterEntry("transformers", "conformance.adapters.transformers_adapter:TransformersAdapter",
                  ("transformers", "torch"), "torch,transformers", ("transformers",)),
+    # pytorch_optimizer.AdaFactor (pytorch-optimizer 4.1.0) on torch, on its own dialect's vectors.
+    AdapterEntry("pytorch-optimizer", "conformance.adapters.pytorch_optimizer_adapter:PytorchOptimizerAdapter",
+                 ("pytorch_optimizer", "torch"), "torch,pytorch-optimizer", ("pytorch_optimizer",)),
     # tf-keras (Keras 2) on TensorFlow, graded on the Keras spec's vectors.
     AdapterEntry("tf-keras", "conformance.adapters.tf_keras_adapter:TfKerasAdapter", ("tf_keras", "tensorflow"),
                  "tf-keras"),
