@@ -192,3 +192,46 @@ def test_minmax_and_mean_are_restored_after_the_step():
     saved = reductions.mean, minmax.minimum, minmax.maximum
     _nightly_step(np.ones((2, 3)), np.ones((2, 3)))
     assert (reductions.mean, minmax.minimum, minmax.maximum) == saved
+
+
+# ----------------------------------------------------------------------------- tools/nightly.py
+def _report(statuses, keras):
+    from tools import history
+
+    outcomes = [{"id": vid, "status": s, "model": m, "reason": ""} for vid, (s, m) in statuses.items()]
+    counts = {s: sum(o["status"] == s for o in outcomes) for s in history.STATUSES}
+    lane = {"adapter": "keras-torch", "dtype": "float64", "mode": "teacher", "device": "cpu",
+            "environment": {"keras": keras, "torch": "2.13.0+cpu"}, "outcomes": outcomes, "counts": counts,
+            "conforms": counts["fail"] == 0, "not_run": "", "unused_expectations": []}
+    return {"lanes": [lane], "verdict": "CONFORMS"}
+
+
+@pytest.mark.parametrize("committed", [True, False])
+def test_the_nightly_check_names_the_change_with_the_committed_entry(tmp_path, committed):
+    """What `python -m tools.nightly --backend torch` saw: every float64 vector's model went
+    from the float32-means model to the composed one (and a pass became a model): EXPECTED
+    (exit 0) by keras-torch.txt's keras>=3.16.0.dev0 entry, UNEXPECTED (exit 1) without it."""
+    from conformance.vector import as_vector
+    from tools import nightly
+
+    vectors = {as_vector(v).id: as_vector(v) for _, v in helpers.select(["arguments/learning_rate/",
+                                                                        "special_values/huge_gradients"])}
+    ids = sorted(vectors)
+    composed = f"{MEANS} + {OPS}"
+    before = _report({i: ("pass", None) if "huge" in i else ("model", MEANS) for i in ids}, "3.15.1")
+    after = _report({i: ("model", composed) for i in ids}, NIGHTLY)
+    text = (expectations.DIRECTORY / "keras-torch.txt").read_text()
+    if not committed:
+        text = "\n".join(line for line in text.splitlines() if not line.startswith(f"model {OPS} "))
+    path = tmp_path / "keras-torch.txt"
+    path.write_text(text + "\n")
+    parsed = expectations.parse(path)
+    lines = []
+    status = nightly.report_changes(before, after, entries_of=lambda adapter: parsed, vectors=vectors,
+                                    out=lines.append)
+    changed = [line for line in lines if line.startswith(("EXPECTED", "UNEXPECTED"))]
+    assert len(changed) == len(ids)
+    if committed:
+        assert status == 0 and all(line.startswith("EXPECTED") and OPS in line for line in changed), lines
+    else:
+        assert status == 1 and all(line.startswith("UNEXPECTED") for line in changed), lines
