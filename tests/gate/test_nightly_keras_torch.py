@@ -5,6 +5,10 @@ keras-torch.txt (conformance/HISTORY.md). Synthetic data and the reference only:
 nightly is needed. A stand-in for the nightly is the composed emulation (bit-exact against
 3.16.0.dev2026102704 on 104 of the 114 valid float64 Keras vectors, teacher-forced, with torch's
 own mean and sqrt swapped in; the 10 others are schedules, within SCHEDULE_ULPS).
+
+No markers: no framework is imported (torch's float32 pow is libm's ``powf`` through ctypes),
+no child process is started, and the module takes about 5 s on the 2-core machine (its
+slowest test under 4 s), below the ``slow`` threshold (tests/conftest.py).
 """
 
 from __future__ import annotations
