@@ -25,6 +25,8 @@ optimizer subclass rounds to float32. Everything else is the spec, line for line
 
 from __future__ import annotations
 
+import functools
+
 import contextlib
 import dataclasses
 from dataclasses import dataclass
@@ -390,19 +392,24 @@ class TorchFloat32Ops:
         return False
 
 
+@functools.lru_cache(maxsize=None)
 def _libm_powf():
+    """The C library's powf, loaded on first use (not at import: ``find_library`` may start
+    ``ldconfig``); the usual soname first, which needs no child process."""
     import ctypes
     import ctypes.util
 
-    try:
-        function = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6").powf
-    except (OSError, AttributeError):
+    for name in ("libm.so.6", "libm.dylib", None):
+        try:
+            library = ctypes.CDLL(name if name is not None else ctypes.util.find_library("m"))
+            function = library.powf
+            break
+        except (OSError, AttributeError, TypeError):
+            continue
+    else:
         return None
     function.restype, function.argtypes = ctypes.c_float, [ctypes.c_float, ctypes.c_float]
     return function
-
-
-_POWF = _libm_powf()
 
 
 def powf(base, exponent) -> np.float32:
@@ -412,9 +419,10 @@ def powf(base, exponent) -> np.float32:
     t = 3, 4, 7, ... for -0.8), nor, rarely, is the float64 pow rounded once (t = 1058 for -0.5).
     Without a loadable libm, the float64 pow rounded once."""
     base, exponent = np.float32(base), np.float32(exponent)
-    if _POWF is None:
+    function = _libm_powf()
+    if function is None:
         return np.float32(float(base) ** float(exponent))
-    return np.float32(_POWF(float(base), float(exponent)))
+    return np.float32(function(float(base), float(exponent)))
 
 
 class TorchSqrt32Down:
