@@ -25,10 +25,9 @@ optimizer subclass rounds to float32. Everything else is the spec, line for line
 
 from __future__ import annotations
 
-import functools
-
 import contextlib
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Callable, Optional
 
