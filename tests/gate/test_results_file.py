@@ -519,3 +519,28 @@ def test_the_schema_and_the_loader_agree_on_malformed_files(tmp_path):
         data = v1()
         tamper(data)
         assert (_schema_valid(data), _loads(tmp_path, data)) == (loader_too, loader_too), name
+
+
+def test_the_schema_knows_every_dialect_of_the_corpus():
+    """A new dialect (reference/dialects) must be a lane dialect of results files too."""
+    import json
+
+    from reference.dialects import DIALECTS
+
+    from tests.helpers import REPO
+
+    schema = json.loads((REPO / "conformance" / "schemas" / "results.v2.schema.json").read_text())
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "dialect" in node and isinstance(node["dialect"], dict) and "enum" in node["dialect"]:
+                found.append(node["dialect"]["enum"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(schema)
+    assert found and all(sorted(e) == sorted(DIALECTS) for e in found), (found, list(DIALECTS))
