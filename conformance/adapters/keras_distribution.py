@@ -331,3 +331,63 @@ class KerasDistributionLocalShardMean(KerasDistributionAdapter):
             return mean
 
         return factory
+
+
+# ---------------------------------------------------------------------- the order effect
+def compare_with_keras_jax(ids=None, dtypes=("float64", "float32")) -> list:
+    """Run each vector that splits free-running on keras-jax (one device) and on the three
+    splits of this lane, from the same inputs, and return rows (split, dtype, vector id,
+    normwise difference at step 1 and at the worst step in units of the lane's eps, identical?):
+    the size of GSPMD's partial-sum-then-all-reduce order against one device's reduction.
+    Run in a process of its own (``python -m conformance.adapters.keras_distribution``):
+    the four host devices must be requested before JAX starts."""
+    import numpy as np
+
+    from conformance import replay
+    from conformance import vectorfile as vf
+    from conformance.corpus import default_vectors_dir
+    from reference.state import Kind
+
+    request_host_devices()
+    corpus = vf.load_corpus(default_vectors_dir())
+    splits = [KerasDistributionRowsAdapter(), KerasDistributionColsAdapter(), KerasDistributionAdapter()]
+    if ids is None:
+        ids = sorted(v["id"] for name, v in vf.iter_vectors(corpus) if name.startswith("keras/")
+                     and v.get("result") == "valid" and splits[-1].unsupported(v, "float32", "cpu") is None)
+    baseline = KerasJaxAdapter()
+
+    def run(adapter, vector, dtype):
+        session, states = adapter.create(vector, dtype, "cpu"), []
+        for step in vector.steps:
+            session.step([None if g is None else np.asarray(g, dtype) for g in replay.decode_grads(vector, step)])
+            state = session.read()
+            states.append([a for k in Kind for a in (state.get(k) or []) if a is not None])
+        session.close()
+        return states
+
+    def normwise(a, b, eps):
+        a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+        d = float(np.linalg.norm(a - b))
+        return 0.0 if d == 0 else d / (float(np.linalg.norm(b)) or 1.0) / eps
+
+    vectors = {i: vf.find(corpus, i)[1] for i in ids}
+    base = {(d, i): run(baseline, v, d) for d in dtypes for i, v in vectors.items()}
+    rows = []
+    for adapter in splits:
+        for dtype in dtypes:
+            eps = float(np.finfo(dtype).eps)
+            for i, vector in vectors.items():
+                if adapter.unsupported(vector, dtype, "cpu"):
+                    continue
+                got, want = run(adapter, vector, dtype), base[dtype, i]
+                first = max(normwise(a, b, eps) for a, b in zip(got[0], want[0]))
+                worst = max(normwise(a, b, eps) for s, t in zip(got, want) for a, b in zip(s, t))
+                same = all(np.array_equal(a, b) for s, t in zip(got, want) for a, b in zip(s, t))
+                rows.append((adapter.split, dtype, i, first, worst, same))
+    return rows
+
+
+if __name__ == "__main__":
+    print(f"{'split':5}  {'dtype':7}  {'vector':40}  {'step 1 (eps)':>12}  {'worst (eps)':>12}  identical")
+    for split, dtype, vid, first, worst, same in compare_with_keras_jax():
+        print(f"{split:5}  {dtype:7}  {vid:40}  {first:12.3g}  {worst:12.3g}  {same}")
