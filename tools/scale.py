@@ -274,47 +274,54 @@ def _corpus_flags() -> set:
 
 
 # ----------------------------------------------------------------------------- the driver
-def _tree_rss_mib(session: int) -> float:
-    """The summed resident set of every process in session ``session`` (the child and what it
-    started: torch's rank processes), from /proc."""
-    page = os.sysconf("SC_PAGE_SIZE")
-    total = 0
+def _tree_rss_mib(session: int) -> tuple:
+    """(resident set, anonymous part of it) summed over every process in session ``session``
+    (the child and what it started: torch's rank processes), MiB, from /proc. The resident set
+    counts the pages of the memory-mapped golden arrays the child has touched (page cache the
+    kernel can drop); the anonymous part is the memory the lane itself allocated."""
+    rss = anon = 0
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
             with open(f"/proc/{entry.name}/stat", "rb") as handle:
-                fields = handle.read().rsplit(b")", 1)[1].split()
-        except OSError:
+                if int(handle.read().rsplit(b")", 1)[1].split()[3]) != session:
+                    continue
+            with open(f"/proc/{entry.name}/status", encoding="ascii", errors="replace") as handle:
+                for line in handle:
+                    if line.startswith("VmRSS:"):
+                        rss += int(line.split()[1])
+                    elif line.startswith("RssAnon:"):
+                        anon += int(line.split()[1])
+        except (OSError, ValueError, IndexError):
             continue
-        if int(fields[3]) == session:
-            total += int(fields[21]) * page
-    return total / 2**20
+    return rss / 1024, anon / 1024
 
 
 def _child(args: list, log: Path, env: dict | None = None, timeout: float = 3600) -> tuple:
     """Run ``python -m tools.scale ARGS`` in its own session; (exit status, seconds, peak RSS MiB:
     the largest of os.wait4's (the child's own peak) and the session's summed RSS, sampled
-    every 0.2 s)."""
+    every 0.2 s; peak anonymous RSS MiB of the session, sampled)."""
     start = time.perf_counter()
     with open(log, "w", encoding="utf-8") as handle:
         proc = subprocess.Popen([sys.executable, "-m", "tools.scale", *args], cwd=REPO, stdout=handle,
                                 stderr=subprocess.STDOUT, start_new_session=True,
                                 env={**os.environ, **(env or {})})
         deadline = start + timeout
-        tree = 0.0
+        tree = anon = 0.0
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
-            tree = max(tree, _tree_rss_mib(proc.pid))
+            sample = _tree_rss_mib(proc.pid)
+            tree, anon = max(tree, sample[0]), max(anon, sample[1])
             if time.perf_counter() > deadline:
                 os.killpg(proc.pid, 9)
                 pid, status, usage = os.wait4(proc.pid, 0)
                 break
             time.sleep(0.2)
         proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, time.perf_counter() - start, max(usage.ru_maxrss / 1024, tree)
+    return proc.returncode, time.perf_counter() - start, max(usage.ru_maxrss / 1024, tree), anon
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -346,10 +353,11 @@ def _dialects(name: str) -> tuple:
     return tuple(ADAPTERS[name].dialects) if name in ADAPTERS else ("keras",)
 
 
-def _rows(result: dict, seconds: float, rss: float, expect_fail: bool) -> list:
+def _rows(result: dict, seconds: float, rss: float, anon: float, expect_fail: bool) -> list:
     """One table row per graded vector of a lane (the reference replays the torch vector too)."""
     base = {"adapter": result["adapter"], "dtype": result["dtype"], "mode": result["mode"],
-            "device": result["device"], "expect_fail": expect_fail, "seconds": seconds, "peak_rss_mib": rss}
+            "device": result["device"], "expect_fail": expect_fail, "seconds": seconds, "peak_rss_mib": rss,
+            "peak_anon_mib": anon}
     outcomes = result.get("outcomes") or []
     if result.get("error") or not outcomes:
         return [{**base, "vector": "-", "shape": "-", "steps": "-", "kinds": {}, "worst_ratio": 0.0,
@@ -381,22 +389,23 @@ def render_table(rows: list) -> str:
                      r["vector"], r["steps"], *[_fmt_kind(r["kinds"].get(k)) for k in KINDS],
                      f"{r['worst_ratio']:.3g}" if np.isfinite(r["worst_ratio"]) else "inf",
                      r["verdict"] + (" (expected)" if r["expect_fail"] and r["ok"] else ""),
-                     f"{r['seconds']:.1f}", f"{r['peak_rss_mib'] / 1024:.2f}"])
+                     f"{r['seconds']:.1f}", f"{r['peak_rss_mib'] / 1024:.2f} ({r['peak_anon_mib'] / 1024:.2f})"])
     headers = ["adapter", "lane", "vector (dialect/shape)", "steps", *[f"{k} ratio (err/budget eps)" for k in KINDS],
-               "worst", "verdict", "seconds", "peak RSS GiB"]
+               "worst", "verdict", "seconds", "peak RSS GiB (anonymous)"]
     return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
 
 
-def budget_note(dtype: str) -> str:
-    """The budgets that apply (teacher; trajectory at each step), from the committed policy."""
+def budget_note(dtype: str, dialect: str = "keras") -> str:
+    """The budgets that apply (teacher; trajectory at step k), from the committed policy."""
     from conformance.tolerance import SAFETY_FACTOR, Policy
 
     policy = Policy.load()
-    parts = []
-    for kind in KINDS:
-        parts.append(f"{kind} {policy.teacher[dtype][kind]:g} "
-                     f"(trajectory max({policy.teacher[dtype][kind]:g}, {SAFETY_FACTOR * policy.rate[dtype][kind]:.4g}*k))")
-    return (f"keras {dtype} budgets, lane epsilons, the same at every size (tolerances.json has one per dtype "
+    teacher, rate = policy.teacher, policy.rate
+    if dialect != "keras":
+        teacher, rate = policy.dialects[dialect]["teacher"], policy.dialects[dialect]["rate"]
+    parts = [f"{kind} {teacher[dtype][kind]:g} (trajectory max({teacher[dtype][kind]:g}, "
+             f"{SAFETY_FACTOR * rate[dtype][kind]:.4g}*k))" for kind in KINDS]
+    return (f"{dialect} {dtype} budgets, lane epsilons, the same at every size (tolerances.json has one per dtype "
             f"and kind, not per reduction length): " + "; ".join(parts))
 
 
@@ -455,7 +464,8 @@ def main(argv=None) -> int:
                      "none on this machine: no GPU lane run"))
     for name, why in skipped:
         print(f"skipped {name}: {why}")
-    print(budget_note(args.dtype))
+    for dialect in dialects:
+        print(budget_note(args.dtype, dialect))
 
     store = args.store or Path(tempfile.mkdtemp(prefix="adafactor-scale-"))
     keep = args.store is not None
@@ -463,7 +473,7 @@ def main(argv=None) -> int:
     try:
         store.mkdir(parents=True, exist_ok=True)
         gen_out = store / "generate.json"
-        code, seconds, rss = _child(["--generate", "--store", str(store), "--shape", shape_text(args.shape),
+        code, seconds, rss, anon = _child(["--generate", "--store", str(store), "--shape", shape_text(args.shape),
                                      "--steps", str(args.steps), "--dialects", ",".join(dialects),
                                      "--out", str(gen_out)], store / "generate.log", timeout=args.timeout)
         if code != 0:
@@ -471,12 +481,13 @@ def main(argv=None) -> int:
             return 2
         size = sum(p.stat().st_size for p in store.glob("*.npy"))
         print(f"generated {', '.join(dialects)} vector(s) by the float64 reference in {seconds:.1f} s, peak RSS "
-              f"{rss / 1024:.2f} GiB; store {size / 2**30:.2f} GiB of float64 arrays in {store}")
+              f"{rss / 1024:.2f} GiB (anonymous {anon / 1024:.2f} GiB); store {size / 2**30:.2f} GiB of float64 "
+              f"arrays in {store}")
         for name, device, must_fail in lanes:
             for mode in modes:
                 tag = f"{len(rows):02d}"
                 out = store / f"lane{tag}.json"
-                code, seconds, rss = _child(["--worker", name, "--store", str(store), "--dtype", args.dtype,
+                code, seconds, rss, anon = _child(["--worker", name, "--store", str(store), "--dtype", args.dtype,
                                              "--mode", mode, "--device", device, "--out", str(out)],
                                             store / f"lane{tag}.log", timeout=args.timeout)
                 if code != 0 or not out.exists():
@@ -485,11 +496,12 @@ def main(argv=None) -> int:
                 else:
                     result = json.loads(out.read_text(encoding="utf-8"))
                     rss = max(rss, result["peak_rss_mib"], result.get("children_peak_rss_mib", 0.0))
-                for row in _rows(result, seconds, rss, must_fail):
+                for row in _rows(result, seconds, rss, anon, must_fail):
                     rows.append(row)
                     print(f"  {name} {args.dtype} {mode}{'' if device == 'cpu' else ' ' + device} {row['vector']}: "
                           f"{row['verdict']} worst {row['worst_ratio']:.3g} of budget, {seconds:.1f} s, "
-                          f"{rss / 1024:.2f} GiB" + (f" [{row['error']}]" if row["error"] else ""), flush=True)
+                          f"{rss / 1024:.2f} GiB (anonymous {anon / 1024:.2f})"
+                          + (f" [{row['error']}]" if row["error"] else ""), flush=True)
     finally:
         if not keep:
             shutil.rmtree(store, ignore_errors=True)

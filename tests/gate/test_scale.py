@@ -117,3 +117,20 @@ def test_shape_parsing():
     assert scale.parse_shape("4096x16384") == (4096, 16384)
     with pytest.raises(Exception):
         scale.parse_shape("4096")
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="budgets are flat per dtype and kind (tolerances.json), derived from column "
+                   "means of at most 640 rows; NumPy's float32 mean over axis -2 adds the rows one after another, "
+                   "so the honest float32 lane's c error grows with the row count: 49 eps over 16384 rows against "
+                   "c's 25.11 (conformance/RESULTS.md, 'Scale (issue 16)'). Remove this mark once budgets cover "
+                   "long column reductions.")
+def test_the_honest_float32_lane_stays_within_c_budget_on_16384_rows(tmp_path):
+    from conformance import runner
+    from conformance.adapters.reference import ReferenceAdapter
+    from conformance.tolerance import Policy
+
+    scale.generate_store(tmp_path, [scale.make_case((16384, 64))])
+    lane = runner.run_lane(ReferenceAdapter(), scale.load_store(tmp_path), tmp_path, "float32", "cpu", "teacher",
+                           Policy.load(), [])
+    (outcome,) = lane.outcomes
+    assert outcome.status == "pass", outcome.reason
