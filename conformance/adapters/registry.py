@@ -96,6 +96,10 @@ ADAPTERS = {e.name: e for e in (
     # keras-jax's known deviations.
     AdapterEntry("keras-jax-sharded", "conformance.adapters.sharded:KerasJaxShardedAdapter", ("keras", "jax"),
                  "keras,jax", expectation_stem="keras-jax"),
+    # Keras's own distribution API (DeviceMesh, LayoutMap, ModelParallel) on JAX over 4 virtual
+    # devices, slots laid out as Keras creates them (conformance/KERAS_DISTRIBUTION.md).
+    AdapterEntry("keras-jax-distribution", "conformance.adapters.keras_distribution:KerasDistributionAdapter",
+                 ("keras", "jax"), "keras,jax", expectation_stem="keras-jax"),
     # torch.optim.Adafactor on DTensor parameters over gloo ranks the lane starts itself, one
     # placement each (conformance/TORCH_DISTRIBUTED.md); about 3 min a lane on 2 cores, so a
     # group of their own (make check-distributed), not part of `all`.
