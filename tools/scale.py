@@ -274,6 +274,22 @@ def _corpus_flags() -> set:
 
 
 # ----------------------------------------------------------------------------- the driver
+def _stored(store: Path) -> list:
+    try:
+        documents = json.loads((Path(store) / STORE_DOCUMENT).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [v for document in documents.values() for v in document["vectors"]]
+
+
+def _stored_ids(store: Path) -> set:
+    return {v["id"] for v in _stored(store)}
+
+
+def _stored_steps(store: Path) -> set:
+    return {len(v["steps"]) for v in _stored(store)}
+
+
 def _tree_rss_mib(session: int) -> tuple:
     """(resident set, anonymous part of it) summed over every process in session ``session``
     (the child and what it started: torch's rank processes), MiB, from /proc. The resident set
@@ -421,7 +437,8 @@ def main(argv=None) -> int:
                         help="an adapter that must FAIL (a deliberately broken port; repeatable; also graded)")
     parser.add_argument("--dtype", default="float32", help="lane dtype (default float32)")
     parser.add_argument("--mode", default="teacher,trajectory", help="modes (default teacher,trajectory)")
-    parser.add_argument("--store", type=Path, help="keep the generated store here (default: a temporary "
+    parser.add_argument("--store", type=Path, help="keep the generated store here, and reuse the vectors it "
+                                                    "already holds for this shape and steps (default: a temporary "
                                                     "directory, removed at the end)")
     parser.add_argument("--json", type=Path, help="write the rows as JSON here")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per child (default 1800)")
@@ -473,16 +490,22 @@ def main(argv=None) -> int:
     try:
         store.mkdir(parents=True, exist_ok=True)
         gen_out = store / "generate.json"
-        code, seconds, rss, anon = _child(["--generate", "--store", str(store), "--shape", shape_text(args.shape),
-                                     "--steps", str(args.steps), "--dialects", ",".join(dialects),
-                                     "--out", str(gen_out)], store / "generate.log", timeout=args.timeout)
-        if code != 0:
+        wanted = {make_case(args.shape, args.steps, d).id for d in dialects}
+        if keep and _stored_ids(store) >= wanted and _stored_steps(store) == {args.steps}:
+            print(f"reusing the vector(s) {', '.join(sorted(wanted))} of {store} (generated earlier by this tool)")
+            code = None
+        else:
+            code, seconds, rss, anon = _child(
+                ["--generate", "--store", str(store), "--shape", shape_text(args.shape), "--steps", str(args.steps),
+                 "--dialects", ",".join(dialects), "--out", str(gen_out)], store / "generate.log", timeout=args.timeout)
+        if code:
             print(f"generating the vector failed (exit {code}):\n{_tail(store / 'generate.log')}")
             return 2
         size = sum(p.stat().st_size for p in store.glob("*.npy"))
-        print(f"generated {', '.join(dialects)} vector(s) by the float64 reference in {seconds:.1f} s, peak RSS "
-              f"{rss / 1024:.2f} GiB (anonymous {anon / 1024:.2f} GiB); store {size / 2**30:.2f} GiB of float64 "
-              f"arrays in {store}")
+        if code is not None:
+            print(f"generated {', '.join(dialects)} vector(s) by the float64 reference in {seconds:.1f} s, peak RSS "
+                  f"{rss / 1024:.2f} GiB (anonymous {anon / 1024:.2f} GiB); store {size / 2**30:.2f} GiB of float64 "
+                  f"arrays in {store}")
         for name, device, must_fail in lanes:
             for mode in modes:
                 tag = f"{len(rows):02d}"

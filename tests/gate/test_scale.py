@@ -119,8 +119,9 @@ def test_shape_parsing():
         scale.parse_shape("4096")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="budgets are flat per dtype and kind (tolerances.json), derived from column "
-                   "means of at most 640 rows; NumPy's float32 mean over axis -2 adds the rows one after another, "
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="budgets are flat per dtype and kind (tolerances.json), derived from column means"
+                   " of at most 640 rows; NumPy's float32 mean over axis -2 adds the rows one after another, "
                    "so the honest float32 lane's c error grows with the row count: 49 eps over 16384 rows against "
                    "c's 25.11 (conformance/RESULTS.md, 'Scale (issue 16)'). Remove this mark once budgets cover "
                    "long column reductions.")
