@@ -15,7 +15,7 @@ import pytest
 from tests.helpers import REPO, gate
 from tools import scale
 
-pytestmark = [pytest.mark.subprocess, pytest.mark.slow]
+pytestmark = [pytest.mark.subprocess]  # the CLI and the tool start child processes
 
 SHAPE = scale.TEST_SHAPE  # 64 x 96: both axes split over the 2x2 mesh
 
@@ -84,6 +84,8 @@ def test_the_cli_replays_the_scale_corpus(corpus_dir, tmp_path):
     assert report["verdict"] == "CONFORMS" and report["graded"] == 2  # teacher and trajectory
 
 
+@pytest.mark.slow
+@pytest.mark.framework  # keras-jax-sharded's program in a child process
 def test_the_tool_grades_in_child_processes(tmp_path):
     """The tool end to end: the reference passes, the local-shard mean fails on the 2x2 mesh."""
     import subprocess
