@@ -116,6 +116,66 @@ def gate(*args, env: dict | None = None, timeout: float = 300, cwd: Path = REPO)
 
 
 # ----------------------------------------------------------------------------- building vectors
+#: A Python script that runs the gate with the arguments it is given and a JSON report in a
+#: temporary directory; it prints the gate's output, then the report on a line of its own after
+#: "REPORT ", and exits as the gate did. For background jobs (tests/background.py) that need
+#: both the console output and the report: read them with ``gate_report``.
+GATE_WITH_REPORT = r"""
+import pathlib, subprocess, sys, tempfile
+with tempfile.TemporaryDirectory() as d:
+    out = pathlib.Path(d) / "report.json"
+    done = subprocess.run([sys.executable, "-m", "conformance", "run", *sys.argv[1:], "--json", str(out)],
+                          capture_output=True, text=True)
+    sys.stdout.write(done.stdout)
+    sys.stderr.write(done.stderr)
+    print("\nREPORT " + (" ".join(out.read_text().split()) if out.exists() else "null"))
+sys.exit(done.returncode)
+"""
+
+
+def gate_report(proc) -> dict:
+    """The JSON report a ``GATE_WITH_REPORT`` run printed (fails naming its output when none)."""
+    import json
+
+    report = json.loads(proc.stdout.rsplit("\nREPORT ", 1)[1])
+    assert report is not None, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return report
+
+
+def lane_outcomes(report: dict, dtype: str, mode: str) -> dict:
+    """{vector id: outcome} of the one lane of ``report`` with that dtype and mode."""
+    (lane,) = [lane for lane in report["lanes"] if (lane["dtype"], lane["mode"]) == (dtype, mode)]
+    return {o["id"]: o for o in lane["outcomes"]}
+
+
+def assert_every_lane_conforms(proc, lanes: set, at_least: int) -> dict:
+    """A gate run that CONFORMS on exactly ``lanes`` ({(dtype, mode)}), each with no fail or
+    xpass, at least ``at_least`` vectors graded pass or model and no unused expectation;
+    returns its report."""
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
+    assert "CONFORMS" in proc.stdout and "DOES NOT CONFORM" not in proc.stdout
+    report = gate_report(proc)
+    assert report["verdict"] == "CONFORMS" and report["conforms"] and not report["errors"]
+    assert {(lane["dtype"], lane["mode"]) for lane in report["lanes"]} == lanes
+    for lane in report["lanes"]:
+        counts = lane["counts"]
+        assert counts["fail"] == 0 and counts["xpass"] == 0, counts
+        assert counts["pass"] + counts["model"] >= at_least, (lane["dtype"], lane["mode"], counts)
+        assert not lane.get("unused_expectations"), lane["unused_expectations"]
+    return report
+
+
+def installed_or_skip(requires, hint: str) -> None:
+    """Skip, naming the module and how to install it, unless every module is importable."""
+    import importlib.util
+
+    import pytest
+
+    for module in requires:
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} is not installed ({hint})")
+
+
 def build_vector(config: dict, initial, grads, steps: int | None = None, vector_id: str = "regression/probe",
                  names=None, dialect: str = "keras"):
     """The golden vector the generator writes for explicit inputs: ``initial`` (one array

@@ -211,32 +211,7 @@ class LocalShardMean(_local_shard_sharded_adapter()):
         self.expectations = ""  # no known deviations: everything it gets wrong is its own
 
     def _local_mean(self, session):
-        import jax
-        from jax.sharding import PartitionSpec as P
+        from conformance.adapters.sharded import local_shard_mean, variable_spec
 
-        from conformance.adapters.sharded import is_sharded, variable_spec
-
-        mesh = self.mesh(session.device)
         specs = {tuple(x.shape): variable_spec(tuple(x.shape)) for x in session.variables}
-
-        def factory(real):
-            def mean(x, axis=None, keepdims=False):
-                spec = specs.get(tuple(x.shape))
-                if spec is None or not is_sharded(spec):
-                    return real(x, axis=axis, keepdims=keepdims)
-                ndim = len(spec)
-                axes = range(ndim) if axis is None else [
-                    a % ndim for a in (axis if isinstance(axis, (tuple, list)) else (axis,))]
-                if all(spec[a] is None for a in axes):
-                    return real(x, axis=axis, keepdims=keepdims)
-                if keepdims:
-                    out = [None if a in axes else spec[a] for a in range(ndim)]
-                else:
-                    out = [spec[a] for a in range(ndim) if a not in axes]
-                local = jax.shard_map(lambda block: real(block, axis=axis, keepdims=keepdims), mesh=mesh,
-                                      in_specs=(P(*spec),), out_specs=P(*out), check_vma=False)
-                return local(x)
-
-            return mean
-
-        return factory
+        return local_shard_mean(self.mesh(session.device), specs)

@@ -248,21 +248,9 @@ class KerasDistributionAdapter(KerasJaxAdapter):
 
         var_shardings = [x.value.sharding for x in variables]
         opt_shardings = [v.value.sharding for v in opt.variables]
-        local_mean = self._local_mean(session)
+        from conformance.adapters.sharded import traced_step
 
-        def traced(opt_values, grads, values):
-            if local_mean is None:
-                return opt.stateless_apply(opt_values, grads, values)
-            import keras.src.backend.jax.numpy as jnp_backend
-
-            real = jnp_backend.mean
-            jnp_backend.mean = local_mean(real)
-            try:
-                return opt.stateless_apply(opt_values, grads, values)
-            finally:
-                jnp_backend.mean = real
-
-        jitted = jax.jit(traced, out_shardings=(var_shardings, opt_shardings))
+        jitted = jax.jit(traced_step(opt, self._local_mean(session)), out_shardings=(var_shardings, opt_shardings))
 
         def step(grads):
             placed = [None if g is None else jax.device_put(g, s) for g, s in zip(grads, var_shardings)]
@@ -304,33 +292,10 @@ class KerasDistributionLocalShardMean(KerasDistributionAdapter):
         self.expectations = ""  # everything it gets wrong is its own
 
     def _local_mean(self, session):
-        import jax
-        from jax.sharding import PartitionSpec as P
+        from conformance.adapters.sharded import local_shard_mean
 
-        mesh = self.device_mesh(session.device).backend_mesh
         specs = {tuple(x.shape): layout_axes(x.shape, self.split) for x in session.variables}
-
-        def factory(real):
-            def mean(x, axis=None, keepdims=False):
-                spec = specs.get(tuple(x.shape))
-                if spec is None or not is_split(spec):
-                    return real(x, axis=axis, keepdims=keepdims)
-                ndim = len(spec)
-                axes = range(ndim) if axis is None else [
-                    a % ndim for a in (axis if isinstance(axis, (tuple, list)) else (axis,))]
-                if all(spec[a] is None for a in axes):
-                    return real(x, axis=axis, keepdims=keepdims)
-                if keepdims:
-                    out = [None if a in axes else spec[a] for a in range(ndim)]
-                else:
-                    out = [spec[a] for a in range(ndim) if a not in axes]
-                local = jax.shard_map(lambda block: real(block, axis=axis, keepdims=keepdims), mesh=mesh,
-                                      in_specs=(P(*spec),), out_specs=P(*out), check_vma=False)
-                return local(x)
-
-            return mean
-
-        return factory
+        return local_shard_mean(self.device_mesh(session.device).backend_mesh, specs)
 
 
 # ---------------------------------------------------------------------- the order effect

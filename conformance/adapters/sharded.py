@@ -75,6 +75,56 @@ def is_sharded(spec: tuple) -> bool:
     return any(axis is not None for axis in spec)
 
 
+def local_shard_mean(mesh, specs: dict):
+    """For the meta-test ports (broken.LocalShardMean, keras_distribution's): a factory that
+    wraps Keras's JAX ``mean`` so that a mean over a split axis of an array whose shape is in
+    ``specs`` ({shape: PartitionSpec entries}) is taken per shard (``jax.shard_map`` over
+    ``mesh``), as a port that forgets its all-reduce computes it; other means are untouched."""
+    import jax
+    from jax.sharding import PartitionSpec as P
+
+    def factory(real):
+        def mean(x, axis=None, keepdims=False):
+            spec = specs.get(tuple(x.shape))
+            if spec is None or not is_sharded(spec):
+                return real(x, axis=axis, keepdims=keepdims)
+            ndim = len(spec)
+            axes = range(ndim) if axis is None else [
+                a % ndim for a in (axis if isinstance(axis, (tuple, list)) else (axis,))]
+            if all(spec[a] is None for a in axes):
+                return real(x, axis=axis, keepdims=keepdims)
+            if keepdims:
+                out = [None if a in axes else spec[a] for a in range(ndim)]
+            else:
+                out = [spec[a] for a in range(ndim) if a not in axes]
+            local = jax.shard_map(lambda block: real(block, axis=axis, keepdims=keepdims), mesh=mesh,
+                                  in_specs=(P(*spec),), out_specs=P(*out), check_vma=False)
+            return local(x)
+
+        return mean
+
+    return factory
+
+
+def traced_step(opt, local_mean):
+    """``opt.stateless_apply`` as a function to jit; with ``local_mean`` (a
+    ``local_shard_mean`` factory) Keras's JAX mean is swapped for it while tracing."""
+
+    def traced(opt_values, grads, values):
+        if local_mean is None:
+            return opt.stateless_apply(opt_values, grads, values)
+        import keras.src.backend.jax.numpy as jnp_backend
+
+        real = jnp_backend.mean
+        jnp_backend.mean = local_mean(real)
+        try:
+            return opt.stateless_apply(opt_values, grads, values)
+        finally:
+            jnp_backend.mean = real
+
+    return traced
+
+
 class KerasJaxShardedAdapter(KerasJaxAdapter):
     """keras-jax with its variables, gradients and optimizer state sharded over a 2x2 mesh."""
 
@@ -173,21 +223,7 @@ class KerasJaxShardedAdapter(KerasJaxAdapter):
         mesh = self.mesh(session.device)
         opt_specs, var_specs = self._specs(session)
         sharded = [i for i, spec in enumerate(var_specs) if is_sharded(tuple(spec))]
-        local_mean = self._local_mean(session)
-
-        def traced(opt_values, grads, values):
-            if local_mean is None:
-                return opt.stateless_apply(opt_values, grads, values)
-            import keras.src.backend.jax.numpy as jnp_backend
-
-            real = jnp_backend.mean
-            jnp_backend.mean = local_mean(real)
-            try:
-                return opt.stateless_apply(opt_values, grads, values)
-            finally:
-                jnp_backend.mean = real
-
-        jitted = jax.jit(traced)
+        jitted = jax.jit(traced_step(opt, self._local_mean(session)))
 
         def place(value, spec):
             return jax.device_put(value, NamedSharding(mesh, spec))

@@ -7,32 +7,17 @@ Each backend's gate run is a child process started early on the other core
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import sys
 
 import pytest
 
 from tests import background
-from tests.helpers import REPO
+from tests.helpers import GATE_WITH_REPORT, REPO, gate_report, installed_or_skip
 
 BACKENDS = {"jax": "InjectedKerasJax", "torch": "InjectedKerasTorch", "tensorflow": "InjectedKerasTensorFlow"}
 #: Vectors with several steps (beta_2 differs from step 2) over every shape kind.
 VECTORS = ("shapes/", "multi_variable/")
 
-#: Runs the gate with the arguments given and a JSON report in a temporary directory; prints
-#: the gate's output, then the report on a line of its own after "REPORT ", and exits as the gate.
-GATE_WITH_REPORT = r"""
-import pathlib, subprocess, sys, tempfile
-with tempfile.TemporaryDirectory() as d:
-    out = pathlib.Path(d) / "report.json"
-    done = subprocess.run([sys.executable, "-m", "conformance", "run", *sys.argv[1:], "--json", str(out)],
-                          capture_output=True, text=True)
-    sys.stdout.write(done.stdout)
-    sys.stderr.write(done.stderr)
-    print("\nREPORT " + (" ".join(out.read_text().split()) if out.exists() else "null"))
-sys.exit(done.returncode)
-"""
 
 
 def _job(backend: str) -> background.Job:
@@ -50,9 +35,7 @@ JOBS = {backend: _job(backend) for backend in BACKENDS}
 
 @pytest.fixture
 def injected_run(backend):
-    for module in ("keras", backend):
-        if importlib.util.find_spec(module) is None:
-            pytest.skip(f"{module} is not installed (`make test` installs it)")
+    installed_or_skip(("keras", backend), "`make test` installs it")
     return JOBS[backend].result()
 
 
@@ -61,7 +44,7 @@ def test_an_injected_bug_fails_the_float64_lane(backend, injected_run):
     proc = injected_run
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "DOES NOT CONFORM" in proc.stdout
-    report = json.loads(proc.stdout.rsplit("\nREPORT ", 1)[1])
+    report = gate_report(proc)
     outcomes = [o for lane in report["lanes"] for o in lane["outcomes"]]
     multi_step = [o for o in outcomes if o["status"] != "skip" and len(o["curve"].get("variables", [])) > 1]
     failed = [o for o in multi_step if o["status"] == "fail"]

@@ -20,7 +20,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -28,26 +27,13 @@ from conformance import deviations, expectations
 from conformance import vectorfile as vf
 from conformance.adapters import registry
 from tests import background, helpers
-from tests.helpers import REPO
+from tests.helpers import (GATE_WITH_REPORT, REPO, assert_every_lane_conforms, gate_report as _report,
+                           installed_or_skip, lane_outcomes as _outcomes)
 
 pytestmark = [pytest.mark.framework, pytest.mark.subprocess]
 
 REQUIRES = ("tf_keras", "tensorflow")
 LANES = {(d, m) for d in ("float64", "float32") for m in ("teacher", "trajectory")}
-
-#: Runs the gate with the arguments given and a JSON report in a temporary directory; prints
-#: the gate's output, then the report on a line of its own after "REPORT ", and exits as the gate.
-GATE_WITH_REPORT = r"""
-import pathlib, subprocess, sys, tempfile
-with tempfile.TemporaryDirectory() as d:
-    out = pathlib.Path(d) / "report.json"
-    done = subprocess.run([sys.executable, "-m", "conformance", "run", *sys.argv[1:], "--json", str(out)],
-                          capture_output=True, text=True)
-    sys.stdout.write(done.stdout)
-    sys.stderr.write(done.stderr)
-    print("\nREPORT " + (" ".join(out.read_text().split()) if out.exists() else "null"))
-sys.exit(done.returncode)
-"""
 
 
 def _gate(name: str, fixture: str, *args: str) -> background.Job:
@@ -68,15 +54,13 @@ INJECTED_EPSILON = _gate("tf-keras-injected-epsilon", "injected_epsilon_run",
 INJECTED_EMA = _gate("tf-keras-injected-ema", "injected_ema_run",
                      "--adapter", "tests.frameworks.tf_keras_injected:EmaMomentumScaled", "--flags", "EMA")
 SCHEDULE_ULPS = background.Job(
-    "tf-keras-schedule-ulps", [sys.executable, str(Path(__file__).resolve().parent / "tf_keras_schedule_ulps_worker.py")],
+    "tf-keras-schedule-ulps", [sys.executable, str(REPO / "tests" / "gate" / "schedule_ulps_worker.py"), "tf_keras"],
     env=background.environment(TF_CPP_MIN_LOG_LEVEL="3"), timeout=600, fixtures=("schedule_ulps_run",),
     requires=REQUIRES)
 
 
 def _result(job: background.Job):
-    for module in REQUIRES:
-        if importlib.util.find_spec(module) is None:
-            pytest.skip(f"{module} is not installed (pip install -e '.[tf-keras]')")
+    installed_or_skip(REQUIRES, "pip install -e '.[tf-keras]'")
     return job.result()
 
 
@@ -105,31 +89,11 @@ def schedule_ulps_run():
     return _result(SCHEDULE_ULPS)
 
 
-def _report(proc) -> dict:
-    report = json.loads(proc.stdout.rsplit("\nREPORT ", 1)[1])
-    assert report is not None, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return report
-
-
-def _outcomes(report: dict, dtype: str, mode: str) -> dict:
-    (lane,) = [lane for lane in report["lanes"] if (lane["dtype"], lane["mode"]) == (dtype, mode)]
-    return {o["id"]: o for o in lane["outcomes"]}
-
-
 # ----------------------------------------------------------------------------- the lane
 @pytest.mark.slow
 def test_every_float64_and_float32_lane_conforms(lane_run):
-    proc = lane_run
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
-    assert "CONFORMS" in proc.stdout and "DOES NOT CONFORM" not in proc.stdout
-    report = _report(proc)
-    assert report["verdict"] == "CONFORMS" and report["conforms"] and not report["errors"]
-    assert {(lane["dtype"], lane["mode"]) for lane in report["lanes"]} == LANES
+    report = assert_every_lane_conforms(lane_run, LANES, at_least=100)
     for lane in report["lanes"]:
-        counts = lane["counts"]
-        assert counts["fail"] == 0 and counts["xpass"] == 0, counts
-        assert counts["pass"] + counts["model"] >= 100, (lane["dtype"], lane["mode"], counts)
-        assert not lane.get("unused_expectations"), lane["unused_expectations"]
         assert lane["environment"]["tf_keras"] and lane["environment"]["floatx"].startswith("float32")
 
 
