@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 
 from reference.dialects import transformers as transformers_dialect
-from reference.dialects.keras import KerasDialect
 from reference.dialects.transformers import DIFFERENCES, TransformersAdafactor, TransformersArguments, from_keras
 from tools.dialect_cases.transformers import CASES
 from tests import background
-from tools.divergence import keras_plus
+from tests.reference.dialect_differences import difference_tests
 
 torch = pytest.importorskip("torch")
 transformers_optimization = pytest.importorskip("transformers.optimization")
@@ -122,59 +121,9 @@ def test_learning_rate_is_the_relative_step():
 
 
 # ----------------------------------------------------------------------------- DIFFERENCES
-KERAS_CONFIGS = [
-    {"learning_rate": 0.5, "weight_decay": 0.1, "clip_threshold": 0.5},
-    {"learning_rate": 0.01, "beta_2_decay": -0.5, "epsilon_1": 1e-3, "epsilon_2": 0.1},
-    {"learning_rate": 0.01, "weight_decay": 0.05},
-]
-DIFF_SHAPES = [(), (7,), (5, 3), (3, 5), (1, 5), (5, 1), (2, 3, 5), (2, 1, 3, 5)]
-
-
-def _run(opt, dtype, seed, steps=12):
-    rng = np.random.default_rng(seed)
-    variables = [rng.normal(size=s).astype(dtype) for s in DIFF_SHAPES]
-    opt.build(variables)
-    for _ in range(steps):
-        opt.apply([(rng.normal(size=s) * 3.0).astype(dtype) for s in DIFF_SHAPES], variables)
-    return variables, [{k: opt.state[k][i] for k in opt.state.kinds()} for i in range(len(variables))]
-
-
-def _all_methods():
-    return tuple(m for methods, _ in DIFFERENCES.values() for m in methods)
-
-
-def test_every_override_is_in_exactly_one_difference():
-    overridden = set(transformers_dialect.stage_functions(TransformersArguments()))
-    listed = _all_methods()
-    assert len(listed) == len(set(listed)), f"a stage is in two differences: {listed}"
-    assert overridden == set(listed), (f"overridden but in no difference: {overridden - set(listed)}; "
-                                       f"listed but not overridden: {set(listed) - overridden}")
-
-
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("keras_config", KERAS_CONFIGS, ids=["wd_clip", "eps_decay", "relative"])
-def test_keras_plus_all_differences_is_the_dialect_bit_for_bit(keras_config, dtype):
-    native = from_keras(keras_config)
-    assert native is not None
-    got, got_slots = _run(keras_plus("transformers", keras_config, native, _all_methods()), dtype, 3)
-    want, want_slots = _run(TransformersAdafactor(**native), dtype, 3)
-    for i, (a, b) in enumerate(zip(got, want)):
-        assert np.array_equal(a, b), f"variable {i} ({DIFF_SHAPES[i]}) differs"
-    for i, (a, b) in enumerate(zip(got_slots, want_slots)):
-        assert sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a), f"slots of variable {i}"
-
-
-@pytest.mark.parametrize("name", list(DIFFERENCES))
-def test_each_difference_alone_changes_the_result(name):
-    methods = DIFFERENCES[name][0]
-    changed = []
-    for keras_config in KERAS_CONFIGS:
-        native = from_keras(keras_config)
-        for dtype in (np.float64, np.float32):  # beta_2_in_double only shows below float64
-            keras, _ = _run(KerasDialect(**keras_config), dtype, 5)
-            alone, _ = _run(keras_plus("transformers", keras_config, native, methods), dtype, 5)
-            changed.append(any(not np.array_equal(a, b) for a, b in zip(keras, alone)))
-    assert any(changed), f"difference {name!r} ({methods}) never changes the Keras result"
+(test_every_override_is_in_exactly_one_difference, test_keras_plus_all_differences_is_the_dialect_bit_for_bit,
+ test_each_difference_alone_changes_the_result) = difference_tests("transformers", transformers_dialect, TransformersArguments(), TransformersAdafactor, DIFFERENCES,
+                                                                   from_keras)
 
 
 def test_from_keras():
