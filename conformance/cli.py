@@ -94,6 +94,15 @@ def version_text() -> str:
             f"spec: keras.optimizers.Adafactor of Keras {KERAS_VERSION} (reference/SPEC.md)")
 
 
+class _Version(argparse.Action):
+    """``--version``: the text is computed when asked for (it hashes the manifest and imports
+    the reference), not each time the parser is built, which every adapter child does."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit()
+
+
 def _vectors_dir_help() -> str:
     found = corpus.default_vectors_dir_or_none()
     where = found if found else "none found: this option is then required"
@@ -108,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
                     "Adafactor (reference/SPEC.md), under the derived tolerance policy.",
         epilog=__doc__[__doc__.index("Exit status"):].split("\n\n``run``")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=version_text(),
+    parser.add_argument("--version", action=_Version, nargs=0,
                         help="print the gate's version and the corpus's version and sha256, then exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{run,grade,list}")
 
