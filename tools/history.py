@@ -25,6 +25,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import shlex
 import shutil
 import sys
@@ -57,6 +58,23 @@ STATUSES = ("pass", "model", "fail", "acceptable", "xfail", "xpass", "skip")
 #: The framework whose version names a spec's row.
 SUBJECT = {"keras": ("keras", "keras-nightly"), "torch": ("torch",), "optax": ("optax",),
            "transformers": ("transformers",)}
+
+
+def not_built(exc: Exception) -> str:
+    """The ERROR row's reason for an env that did not build: the failing pip call and why, from
+    pip's output (an index that cannot be reached, pip's own ERROR lines), not only "failed"."""
+    lines = str(exc).splitlines()
+    causes = []
+    for line in lines[1:]:
+        match = re.search(r"Failed to establish a new connection: ([^'\"]+)['\"].*\)': (\S+)", line)
+        if match:
+            cause = f"index unreachable ({match.group(1).strip()}) at {match.group(2)}"
+            if cause not in causes:
+                causes.append(cause)
+    if not causes:  # the resolver's conclusion is the cause only where no index was out of reach
+        causes = [line[len("ERROR: "):].strip() for line in lines[1:] if line.startswith("ERROR: ")][:2]
+    first = lines[0].rstrip(":") if lines else type(exc).__name__
+    return "env not built: " + first + (": " + "; ".join(causes) if causes else "")
 
 
 def _version_key(text: str):
@@ -265,8 +283,7 @@ def main(argv=None) -> int:
                     directory.mkdir(parents=True, exist_ok=True)
                     for adapter in spec.lanes:
                         (directory / f"{adapter}.json").write_text(json.dumps(
-                            {"verdict": "ERROR", "errors": [f"env not built: {str(exc).splitlines()[0]}"],
-                             "lanes": []}) + "\n", encoding="utf-8")
+                            {"verdict": "ERROR", "errors": [not_built(exc)], "lanes": []}) + "\n", encoding="utf-8")
                     runs.append(Run(spec, directory, {}, time.monotonic() - start))
                     continue
                 stamp = envs.read_stamp(env)

@@ -305,3 +305,42 @@ def test_history_a_missing_report_is_a_row_not_a_crash(tmp_path, vectors, monkey
     assert history.main(["--report-only", "--out", str(tmp_path / "out"), "--write", str(document),
                          "keras==3.12.0:torch"]) == 0
     assert "no report" in document.read_text()
+
+
+_UNREACHABLE = (
+    "pip install -q --index-url https://download.pytorch.org/whl/cpu torch==2.5.* failed (1):\n"
+    "WARNING: Retrying (Retry(total=0, connect=None, read=None, redirect=None, status=None)) after connection "
+    "broken by 'NewConnectionError('<pip._vendor.urllib3.connection.HTTPSConnection object at 0x7f>: Failed to "
+    "establish a new connection: [Errno -2] Name or service not known')': /whl/cpu/torch/\n"
+    "ERROR: Cannot install torch==2.5.* because these package versions have conflicting dependencies.\n")
+
+
+@pytest.mark.parametrize("message,reason", [
+    (_UNREACHABLE, "failed (1): index unreachable ([Errno -2] Name or service not known) at /whl/cpu/torch/"),
+    ("pip install -q keras==9.9.9 failed (1):\nsome output\nERROR: Could not find a version that satisfies the "
+     "requirement keras==9.9.9 (from versions: 3.0.5)\nERROR: No matching distribution found for keras==9.9.9\n",
+     "failed (1): Could not find a version that satisfies the requirement keras==9.9.9 (from versions: 3.0.5); "
+     "No matching distribution found for keras==9.9.9"),
+    ("torch-2.14.x: torch 2.14.1 is not the CPU build; remove x", "torch 2.14.1 is not the CPU build; remove x"),
+], ids=["unreachable-index", "no-such-version", "cuda-torch"])
+def test_history_an_env_that_does_not_build_says_why(message, reason):
+    text = history.not_built(envs.EnvError(message))
+    assert text.startswith("env not built: ") and text.endswith(reason), text
+    assert "conflicting dependencies" not in text  # pip's resolver blames the find-links wheel, not the index
+
+
+def test_history_an_env_that_does_not_build_is_an_error_row_with_the_reason(tmp_path, vectors, monkeypatch):
+    def ensure(spec, cache, refresh=False):
+        raise envs.EnvError(_UNREACHABLE)
+
+    monkeypatch.setattr(envs, "ensure", ensure)
+    monkeypatch.setattr(envs, "run_lanes", lambda *a, **k: pytest.fail("no lanes run without an env"))
+    monkeypatch.setattr(history, "_entries_of", lambda a: [])
+    monkeypatch.setattr(history, "_vectors", lambda: vectors)
+    document = tmp_path / "H.md"
+    assert history.main(["--out", str(tmp_path / "out"), "--write", str(document), "--cache", str(tmp_path / "c"),
+                         "torch==2.5.*"]) == 0
+    report = json.loads((tmp_path / "out" / "torch-2.5.x" / "torch.json").read_text())
+    assert report["verdict"] == "ERROR" and "index unreachable" in report["errors"][0]
+    row = next(line for line in document.read_text().splitlines() if line.startswith("| torch-2.5.x"))
+    assert "ERROR: env not built: pip install" in row and "index unreachable" in row, row
