@@ -24,7 +24,7 @@ build) rebuild the env from scratch. ``--refresh`` upgrades the unpinned require
 (``keras-nightly``) in place and restamps.
 
 ``run`` writes one report per lane adapter, ``<out>/<env name>/<adapter>.json``
-(``conformance run --json``), and prints each adapter's verdict.
+(``conformance run --json``) and its output, ``<adapter>.log``, and prints each adapter's verdict.
 """
 
 from __future__ import annotations
@@ -265,23 +265,38 @@ def ensure(spec: EnvSpec, cache: Path = DEFAULT_CACHE, *, refresh: bool = False,
 
 
 # ----------------------------------------------------------------------------- running
+def run_logged(command: list, log_path: Path) -> int:
+    """Run ``command`` in the checkout, its output (stdout and stderr) printed as it comes and
+    kept in ``log_path``: where an adapter process dies before its report, the log says why
+    (an ImportError of the release, a traceback). Returns the exit status."""
+    with open(log_path, "w", encoding="utf-8") as log_file:
+        process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   errors="replace")
+        for line in process.stdout:
+            sys.stdout.write(line)
+            log_file.write(line)
+        sys.stdout.flush()
+        return process.wait()
+
+
 def run_lanes(spec: EnvSpec, env: Path, out: Path, gate_args=(), adapters=None, *, runner=None,
               log=None) -> dict:
     """Run each lane adapter of ``spec`` (or ``adapters``) with the env's Python, one
-    ``conformance run`` each, writing ``out/<adapter>.json``. Returns {adapter: exit status}."""
+    ``conformance run`` each, writing ``out/<adapter>.json`` and its output to
+    ``out/<adapter>.log``. Returns {adapter: exit status}."""
     log = log or (lambda line: print(line, flush=True))
-    runner = runner or (lambda cmd: subprocess.run(cmd, cwd=REPO).returncode)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     codes = {}
     for adapter in adapters or spec.lanes:
-        report = out / f"{adapter}.json"
-        if report.exists():
-            report.unlink()  # never read a previous run's report as this one's
+        report, output = out / f"{adapter}.json", out / f"{adapter}.log"
+        for stale in (report, output):
+            if stale.exists():
+                stale.unlink()  # never read a previous run's report or log as this one's
         command = [str(python_of(env)), "-m", "conformance", "run", "--adapter", adapter, "--json", str(report),
                    *gate_args]
         log(f"{spec.name}: {' '.join(command)}")
-        codes[adapter] = runner(command)
+        codes[adapter] = runner(command) if runner else run_logged(command, output)
     return codes
 
 

@@ -60,6 +60,9 @@ SUBJECT = {"keras": ("keras", "keras-nightly"), "torch": ("torch",), "optax": ("
            "transformers": ("transformers",)}
 
 
+_EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)(: .*)?$")
+
+
 def not_built(exc: Exception) -> str:
     """The ERROR row's reason for an env that did not build: the failing pip call and why, from
     pip's output (an index that cannot be reached, pip's own ERROR lines), not only "failed"."""
@@ -103,6 +106,16 @@ class Run:
         names = SUBJECT.get("keras" if family.startswith("keras") else family, (family,))
         self.version = next((installed[n] for n in names if n in installed), spec.name)
         self.installed = installed
+
+    def cause(self, adapter) -> str:
+        """The exception that ended the adapter's process, from its log (tools/envs.py keeps
+        each lane run's output in ``<adapter>.log``): its last line of the form ``SomeError: ...``."""
+        try:
+            text = (self.directory / f"{adapter}.log").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        found = [line.strip() for line in text.splitlines() if _EXCEPTION.match(line.strip())]
+        return found[-1][:160] if found else ""
 
     def lanes(self, adapter):
         data = self.reports.get(adapter)
@@ -203,7 +216,9 @@ def render(runs: list[Run], command: str, full_command: str, vectors: dict, entr
             cells = {f"{lane['dtype']} {lane['mode']}": _counts(lane) for lane in data.get("lanes", [])}
             verdict = data.get("verdict", "?")
             if data.get("errors"):
-                verdict += ": " + "; ".join(str(e) for e in data["errors"])[:200]
+                cause = run.cause(adapter)
+                verdict += ": " + ((f"`{cause}`; " if cause else "")
+                                   + "; ".join(str(e) for e in data["errors"]))[:300].replace("|", "\\|")
             lines.append(f"| {run.version} | {frameworks} | {verdict} | "
                          + " | ".join(cells.get(n, "") for n in lane_names) + f" | {run.seconds:.0f} |")
         lines.append("")

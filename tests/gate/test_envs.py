@@ -344,3 +344,52 @@ def test_history_an_env_that_does_not_build_is_an_error_row_with_the_reason(tmp_
     assert report["verdict"] == "ERROR" and "index unreachable" in report["errors"][0]
     row = next(line for line in document.read_text().splitlines() if line.startswith("| torch-2.5.x"))
     assert "ERROR: env not built: pip install" in row and "index unreachable" in row, row
+
+
+@pytest.mark.subprocess
+def test_run_logged_prints_and_keeps_the_output_and_returns_the_status(tmp_path, capsys):
+    import sys
+
+    code = "import sys; print('to stdout'); print('Traceback ...', file=sys.stderr); sys.exit(3)"
+    log = tmp_path / "lane.log"
+    assert envs.run_logged([sys.executable, "-c", code], log) == 3
+    assert sorted(log.read_text().splitlines()) == ["Traceback ...", "to stdout"]  # both streams
+    assert "to stdout" in capsys.readouterr().out
+
+
+def test_run_lanes_keeps_each_adapters_output_in_its_log(tmp_path, monkeypatch):
+    spec = _spec("torch==2.6.*")
+    env = envs.ensure(spec, tmp_path / "cache", installer=FakeInstaller(torch="2.6.0+cpu"))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "torch.log").write_text("a previous run's")
+    seen = []
+
+    def run_logged(command, log_path):
+        assert not log_path.exists()
+        seen.append((command[command.index("--adapter") + 1], log_path))
+        return 0
+
+    monkeypatch.setattr(envs, "run_logged", run_logged)
+    assert envs.run_lanes(spec, env, out, log=lambda line: None) == {"torch": 0, "torch-foreach": 0}
+    assert seen == [("torch", out / "torch.log"), ("torch-foreach", out / "torch-foreach.log")]
+
+
+def test_history_an_adapter_that_died_shows_the_exception_from_its_log(tmp_path, vectors, monkeypatch):
+    spec = _spec("keras==3.0.5:jax")
+    directory = tmp_path / "out" / spec.name
+    directory.mkdir(parents=True)
+    (directory / "keras-jax.json").write_text(json.dumps({"verdict": "ERROR", "lanes": [], "errors": [
+        "adapter keras-jax: its process exited with code 1 while setting up of the float64 teacher lane"]}))
+    (directory / "keras-jax.log").write_text(
+        "Traceback (most recent call last):\n  File \"keras/src/utils/torch_utils.py\", line 3, in <module>\n"
+        "    from packaging.version import parse\nModuleNotFoundError: No module named 'packaging'\n\n"
+        "ERROR: 1 adapter process did not run to the end (nothing it did counts):\n")
+    (directory / "seconds.json").write_text(json.dumps({"seconds": 9.0, "stamp": {"installed": {"keras": "3.0.5"}}}))
+    monkeypatch.setattr(history, "_entries_of", lambda a: [])
+    monkeypatch.setattr(history, "_vectors", lambda: vectors)
+    document = tmp_path / "H.md"
+    assert history.main(["--report-only", "--out", str(tmp_path / "out"), "--write", str(document),
+                         "keras==3.0.5:jax"]) == 0
+    row = next(line for line in document.read_text().splitlines() if line.startswith("| 3.0.5 |"))
+    assert "| ERROR: `ModuleNotFoundError: No module named 'packaging'`; adapter keras-jax: its process" in row, row
