@@ -89,6 +89,10 @@ ADAPTERS = {e.name: e for e in (
     # pytorch_optimizer.AdaFactor (pytorch-optimizer 4.1.0) on torch, on its own dialect's vectors.
     AdapterEntry("pytorch-optimizer", "conformance.adapters.pytorch_optimizer_adapter:PytorchOptimizerAdapter",
                  ("pytorch_optimizer", "torch"), "torch,pytorch-optimizer", ("pytorch_optimizer",)),
+    # timm.optim.Adafactor (timm 1.0.31) on torch, on the pytorch_optimizer vectors it maps to exactly
+    # (conformance/TIMM.md; the others skip with the reason).
+    AdapterEntry("timm", "conformance.adapters.timm_adapter:TimmAdapter", ("timm", "torch"), "torch,timm",
+                 ("pytorch_optimizer",)),
     # tf-keras (Keras 2) on TensorFlow, graded on the Keras spec's vectors.
     AdapterEntry("tf-keras", "conformance.adapters.tf_keras_adapter:TfKerasAdapter", ("tf_keras", "tensorflow"),
                  "tf-keras"),
