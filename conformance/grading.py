@@ -142,9 +142,23 @@ class Grader:
     factors: dict = field(default_factory=dict)
     variable_names: tuple = ()
     ema_momentum: float = 0.99
+    #: (kind, variable index) -> the longest reduction behind that tensor
+    #: (tolerance.reduction_lengths of the vector's initial state); missing: 1.
+    lengths: dict = field(default_factory=dict)
 
-    def budget(self, kind: str, step: int) -> float:
-        return self.policy.budget(self.dtype, self.mode, kind, step, self.dialect) * self.factors.get(kind, 1.0)
+    def budget(self, kind: str, step: int, variable: Optional[int] = None) -> float:
+        length = self.lengths.get((kind, variable), 1)
+        return (self.policy.budget(self.dtype, self.mode, kind, step, self.dialect, length)
+                * self.factors.get(kind, 1.0))
+
+    def length_note(self, kind: str, variable: int) -> str:
+        """Why a budget is larger than the table's, for a failure message ('' when it is not)."""
+        length = self.lengths.get((kind, variable), 1)
+        reach = self.policy.reach_of(self.dtype, kind, self.dialect)
+        if not reach or length <= reach:
+            return ""
+        return (f"budget x{math.sqrt(length / reach):.3g} for a {length}-term reduction "
+                f"(derived on at most {reach}; TOLERANCES.md, 'Long reductions'): ")
 
     def replay(self, run: Replay, start: State, goldens: list, expected: list) -> VectorGrade:
         """Grade a replay against ``expected`` (the golden states, or a deviation model's
@@ -190,8 +204,8 @@ class Grader:
             else:
                 forgiven = allowance[i] if kind == "update" else None
                 err = metrics.compare(a, g, self.dtype, forgiven, scales.get((kind, i), 0.0), ulps=False)
-                message = ""
-            budget = self.budget(kind, step)
+                message = self.length_note(kind, i)
+            budget = self.budget(kind, step, i)
             ratio = err.normwise / budget if budget > 0 else (0.0 if err.normwise == 0 else math.inf)
             grade.curve[kind] = max(grade.curve.get(kind, 0.0), err.normwise)
             grade.worst_ratio = max(grade.worst_ratio, ratio)

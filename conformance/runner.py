@@ -33,7 +33,7 @@ from conformance.applicability import skip_reason
 from conformance.expectations import Entry, budget_factors, check_lane, lookup, lookup_models
 from conformance.grading import Grader, Replay, VectorGrade, error_problems
 from conformance.outcomes import MAX_FAILURES_KEPT, UNGRADED, Failure, LaneReport, VectorOutcome
-from conformance.tolerance import Policy
+from conformance.tolerance import Policy, reduction_lengths
 from conformance.vector import Vector, as_vector
 from reference.state import State, kind as state_kind
 
@@ -239,7 +239,7 @@ def grader(vector, dtype: str, mode: str, policy: Policy, factors: Optional[dict
     """The grader of ``vector`` in one lane (its dialect's budgets, names, EMA momentum)."""
     vector = as_vector(vector)
     return Grader(dtype, mode, policy, vector.dialect, dict(factors or {}), vector.names,
-                  vector.config.get("ema_momentum", 0.99))
+                  vector.config.get("ema_momentum", 0.99), reduction_lengths(vector.initial_state))
 
 
 def _settle(outcome: VectorOutcome, grade: VectorGrade) -> None:

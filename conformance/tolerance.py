@@ -19,6 +19,15 @@ Method (the numbers are in conformance/tolerances.json and conformance/TOLERANCE
    corpus does not sample; never below ``FLOOR`` (2 epsilons: one rounding each way).
    Teacher-forced budgets are constant; trajectory budgets grow linearly with the step,
    ``max(teacher budget, SAFETY_FACTOR * rate * k)``.
+4. Reach. A budget holds for reductions as long as the longest the envelope saw: per dtype
+   and kind, ``reach`` is the longest reduction (``reduction_lengths``) among the vectors
+   measured. A tensor whose reduction is longer, n > reach, gets the budget times
+   ``sqrt(n / reach)``: rounding errors of a length-n sum grow like sqrt(n) u, not n u, when
+   they are independent and of mean zero (Higham and Mary, "A new approach to probabilistic
+   rounding error analysis", SIAM J. Sci. Comput. 41(5), 2019, Theorem 2.4); measured on
+   NumPy's float32 column mean, 9.8 / 19.7 / 47.5 eps over 640 / 4096 / 16384 rows, a
+   4.85-fold growth against sqrt's 5.06 (TOLERANCES.md, "Long reductions"). Within the
+   corpus's reach nothing changes.
 
 Run ``python -m conformance.tolerance`` to re-derive (``--check`` compares with the
 committed file; the test suite runs that check).
@@ -62,6 +71,10 @@ class Policy:
     #: Deviation models (conformance/deviations.py): name -> {"teacher": {dtype: {kind}},
     #: "rate": ...}, float64 only, derived from the spread of each model's variants.
     models: dict = field(default_factory=dict)
+    #: The longest reduction the budgets were derived on: ``reach[dtype][kind]`` for the Keras
+    #: spec (deviation models share it), ``dialects[name]["reach"]`` per dialect. Empty: no
+    #: length scaling (a policy written before reach was recorded, or ``unlimited``).
+    reach: dict = field(default_factory=dict)
 
     def for_models(self, names) -> "Policy":
         """The budgets a lane is graded with against the spec plus deviation models
@@ -78,31 +91,88 @@ class Policy:
                 for kind, value in kinds.items():
                     teacher[dtype][kind] = max(teacher[dtype][kind], value)
                     rate[dtype][kind] = max(rate[dtype][kind], model["rate"][dtype][kind])
-        return Policy(teacher, rate, self.scale)
+        return Policy(teacher, rate, self.scale, reach=self.reach)
 
-    def budget(self, dtype: str, mode: str, kind: str, step: int, dialect: str = "keras") -> float:
+    def budget(self, dtype: str, mode: str, kind: str, step: int, dialect: str = "keras",
+               length: int = 1) -> float:
+        """The budget of one tensor, in lane epsilons: ``length`` is the longest reduction
+        behind it (``reduction_lengths``); beyond the derivation's reach the budget grows by
+        ``length_factor``."""
         teacher, rate = self.teacher, self.rate
         if dialect != "keras" and dialect in self.dialects:
             teacher, rate = self.dialects[dialect]["teacher"], self.dialects[dialect]["rate"]
         base = teacher[dtype][kind]
         if mode == "trajectory":
             base = max(base, SAFETY_FACTOR * rate[dtype][kind] * step)
-        return base * self.scale
+        return base * self.scale * length_factor(length, self.reach_of(dtype, kind, dialect))
+
+    def reach_of(self, dtype: str, kind: str, dialect: str = "keras"):
+        """The longest reduction ``kind``'s budget in ``dtype`` was derived on (None: not
+        recorded, no length scaling)."""
+        reach = self.reach
+        if dialect != "keras" and dialect in self.dialects:
+            reach = self.dialects[dialect].get("reach", {})
+        return reach.get(dtype, {}).get(kind)
 
     @classmethod
     def load(cls, path: Path = POLICY_PATH) -> "Policy":
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-        dialects = {name: {"teacher": d["budgets"]["teacher"], "rate": d["budgets"]["trajectory_rate"]}
+        dialects = {name: {"teacher": d["budgets"]["teacher"], "rate": d["budgets"]["trajectory_rate"],
+                           "reach": d.get("reach", {})}
                     for name, d in data.get("dialects", {}).items()}
         models = {name: {"teacher": m["budgets"]["teacher"], "rate": m["budgets"]["trajectory_rate"]}
                   for name, m in data.get("models", {}).items()}
         return cls(teacher=data["budgets"]["teacher"], rate=data["budgets"]["trajectory_rate"], dialects=dialects,
-                   models=models)
+                   models=models, reach=data.get("reach", {}))
 
     @classmethod
     def unlimited(cls) -> "Policy":
         inf = {d: {k: np.inf for k in KINDS} for d in DERIVED_DTYPES}
         return cls(teacher=inf, rate=inf)
+
+
+def length_factor(length: int, reach) -> float:
+    """``sqrt(length / reach)`` beyond the reach, 1 within it (or with no reach recorded):
+    the probabilistic growth of a sum's rounding error with its length (module docstring)."""
+    if not reach or length <= reach:
+        return 1.0
+    return float(np.sqrt(length / reach))
+
+
+def reduction_lengths(state) -> dict:
+    """Per (kind, variable index) of ``state`` (a ``reference.state.State``, any dialect's):
+    the number of terms of the longest sum its value went through in a step, read off the
+    state's own shapes so that every dialect's factoring is covered (optax factors its two
+    largest axes, Keras its last two). A factored ``r`` drops the axis it is a mean over, so
+    that axis's length is ``x.size / r.size`` (``c`` likewise); ``v = r c / mean(r)`` of a
+    factored variable is as long as the longer of the two; an unfactored ``v`` and the
+    accumulator are elementwise (1); the variables, their update, the EMA average and the
+    momentum come after RMS(x) and RMS(U), sums over the whole variable (``x.size``)."""
+    lengths = {}
+    for i, x in enumerate(state.variables):
+        n = max(int(np.size(x)), 1)
+        r, c = _nth(state.r, i), _nth(state.c, i)
+        factored = r is not None and c is not None and np.size(r) > 0 and np.size(c) > 0
+        rows = n // max(int(np.size(c)), 1) if factored else 1
+        cols = n // max(int(np.size(r)), 1) if factored else 1
+        lengths.update({("variables", i): n, ("update", i): n, ("average", i): n, ("momentum", i): n,
+                        ("accumulator", i): 1, ("r", i): cols, ("c", i): rows,
+                        ("v", i): max(rows, cols) if factored else 1})
+    return lengths
+
+
+def _nth(items, i):
+    return None if items is None or i >= len(items) else items[i]
+
+
+def _longest(vectors) -> dict:
+    """Per kind, the longest reduction among ``vectors`` (``reduction_lengths`` of each
+    vector's initial state)."""
+    reach = {k: 1 for k in KINDS}
+    for vector in vectors:
+        for (kind, _), n in reduction_lengths(vector.initial_state).items():
+            reach[kind] = max(reach[kind], n)
+    return reach
 
 
 # ----------------------------------------------------------------------------- derivation
@@ -160,7 +230,9 @@ def measure(documents_dir: Path, dtypes=DERIVED_DTYPES, dialect: str = "keras") 
     vectors = [(rel, v) for rel, v in vf.iter_vectors(documents)
                if v.result == "valid" and v.dialect == dialect]
     adapter = ReferenceAdapter()
+    by_id = {v.id: v for _, v in vectors}
     samples = {d: {m: {k: [] for k in KINDS} for m in MODES} for d in dtypes}
+    measured = {d: {} for d in dtypes}  # the vectors each dtype's envelope saw: its reach
     for dtype in dtypes:
         orders = ("sequential",) if dtype == "float64" else ("numpy", "sequential")
         for order in orders:
@@ -169,9 +241,12 @@ def measure(documents_dir: Path, dtypes=DERIVED_DTYPES, dialect: str = "keras") 
                     report = runner.run_lane(adapter, vectors, documents_dir, dtype, "cpu", mode,
                                              Policy.unlimited(), [])
                     for outcome in report.outcomes:
+                        if outcome.curve:
+                            measured[dtype][outcome.id] = by_id[outcome.id]
                         for kind, values in outcome.curve.items():
                             samples[dtype][mode][kind].extend(
                                 (float(v), step) for step, v in enumerate(values, 1))
+    samples["reach"] = {d: _longest(measured[d].values()) for d in dtypes}
     return samples
 
 
@@ -251,7 +326,7 @@ def derive(documents_dir: Path) -> dict:
     for name in DIALECTS:
         if name != "keras":
             one = _derive_one(documents_dir, name)
-            dialects[name] = {"budgets": one["budgets"], "envelopes": one["envelopes"]}
+            dialects[name] = {"budgets": one["budgets"], "envelopes": one["envelopes"], "reach": one["reach"]}
     return {
         "format": "adafactor-conformance-tolerances",
         "version": 1,
@@ -261,6 +336,8 @@ def derive(documents_dir: Path) -> dict:
         "method": "conformance/tolerance.py docstring; conformance/TOLERANCES.md",
         "budgets": policy["budgets"],
         "envelopes": policy["envelopes"],
+        "reach": policy["reach"],
+        "length_scaling": "budget * sqrt(n / reach) for a reduction of n > reach terms (tolerance.py, step 4)",
         "dialects": dialects,
         "models": {name: _derive_model(documents_dir, name) for name in sorted(deviations.MODELS)},
     }
@@ -270,6 +347,7 @@ def _derive_one(documents_dir: Path, dialect: str) -> dict:
     from scipy import stats
 
     samples = measure(documents_dir, dialect=dialect)
+    reach = samples.pop("reach")
     teacher, rate, statistics = {}, {}, {}
     for dtype, by_mode in samples.items():
         teacher[dtype], rate[dtype], statistics[dtype] = {}, {}, {}
@@ -286,7 +364,7 @@ def _derive_one(documents_dir: Path, dialect: str) -> dict:
                 "teacher_max": _sig(float(finite_t.max())),
                 "trajectory_rate_max": _sig(float(finite_r.max())),
             }
-    return {"budgets": {"teacher": teacher, "trajectory_rate": rate}, "envelopes": statistics}
+    return {"budgets": {"teacher": teacher, "trajectory_rate": rate}, "envelopes": statistics, "reach": reach}
 
 
 def render_markdown_table(policy: dict) -> str:
@@ -295,6 +373,9 @@ def render_markdown_table(policy: dict) -> str:
     for name, one in policy.get("dialects", {}).items():
         kinds = [k for k in KINDS if any(one["envelopes"][d][k]["samples"] for d in DERIVED_DTYPES)]
         out.append(f"\nDialect `{name}` (its own vectors, vectors/{name}/):\n\n" + _render_one(one, kinds))
+    out.append("\nReach: the longest reduction (terms) each budget was derived on; beyond it a budget grows by "
+               "sqrt(n / reach) (\"Long reductions\" above):\n")
+    out.append(_render_reach(policy))
     if policy.get("models"):
         out.append("\nDeviation models (conformance/deviations.py), float64, graded with the larger of "
                    "this and the spec's budget; variants: the model proper first, then its open choices:\n")
@@ -319,6 +400,18 @@ def _render_models(models: dict) -> str:
             rows.append([name, "(all)", 0, "-", "spec's", "-", "spec's: an exact emulation, one variant"])
     return tabulate(rows, headers=["model", "tensor", "samples", "variant spread max", "teacher budget",
                                    "rate/step", "trajectory budget at step k"], tablefmt="github")
+
+
+def _render_reach(policy: dict) -> str:
+    from tabulate import tabulate
+
+    kinds = [k for k in KINDS if k != "accumulator"]  # elementwise: always 1
+    rows = []
+    for name, one in [("keras (and the deviation models)", policy), *policy.get("dialects", {}).items()]:
+        for dtype in DERIVED_DTYPES:
+            reach = one.get("reach", {}).get(dtype, {})
+            rows.append([name, dtype, *[reach.get(k, "-") for k in kinds]])
+    return tabulate(rows, headers=["budgets of", "dtype", *kinds], tablefmt="github")
 
 
 def _render_one(policy: dict, kinds) -> str:

@@ -28,10 +28,10 @@ steps of seeded N(0, 1) gradients), never committed, and grades it through the g
   process (so ``keras-jax-sharded`` asks for its 4 virtual CPU devices before JAX starts, and
   each row's peak RSS is its own).
 
-Budgets do not depend on the size: ``conformance/tolerances.json`` has one budget per dtype and
-tensor kind (TOLERANCES.md, "the budgets are one per dtype and tensor kind, not per length"),
-derived from the corpus's honest lanes, the longest reductions there being 640 to 1024
-elements. A 16384-long mean gets the same allowance; this tool measures whether that holds.
+Budgets beyond the corpus's reach: ``conformance/tolerances.json`` has one budget per dtype and
+tensor kind, derived from the corpus's honest lanes, whose longest reductions are 640 to 2048
+elements, and records that reach; a longer reduction of n terms gets the budget times
+sqrt(n / reach) (TOLERANCES.md, "Long reductions"). This tool measures whether that holds.
 The table prints worst error / budget per tensor kind (1.0 = the whole budget).
 
 Exit status: 0 every graded lane as expected (PASS, or FAIL for an adapter given with
@@ -223,9 +223,10 @@ def summarize(lane, vectors, policy, entries) -> list:
             factors = budget_factors(entries, vector, lane.dtype, lane.mode, lane.device)
             grader = runner.grader(vector, lane.dtype, lane.mode, policy, factors)
             for kind, values in outcome.curve.items():
-                ratios = [float(v) / grader.budget(kind, step) for step, v in enumerate(values, 1)]
+                # The scale vector has one variable (index 0): its budgets carry the length factor.
+                ratios = [float(v) / grader.budget(kind, step, 0) for step, v in enumerate(values, 1)]
                 kinds[kind] = {"error": max(float(v) for v in values), "ratio": max(ratios),
-                               "budget": [grader.budget(kind, step) for step in range(1, len(values) + 1)]}
+                               "budget": [grader.budget(kind, step, 0) for step in range(1, len(values) + 1)]}
         rows.append({"id": outcome.id, "status": outcome.status, "reason": outcome.reason,
                      "worst_ratio": float(outcome.worst_ratio), "kinds": kinds,
                      "first_bad_step": outcome.first_bad_step})
@@ -411,18 +412,33 @@ def render_table(rows: list) -> str:
     return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
 
 
-def budget_note(dtype: str, dialect: str = "keras") -> str:
-    """The budgets that apply (teacher; trajectory at step k), from the committed policy."""
-    from conformance.tolerance import SAFETY_FACTOR, Policy
+def budget_note(dtype: str, dialect: str = "keras", shape=DEFAULT_SHAPE) -> str:
+    """The budgets that apply to a ``shape`` variable (teacher; trajectory at step k), from the
+    committed policy: the table's, times sqrt(n / reach) for a reduction of n terms longer
+    than the corpus's (tolerance.py, step 4)."""
+    from conformance.tolerance import SAFETY_FACTOR, Policy, length_factor, reduction_lengths
+    from reference.state import Kind, State
 
     policy = Policy.load()
     teacher, rate = policy.teacher, policy.rate
     if dialect != "keras":
         teacher, rate = policy.dialects[dialect]["teacher"], policy.dialects[dialect]["rate"]
-    parts = [f"{kind} {teacher[dtype][kind]:g} (trajectory max({teacher[dtype][kind]:g}, "
-             f"{SAFETY_FACTOR * rate[dtype][kind]:.4g}*k))" for kind in KINDS]
-    return (f"{dialect} {dtype} budgets, lane epsilons, the same at every size (tolerances.json has one per dtype "
-            f"and kind, not per reduction length): " + "; ".join(parts))
+    zeros = lambda s: np.broadcast_to(np.float64(0), s)  # noqa: E731 - shapes only, no memory
+    values = {Kind.VARIABLES: [zeros(shape)]}
+    if len(shape) >= 2:  # factored: r drops the last axis, c the one before it
+        values[Kind.R], values[Kind.C] = [zeros(shape[:-1])], [zeros(shape[:-2] + shape[-1:])]
+    lengths = reduction_lengths(State(iterations=0, values=values))
+    parts = []
+    for kind in KINDS:
+        n = lengths.get((kind, 0), 1)
+        reach = policy.reach_of(dtype, kind, dialect)
+        f = length_factor(n, reach)
+        scaled = f" x{f:.3g} (n {n}, reach {reach})" if f > 1 else ""
+        parts.append(f"{kind} {teacher[dtype][kind]:g}{scaled} (trajectory max({teacher[dtype][kind]:g}, "
+                     f"{SAFETY_FACTOR * rate[dtype][kind]:.4g}*k){scaled})")
+    return (f"{dialect} {dtype} budgets for a {shape_text(shape)} variable, lane epsilons: the table's "
+            f"(tolerances.json), times sqrt(n / reach) for a reduction of n terms beyond the corpus's "
+            f"reach: " + "; ".join(parts))
 
 
 def main(argv=None) -> int:
@@ -482,7 +498,7 @@ def main(argv=None) -> int:
     for name, why in skipped:
         print(f"skipped {name}: {why}")
     for dialect in dialects:
-        print(budget_note(args.dtype, dialect))
+        print(budget_note(args.dtype, dialect, args.shape))
 
     store = args.store or Path(tempfile.mkdtemp(prefix="adafactor-scale-"))
     keep = args.store is not None

@@ -57,6 +57,14 @@ STEP_MUTATIONS = {
         "    return np.sqrt(np.float32(reductions.mean(np.square(x).astype(np.float32))))\n\n\n"
         "def _unused(x, scratch=None):",
     ),
+    "ColumnMeanOverRowsMinusOne": (
+        "the column statistic c divided by rows - 1 instead of rows (a sample-variance habit): "
+        "1/rows relative, which only a long column reduction makes small",
+        "c = moment_update(c, reductions.mean(regulated_grad_square, axis=row), beta_2_t, one_minus_beta_2_t)",
+        "rows = regulated_grad_square.shape[row]\n"
+        "    c = moment_update(c, np.add.reduce(regulated_grad_square, axis=row) / max(rows - 1, 1), beta_2_t,\n"
+        "                      one_minus_beta_2_t)",
+    ),
 }
 #: Lines added after a mutation (same module), keyed like STEP_MUTATIONS.
 EXTRA = {
@@ -127,6 +135,7 @@ RmsOverWrongAxis = _make("RmsOverWrongAxis")
 ClipThresholdIgnored = _make("ClipThresholdIgnored")
 NoRelativeStep = _make("NoRelativeStep")
 MeansInFloat32 = _make("MeansInFloat32")
+ColumnMeanOverRowsMinusOne = _make("ColumnMeanOverRowsMinusOne")
 
 
 class _DecayAfterUpdate(optimizer_module.Adafactor):
@@ -153,7 +162,7 @@ class WeightDecayAfterUpdate(ReferenceAdapter):
 
 
 ALL = [EpsilonOneAfterMean, BetaFromPreviousStep, RmsOverWrongAxis, ClipThresholdIgnored, NoRelativeStep,
-       MeansInFloat32, WeightDecayAfterUpdate]
+       MeansInFloat32, WeightDecayAfterUpdate, ColumnMeanOverRowsMinusOne]
 
 
 class _NoisySession(ReferenceSession):
