@@ -5,6 +5,8 @@ pinned release (`make check-nightly`).
     python -m tools.nightly --backend torch       # one backend
     python -m tools.nightly --no-refresh          # the nightly already in the cached env
     python -m tools.nightly -- --dtype float64    # arguments after -- go to conformance run
+    python -m tools.nightly --backend jax --reports out/history/keras-3.15.1-jax out/history/keras-nightly-jax
+                                                  # run nothing: compare reports already written
 
 For each backend: keras-nightly in its cached env (tools/envs.py, ``keras-nightly:<backend>``,
 upgraded to the newest nightly unless ``--no-refresh``) runs the lane ``keras-<backend>``,
@@ -13,6 +15,11 @@ and this Python (the pinned release, constraints.txt) runs the same lane; report
 (tools/compare_reports.py), then each changed vector as EXPECTED (a versioned expectation
 entry names it: it matches the vector in that lane and its version range holds for exactly
 one of the two runs, and the vector does not fail in the nightly) or UNEXPECTED.
+
+``--reports PINNED NIGHTLY`` runs nothing and compares the ``<adapter>.json`` reports already
+in two directories, e.g. the pinned release's and the nightly's rows of ``make history``
+(tools/history.py, ``out/history/<env name>/``, whose ``seconds.json`` carries the env's stamp):
+one run of the nightly lanes serves both the history and the watch.
 
 Exit 0 when nothing changed or every change is EXPECTED; 1 when something changed that no
 versioned expectation names (a lane or a run verdict that changed counts too); 2 when an
@@ -117,6 +124,14 @@ def _read_dir(path: Path, adapters) -> dict:
     return merged
 
 
+def _saved_stamp(directory: Path) -> Optional[dict]:
+    """The env's stamp that tools/history.py saved with a spec's reports (``seconds.json``), if any."""
+    try:
+        return json.loads((directory / "seconds.json").read_text(encoding="utf-8")).get("stamp")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backend", action="append", choices=envs.BACKENDS,
@@ -126,6 +141,9 @@ def main(argv=None) -> int:
     parser.add_argument("--no-refresh", action="store_true", help="keep the nightly already in the cached env")
     parser.add_argument("--pinned-python", default=sys.executable,
                         help="the Python with the pinned release (default: this one)")
+    parser.add_argument("--reports", nargs=2, metavar=("PINNED", "NIGHTLY"),
+                        help="run nothing: compare the <adapter>.json reports in these two directories "
+                             "(e.g. out/history/keras-3.15.1-jax out/history/keras-nightly-jax)")
     parser.add_argument("gate_args", nargs="*", help="after --: passed to conformance run")
     args = parser.parse_args(argv)
     backends = args.backend or list(envs.BACKENDS)
@@ -133,6 +151,19 @@ def main(argv=None) -> int:
     cache = envs.cache_dir(args.cache)
     adapters = [envs.KERAS_LANES[b] for b in backends]
     stamps = [None, None]
+    if args.reports:
+        directories = [Path(d) for d in args.reports]
+        try:
+            before, after = (_read_dir(d, adapters) for d in directories)
+        except envs.EnvError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        stamps = [_saved_stamp(d) for d in directories]
+        for label, directory, stamp, merged in zip(("pinned", "nightly"), directories, stamps, (before, after)):
+            versions = sorted({str(lane.get("environment", {}).get("keras")) for lane in merged["lanes"]})
+            print(f"{label}: keras {', '.join(versions) or '?'} ({directory}; "
+                  f"{'env stamp: ' + (stamp or {}).get('spec', '') if stamp else 'no env stamp'})", flush=True)
+        return report_changes(before, after, stamps)
     try:
         nightly_dir, pinned_dir = out / "keras-nightly", out / "pinned"
         for backend in backends:

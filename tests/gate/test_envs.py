@@ -393,3 +393,25 @@ def test_history_an_adapter_that_died_shows_the_exception_from_its_log(tmp_path,
                          "keras==3.0.5:jax"]) == 0
     row = next(line for line in document.read_text().splitlines() if line.startswith("| 3.0.5 |"))
     assert "| ERROR: `ModuleNotFoundError: No module named 'packaging'`; adapter keras-jax: its process" in row, row
+
+
+def test_nightly_reports_compares_written_reports_and_runs_nothing(tmp_path, vectors, monkeypatch, capsys):
+    vid = sorted(vectors)[0]
+    pinned, nightly_dir = tmp_path / "keras-3.15.1-jax", tmp_path / "keras-nightly-jax"
+    for directory, keras, status, spec in ((pinned, "3.15.1", "pass", "keras==3.15.1:jax"),
+                                           (nightly_dir, NIGHTLY, "fail", "keras-nightly:jax")):
+        directory.mkdir()
+        (directory / "keras-jax.json").write_text(json.dumps(_report("keras-jax", {vid: status}, {"keras": keras})))
+        (directory / "seconds.json").write_text(json.dumps({"seconds": 1.0, "stamp": {
+            "spec": spec, "installed": {"keras-nightly" if "nightly" in spec else "keras": keras}}}))
+    for name in ("ensure", "run_lanes"):
+        monkeypatch.setattr(envs, name, lambda *a, **k: pytest.fail("--reports runs nothing"))
+    monkeypatch.setattr(nightly.subprocess, "run", lambda *a, **k: pytest.fail("--reports runs nothing"))
+    monkeypatch.setattr(nightly, "_vectors", lambda: vectors)
+    assert nightly.main(["--backend", "jax", "--reports", str(pinned), str(nightly_dir)]) == 1
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == f"pinned: keras 3.15.1 ({pinned}; env stamp: keras==3.15.1:jax)"
+    assert printed[1] == f"nightly: keras {NIGHTLY} ({nightly_dir}; env stamp: keras-nightly:jax)"
+    assert f"UNEXPECTED: keras-jax float64 teacher cpu: {vid}: pass -> fail" in printed
+    (nightly_dir / "keras-jax.json").unlink()  # a report missing: exit 2, nothing compared
+    assert nightly.main(["--backend", "jax", "--reports", str(pinned), str(nightly_dir)]) == 2
