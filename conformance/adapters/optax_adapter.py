@@ -184,6 +184,15 @@ class OptaxAdapter(Adapter):
     def gpu_problem(self) -> Optional[str]:
         return jax_gpu_problem()
 
+    def unsupported(self, vector: Vector, dtype: str, device: str) -> Optional[str]:
+        """Also skips a vector that uses a feature the optax dialect names unsupported
+        (reference/dialects/optax.py UNSUPPORTED, ``detect``), saying which."""
+        from reference.dialects import optax as dialect
+        from reference.dialects.gaps import vector_skip_reason
+
+        return (super().unsupported(vector, dtype, device)
+                or vector_skip_reason("optax", "optax.adafactor", dialect.UNSUPPORTED, as_vector(vector)))
+
     def create(self, vector: Vector, dtype: str, device: str) -> Session:
         reason = self.device_available(device)
         if reason is not None:

@@ -104,6 +104,19 @@ class ReferenceAdapter(Adapter):
         return {"reference": reference.__version__, "spec": f"keras {reference.KERAS_VERSION}",
                 "numpy": np.__version__}
 
+    def state_dtypes(self, vector: Vector, dtype: str) -> dict:
+        """The vector's fixed state dtypes, and a dialect's own lane rule where its module has
+        one (``lane_state_dtypes``: transformers keeps float32 state for half parameters)."""
+        fixed = super().state_dtypes(vector, dtype)
+        dialect = as_vector(vector).dialect
+        if dialect != "keras":
+            from reference.dialects import stages_module
+
+            rule = getattr(stages_module(dialect), "lane_state_dtypes", None)
+            if rule is not None:
+                fixed.update(rule(dtype))
+        return fixed
+
     def create(self, vector: Vector, dtype: str, device: str) -> Session:
         if as_vector(vector).dialect != "keras":
             return DialectSession(vector, dtype)

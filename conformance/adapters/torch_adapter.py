@@ -88,15 +88,23 @@ class TorchSession(Session):
             self.opt.state[p] = entry
 
     def step(self, grads: list) -> None:
+        """One step; torch's step counter goes to float32(step + 1), which stops at 2**24
+        (reference/dialects/torch.py step_counter, MODELLED["step_float32_freeze"])."""
+        from reference.dialects.torch import step_counter
+
+        expected = step_counter(self.iterations)
         step_with_gradients(self, grads, "torch")
+        self.iterations = expected
 
     def read(self) -> State:
+        """torch's state; ``iterations`` is torch's own ``step``, a float32 counter that stops
+        at 2**24 (``step``), and every parameter's must be it."""
         r, c, v = [], [], []
         for i, p in enumerate(self.params):
             s = self.opt.state.get(p, {})
             if s and int(s["step"].item()) != self.iterations:
                 raise AdapterError(f"vector {self.vector_id!r}: parameter {i} has step {s['step'].item()}, "
-                                   f"the optimizer applied {self.iterations} steps")
+                                   f"expected {self.iterations}")
             if p.dim() > 1:
                 row, col = s.get("row_var"), s.get("col_var")
                 r.append(np.zeros(tuple(p.shape[:-1]), self.np_dtype) if row is None else self._numpy(row[..., 0]))
@@ -137,6 +145,15 @@ class TorchAdapter(Adapter):
     """torch.optim.Adafactor, single-tensor path unless the vector asks for foreach."""
 
     force_foreach = False
+
+    def unsupported(self, vector: Vector, dtype: str, device: str) -> Optional[str]:
+        """Also skips a vector that uses a feature the torch dialect names unsupported
+        (reference/dialects/torch.py UNSUPPORTED, ``detect``), saying which."""
+        from reference.dialects import torch as dialect
+        from reference.dialects.gaps import vector_skip_reason
+
+        return (super().unsupported(vector, dtype, device)
+                or vector_skip_reason("torch", "torch.optim.Adafactor", dialect.UNSUPPORTED, as_vector(vector)))
 
     def __init__(self):
         super().__init__(name="torch", dtypes=("float64", "float32", "float16", "bfloat16"),

@@ -150,10 +150,19 @@ class TransformersAdapter(Adapter):
         """transformers keeps the statistics and momentum of float16/bfloat16 parameters in
         float32 and steps those parameters in float32 (optimization.py:1220-1221, 1237-1240,
         1253-1254, 1291-1292)."""
-        fixed = super().state_dtypes(vector, dtype)
-        if dtype in HALF_DTYPES:
-            fixed.update({kind: np.dtype(np.float32) for kind in _STATE_KEYS})
-        return fixed
+        from reference.dialects.transformers import lane_state_dtypes
+
+        return {**super().state_dtypes(vector, dtype), **lane_state_dtypes(dtype)}
+
+    def unsupported(self, vector: Vector, dtype: str, device: str) -> Optional[str]:
+        """Also skips a vector that uses a feature the transformers dialect names unsupported
+        (reference/dialects/transformers.py UNSUPPORTED, ``detect``), saying which."""
+        from reference.dialects import transformers as dialect
+        from reference.dialects.gaps import vector_skip_reason
+
+        return (super().unsupported(vector, dtype, device)
+                or vector_skip_reason("transformers", "transformers.optimization.Adafactor", dialect.UNSUPPORTED,
+                                      as_vector(vector)))
 
     def create(self, vector: Vector, dtype: str, device: str) -> Session:
         reason = self.device_available(device)

@@ -31,7 +31,8 @@ axis here), ``c`` = v_col (lacks d1, the *row* axis); ``v`` only for unfactored 
 
 Out of scope: learning-rate and weight-decay schedules (callables), a ``weight_decay_mask``
 pytree or callable (use ``DialectOptimizer.build(..., decays=...)``), complex parameters,
-and ``decay_rate``/``eps`` given as arrays.
+``decay_rate``/``eps`` given as arrays (``inject_hyperparams``) and ``MultiSteps``: each is an
+entry of ``UNSUPPORTED`` (reference/dialects/gaps.py) with its source lines and measured effect.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from reference import adafactor_step as spec
 from reference import reductions
 from reference.adafactor_step import Hyperparameters
 from reference.dialects.base import DialectOptimizer, Stages, statistic_zeros
+from reference.dialects.gaps import Gap
 from reference.dialects.keras import keras_stages
 from reference.state import Kind
 
@@ -331,14 +333,17 @@ class OptaxAdafactor(DialectOptimizer):
         if learning_rate is not None and (isinstance(learning_rate, bool)
                                           or not isinstance(learning_rate, (int, float))):
             raise ValueError(f"OptaxAdafactor: learning_rate must be a float or None, got {learning_rate!r} "
-                             "(schedules are out of scope for the optax dialect)")
+                             "(schedules are out of scope for the optax dialect: reference/dialects/optax.py "
+                             "UNSUPPORTED['learning_rate_schedule'])")
         if weight_decay_rate is not None and (isinstance(weight_decay_rate, bool)
                                               or not isinstance(weight_decay_rate, (int, float))):
             raise ValueError(f"OptaxAdafactor: weight_decay_rate must be a float or None, got "
-                             f"{weight_decay_rate!r} (schedules are out of scope)")
+                             f"{weight_decay_rate!r} (schedules are out of scope: reference/dialects/optax.py "
+                             "UNSUPPORTED['weight_decay_rate_schedule'])")
         if weight_decay_mask is not None:
             raise ValueError(f"OptaxAdafactor: weight_decay_mask={weight_decay_mask!r} is not supported; "
-                             "exclude variables with build(variables, decays=[...])")
+                             "exclude variables with build(variables, decays=[...]) (reference/dialects/optax.py "
+                             "UNSUPPORTED['weight_decay_mask_tree_or_callable'])")
         if momentum is not None:
             momentum_dtype(dtype_momentum)  # optax canonicalizes the dtype at construction (_accumulation.py:116)
         self.config = dict(learning_rate=None if learning_rate is None else float(learning_rate),
@@ -367,6 +372,85 @@ class OptaxAdafactor(DialectOptimizer):
 
     def get_config(self) -> dict:
         return dict(self.config)
+
+    def apply(self, grads, variables) -> None:
+        """One step; complex parameters are refused by name (UNSUPPORTED["complex_parameters"]):
+        optax steps them with abs(g)**2 (numerics.abs_sq), the dialect's stages would give NaN."""
+        for x in list(variables) + [g for g in grads if g is not None]:
+            if np.iscomplexobj(x):
+                raise TypeError("optax dialect: complex parameters are unsupported "
+                                "(reference/dialects/optax.py UNSUPPORTED['complex_parameters'])")
+        super().apply(grads, variables)
+
+
+
+_F = "optax/_src/factorized.py"
+
+#: optax.adafactor's features this dialect does not model (reference/dialects/gaps.py;
+#: rendered in conformance/DIVERGENCE.md; checked by tests/reference/test_unsupported_peers.py).
+UNSUPPORTED = {
+    "inject_hyperparams_x64": Gap(
+        feature="optax.inject_hyperparams(optax.adafactor)(...) under jax_enable_x64",
+        framework="turns every float hyperparameter into an array of the parameters' highest dtype, so "
+                  "decay_rate is float64 and beta = 1 - t**-decay_rate is float64 (t stays float32)",
+        how="beta_2 hard-codes float32, what optax.adafactor's Python-float decay_rate gives",
+        evidence=(("optax/schedules/_inject.py:160-165", "k: jnp.asarray(_convert_floats(v, dtype))"),
+                  (f"{_F}:28-32", "t = jnp.array(i + 1, jnp.float32)")),
+        effect="against plain optax.adafactor, float64, 8 steps on (5, 3) + (3,): 3.1e-10 (lr 1e-2) to 3.1e-9 "
+               "(lr 0.1) relative (issue 15 reports up to 2.7e-8 on longer runs)",
+        vectors="not expressible: config is optax.adafactor's own arguments; no wrapper is recorded"),
+    "learning_rate_schedule": Gap(
+        feature="learning_rate as a schedule (a callable of the int32 count)",
+        framework="scale_by_schedule multiplies by the schedule's value at the count; optax's schedules compute "
+                  "in float32 from the int32 count even under x64",
+        how="OptaxAdafactor takes a float or None and raises ValueError naming this entry",
+        evidence=(("optax/_src/transform.py:1003-1004", "if callable(learning_rate):"),
+                  ("optax/_src/transform.py:1027-1029", "step_size = step_size_fn(state.count)"),
+                  ("optax/schedules/_schedule.py:142", "frac = 1 - count / transition_steps")),
+        effect="a linear_schedule holding lr constant, against the float lr, float64: 5.2e-10 (lr 1e-2) to "
+               "3.5e-9 (lr 0.1) relative after 8 steps (its float32 values)",
+        vectors="not expressible: config.learning_rate is a JSON number or null"),
+    "weight_decay_rate_schedule": Gap(
+        feature="weight_decay_rate as a schedule",
+        framework="add_decayed_weights keeps a count and adds schedule(count) * p",
+        how="OptaxAdafactor takes a float or None and raises ValueError naming this entry",
+        evidence=(("optax/transforms/_adding.py:53-55", "if callable(weight_decay):"),
+                  ("optax/transforms/_adding.py:71", "s = weight_decay(state.count) if callable(weight_decay)")),
+        effect="a linear_schedule holding 0.01 constant (lr 0.1), float64: 1.8e-9 relative after 8 steps",
+        vectors="not expressible: config.weight_decay_rate is a JSON number or null"),
+    "weight_decay_mask_tree_or_callable": Gap(
+        feature="weight_decay_mask as a pytree of the parameters or a callable returning one",
+        framework="masked() applies weight decay only where the mask is True",
+        how="the vectors' parameters are a flat list: exclude_from_weight_decay.var_index is modelled (the "
+            "adapter passes a list mask, the dialect build(decays=...)); masks by name or callables are not, "
+            "and the optax adapter skips a vector that excludes by var_names with this entry",
+        evidence=(("optax/_src/alias.py:236", "weight_decay_mask: MaskOrFn = None"),
+                  ("optax/transforms/_adding.py:82-85", "return wrappers.masked("),
+                  ("optax/transforms/_masking.py:127", "mask_tree = mask(params) if _mask_callable(mask) else mask")),
+        effect="decay on or off per parameter (any size)",
+        vectors="var_index: modelled; var_names: detected and skipped; callables and nested trees: not "
+                "expressible (config.weight_decay_mask is null)",
+        detect=lambda vector: bool((vector.exclude_from_weight_decay or {}).get("var_names"))),
+    "multi_steps": Gap(
+        feature="optax.MultiSteps(optax.adafactor(...), every_k_schedule)",
+        framework="accumulates k updates and applies their mean every k-th step",
+        how="a wrapper around the chain: the dialect models optax.adafactor alone",
+        evidence=(("optax/transforms/_accumulation.py:243", "class MultiSteps:"),),
+        effect="a different step (any size)",
+        vectors="not expressible: no wrapper is recorded"),
+    "complex_parameters": Gap(
+        feature="complex parameters",
+        framework="supported: the second moment is abs(g)**2 (numerics.abs_sq), and the step is finite",
+        how="the dialect's stages square g and take real RMS: they gave NaN; OptaxAdafactor.apply now raises "
+            "TypeError naming this entry",
+        evidence=(("optax/_src/numerics.py:31", "def abs_sq"), (f"{_F}:180", "numerics.abs_sq(grad) + epsilon"),
+                  (f"{_F}:199", "numerics.abs_sq(grad) + epsilon")),
+        effect="optax finite, the dialect NaN (complex128, lr 0.1, 8 steps on (5, 3))",
+        vectors="not expressible: vector arrays are float64 bit patterns"),
+}
+
+#: Gaps once outside the dialect that it now models (none for optax).
+MODELLED: dict = {}
 
 
 #: Keras arguments with no optax counterpart that change the step when set (non-default).

@@ -26,6 +26,11 @@ them, as torch's ops do; every array op runs in the variable dtype (``dtype``).
 What this emulation does not reproduce: CPU torch evaluates ``lerp`` and ``add_(alpha=)``
 with fused multiply-adds (ATen LerpKernel.cpp, ufunc/add.h) and sums ``torch.norm`` /
 ``mean`` in its own vectorised order; both move float64 results by a few ulp.
+
+The step t is torch's float32 ``step`` counter (``step_counter``: it stops at 2**24) and
+complex parameters raise torch's error (``MODELLED``); tensor learning rates, parameters
+without a gradient, parameter groups and LR schedulers are left out (``UNSUPPORTED``,
+reference/dialects/gaps.py).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import numpy as np
 
 from reference import reductions
 from reference.dialects.base import DialectOptimizer, Stages, statistic_zeros
+from reference.dialects.gaps import Gap, has_exclusion
 from reference.dialects.keras import keras_stages
 from reference.state import Kind
 
@@ -251,6 +257,11 @@ class TorchAdafactor(DialectOptimizer):
     def __init__(self, lr: float = 1e-2, beta2_decay: float = -0.8, eps=(None, 1e-3), d: float = 1.0,
                  weight_decay: float = 0.0, *, foreach: Optional[bool] = None, maximize: bool = False):
         super().__init__()
+        # A tensor lr: torch checks its size first (_adafactor.py:36-37); the dialect takes
+        # none (UNSUPPORTED["tensor_lr"]), refused by name before any comparison with it.
+        if np.ndim(lr) and np.size(lr) != 1:
+            raise ValueError("Tensor lr must be 1-element")
+        _check_lr_type(lr)
         # The checks and messages of _adafactor.py:38-49, in torch's order.
         if not 0.0 <= lr:
             raise ValueError(f"Learning rate should be >= 0 but is: {lr}")
@@ -278,6 +289,129 @@ class TorchAdafactor(DialectOptimizer):
 
     def get_config(self) -> dict:
         return {**self.config, "eps": list(self.config["eps"])}
+
+    def apply(self, grads, variables) -> None:
+        """One step, as torch takes it: complex parameters raise torch's RuntimeError
+        (_adafactor.py:84-85, MODELLED["complex_parameters"]), and the step counter is
+        torch's float32 ``step`` tensor (MODELLED["step_float32_freeze"]): the step t is
+        ``step_counter(iterations)`` and the state's iterations become t, so from 2**24 on
+        the counter stops where float32 rounding holds it, as torch's does."""
+        for x in variables:
+            if np.iscomplexobj(x):
+                raise RuntimeError("Adafactor does not support complex parameters")
+        if self.state is None:
+            self.build(variables)
+        before = self.state.iterations
+        t = step_counter(before)
+        self.state.iterations = t - 1  # DialectOptimizer.apply steps at iterations + 1
+        try:
+            super().apply(grads, variables)
+        except BaseException:
+            self.state.iterations = before
+            raise
+
+
+def step_counter(iterations: int) -> int:
+    """torch's step after ``step_t += 1`` (_adafactor.py:376-377) from a state whose step is
+    ``iterations``: ``step`` is a 0-d tensor of ``_get_scalar_dtype()``, float32 unless the
+    default dtype is float64 (_adafactor.py:98, optimizer.py:210-215), so it holds
+    float32(iterations) and the increment rounds to float32: exact below 2**24, and from
+    2**24 on it stops growing (2**24 + 1 rounds back to 2**24, ties to even)."""
+    f32 = np.float32
+    return int(f32(f32(iterations) + f32(1)))
+
+
+def _check_lr_type(lr) -> None:
+    """The dialect's lr is a Python number: a NumPy scalar or array of another dtype stands
+    for torch's tensor lr, which changes the scalar arithmetic (UNSUPPORTED["tensor_lr"])."""
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)):
+        raise TypeError(f"torch dialect: lr={lr!r} ({type(lr).__name__}) is not a Python number; "
+                        "a tensor lr is unsupported (reference/dialects/torch.py UNSUPPORTED['tensor_lr'])")
+
+
+
+_A = "torch/optim/_adafactor.py"
+
+#: torch.optim.Adafactor's features this dialect does not model (reference/dialects/gaps.py;
+#: rendered in conformance/DIVERGENCE.md; checked by tests/reference/test_unsupported_peers.py).
+UNSUPPORTED = {
+    "tensor_lr": Gap(
+        feature="lr as a 1-element Tensor (float32 or float64)",
+        framework="keeps the tensor (_to_scalar only squeezes it), so rho = min(lr, 1/t**0.5), alpha and the "
+                  "decay factor 1 - lr*wd become 0-d tensors of lr's dtype: float32 for a float32 lr, even "
+                  "for float64 parameters; a float64 tensor lr gives the float result exactly",
+        how="the dialect's scalars are Python doubles; TorchAdafactor refuses an lr that is not a Python "
+            "number (TypeError naming this entry) and, as torch, an lr array of more than one element "
+            "(ValueError 'Tensor lr must be 1-element', where the dialect used to fail by accident on "
+            "comparing an array)",
+        evidence=((f"{_A}:27", "lr: float | Tensor"), (f"{_A}:36-37", "Tensor lr must be 1-element"),
+                  (f"{_A}:364", "lr = _to_scalar(lr)"), (f"{_A}:380-381", "rho_t = min(lr"),
+                  (f"{_A}:385", "param.mul_(1 - lr * weight_decay)"),
+                  ("torch/optim/optimizer.py:241-242", "return x.squeeze()")),
+        effect="float32 tensor lr against the float lr, float64 parameters, 8 steps on (5, 3) + (3,): "
+               "8.7e-10 (lr 1e-2) to 1.3e-7 (lr 1e-3, weight_decay 0.1) relative; float64 tensor lr: 0",
+        vectors="not expressible: config.lr is a JSON number (conformance/vectorfile.py DIALECT_ARGUMENTS)"),
+    "missing_gradients": Gap(
+        feature="a parameter without a gradient on some steps (p.grad is None)",
+        framework="skips the parameter: its state, and its own step counter, stay as they are, so parameters "
+                  "of one optimizer count different steps",
+        how="the dialect keeps one iteration count for all variables and needs every gradient "
+            "(DialectOptimizer.apply raises ValueError on None)",
+        evidence=((f"{_A}:82-83", "if p.grad is None"), (f"{_A}:98", 'state["step"] = torch.tensor(0.0'),
+                  (f"{_A}:118", 'state_steps.append(state["step"])')),
+        effect="not measured: each parameter's t is its own count of applied steps",
+        vectors="not expressible: a dialect vector gives every variable a gradient on every step (the loader "
+                "allows None only in Keras vectors flagged NONE_GRADIENT; conformance/vectorfile.py) and "
+                "records one iterations count"),
+    "param_groups": Gap(
+        feature="parameter groups (different lr, eps, d, weight_decay per group), add_param_group",
+        framework="runs the step once per group with that group's hyperparameters",
+        how="a vector has one configuration; the gate's one per-variable option, exclude_from_weight_decay, "
+            "would need a weight_decay=0 group in torch, which the torch adapter does not build: it skips such "
+            "a vector with this entry (the dialect itself decays by ``build(decays=...)``)",
+        evidence=((f"{_A}:50-59", "super().__init__(params, defaults)"),
+                  (f"{_A}:136", "for group in self.param_groups"),
+                  ("torch/optim/optimizer.py:1103", "def add_param_group")),
+        effect="per group: the group's own arguments (any size)",
+        vectors="not expressible (one config per vector), except exclude_from_weight_decay, which is detected "
+                "and skipped",
+        detect=has_exclusion),
+    "lr_scheduler": Gap(
+        feature="torch.optim.lr_scheduler schedulers (LambdaLR, StepLR, ...)",
+        framework="the scheduler writes each group's lr between steps",
+        how="the dialect's lr is one constant (TorchAdafactor.learning_rate); the vectors record none per step "
+            "for torch",
+        evidence=(("torch/optim/lr_scheduler.py:296-297", '_update_param_group_val(param_group, "lr", lr)'),),
+        effect="the schedule's own values (any size)",
+        vectors="not expressible: config.lr is one JSON number"),
+}
+
+#: Gaps once outside the dialect that it now models (same rendering and checks).
+MODELLED = {
+    "step_float32_freeze": Gap(
+        feature="step counts past 2**24",
+        framework="keeps step as a float32 0-d tensor (default dtype float32) and adds 1 each step: from 2**24 "
+                  "on the sum rounds back (ties to even) and the counter stops, so rho, alpha and the lerp "
+                  "weight stop changing",
+        how="TorchAdafactor.apply steps at step_counter(iterations), the float32 increment, and stores it as "
+            "the state's iterations; the torch adapter loads step as float32(iterations) and reads torch's step "
+            "back as iterations. Matches real torch in float64 from 2**24 - 3 and 2**24 + 2 "
+            "(tests/reference/test_unsupported_frameworks.py). Not modelled: a float64 default dtype (float64 step)",
+        evidence=((f"{_A}:98", "dtype=_get_scalar_dtype()"), (f"{_A}:376-377", "step_t += 1"),
+                  ("torch/optim/optimizer.py:210-215", "torch.float64 if torch.get_default_dtype() == torch.float64")),
+        effect="t stays 2**24 instead of 2**24 + k: rho = t**-0.5 and the lerp weight t**-0.8 are off by k*3.0e-8 "
+               "and k*4.8e-8 relative after k frozen steps",
+        vectors="expressible in teacher mode (initial_state.iterations); no vector yet: trajectory mode starts "
+                "from the built state at iteration 0 (conformance/runner.py replay_states, "
+                "grading.built_state_failure) and the generator has no starting iteration"),
+    "complex_parameters": Gap(
+        feature="complex parameters",
+        framework="raises RuntimeError('Adafactor does not support complex parameters') at the step",
+        how="TorchAdafactor.apply raises the same error (it used to compute them silently)",
+        evidence=((f"{_A}:84-85", "Adafactor does not support complex parameters"),),
+        effect="an error in both",
+        vectors="not expressible: vector arrays are float64 bit patterns"),
+}
 
 
 #: Keras arguments that do not reach the step, or that torch has no counterpart for

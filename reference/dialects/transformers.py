@@ -34,8 +34,10 @@ tensor of the parameter dtype, so ``lr_t`` is a tensor when ``max`` picks it (:1
 Not modelled (ulp-level, measured by tests/reference/test_dialect_transformers.py): torch's
 ``add_(x, alpha=a)`` is a fused multiply-add on CPU for contiguous runs of 8 or more
 (the EMAs :1266-1275, momentum :1283, weight decay :1287), and torch's ``mean``/``norm``
-sum in their own order. fp16/bf16 parameters are stepped through an fp32 copy with fp32
-state (:1220-1221, :1252-1254, :1291-1292); the dialect runs in the variable dtype.
+sum in their own order. fp16/bf16 parameters are stepped as transformers steps them: through
+an fp32 copy with fp32 state, rounded back once (:1220-1221, :1237-1240, :1252-1254,
+:1291-1292; ``TransformersAdafactor.apply``, ``lane_state_dtypes``, MODELLED). What the
+dialect leaves out is ``UNSUPPORTED``.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ import numpy as np
 from reference import reductions
 from reference.adafactor_step import Hyperparameters
 from reference.dialects.base import DialectOptimizer, Stages, statistic_zeros
+from reference.dialects.gaps import Gap, has_exclusion
 from reference.dialects.keras import keras_stages
 from reference.state import Kind
 
@@ -265,6 +268,102 @@ class TransformersAdafactor(DialectOptimizer):
     def get_config(self) -> dict:
         return {**self.config, "eps": list(self.config["eps"])}
 
+    def zero_state(self, variables):
+        """Zero state in the dtype transformers keeps it: float32 for float16/bfloat16
+        parameters (optimization.py:1235-1240: zeros ``.to(grad)``, the float32 gradient)."""
+        return super().zero_state([np.asarray(x).astype(compute_dtype(np.asarray(x).dtype), copy=False)
+                                   for x in variables])
+
+    def apply(self, grads, variables) -> None:
+        """One step; a float16/bfloat16 parameter is stepped through a float32 copy (its
+        gradient widened exactly, ``grad.float()``), with float32 state, and the result is
+        rounded back to its dtype once (``p.copy_(p_data_fp32)``): optimization.py:1220-1221,
+        :1252-1254, :1291-1292 (MODELLED["half_precision_fp32_copy"])."""
+        arrays = [np.asarray(x) for x in variables]
+        work = [x.astype(np.float32) if compute_dtype(x.dtype) != x.dtype else x for x in arrays]
+        if all(w is x for w, x in zip(work, arrays)):
+            return super().apply(grads, variables)
+        super().apply(grads, work)
+        for x, w in zip(variables, work):
+            if w is not x:
+                x[...] = w  # round to nearest even, as the copy_ does
+
+
+HALF_DTYPES = ("float16", "bfloat16")
+
+
+def compute_dtype(dtype) -> np.dtype:
+    """The dtype transformers steps a parameter of ``dtype`` in: float32 for float16 and
+    bfloat16 (optimization.py:1253-1254), the dtype itself otherwise."""
+    dtype = np.dtype(dtype)
+    return np.dtype(np.float32) if dtype.name in HALF_DTYPES else dtype
+
+
+def lane_state_dtypes(dtype: str) -> dict:
+    """{Kind: dtype} of the state transformers keeps in a dtype other than the lane's: float32
+    statistics and momentum in the float16/bfloat16 lanes (optimization.py:1235-1240). The
+    transformers adapter and the reference adapter declare it to the runner."""
+    if dtype in HALF_DTYPES:
+        return {kind: np.dtype(np.float32) for kind in (Kind.R, Kind.C, Kind.V, Kind.MOMENTUM)}
+    return {}
+
+
+
+_O = "transformers/optimization.py"
+
+#: transformers.optimization.Adafactor's features this dialect does not model
+#: (reference/dialects/gaps.py; rendered in conformance/DIVERGENCE.md; checked by
+#: tests/reference/test_unsupported_peers.py).
+UNSUPPORTED = {
+    "missing_gradients": Gap(
+        feature="a parameter without a gradient on some steps (p.grad is None)",
+        framework="skips the parameter; its own step (a Python int in its state) does not advance",
+        how="the dialect keeps one iteration count for all variables and needs every gradient "
+            "(DialectOptimizer.apply raises ValueError on None)",
+        evidence=((f"{_O}:1217-1218", "if p.grad is None"), (f"{_O}:1256", 'state["step"] += 1')),
+        effect="not measured: each parameter's t (relative step, beta2t) is its own count of applied steps",
+        vectors="not expressible: a dialect vector gives every variable a gradient on every step and records "
+                "one iterations count"),
+    "param_groups": Gap(
+        feature="parameter groups (lr, eps, weight_decay, ... per group)",
+        framework="runs the step once per group with that group's hyperparameters; there is no per-parameter "
+                  "weight-decay mask, so excluding a parameter needs a weight_decay=0 group",
+        how="a vector has one configuration; the transformers adapter builds no groups and skips a vector "
+            "that excludes variables from weight decay with this entry (the dialect itself decays by "
+            "``build(decays=...)``)",
+        evidence=((f"{_O}:1215", "for group in self.param_groups"),
+                  (f"{_O}:1286-1287", 'if group["weight_decay"] != 0:')),
+        effect="per group: the group's own arguments (any size)",
+        vectors="not expressible (one config per vector), except exclude_from_weight_decay, which is detected "
+                "and skipped",
+        detect=has_exclusion),
+    "lr_scheduler": Gap(
+        feature="torch LR schedulers on the optimizer (relative_step=False), AdafactorSchedule",
+        framework="_get_lr reads the group's lr at every step, so a scheduler that writes it changes the step; "
+                  "AdafactorSchedule only reports it",
+        how="the dialect's lr is one constant (relative_step=False) or the relative step",
+        evidence=((f"{_O}:1174-1178", 'rel_step_sz = param_group["lr"]'),
+                  (f"{_O}:1297", "class AdafactorSchedule(LambdaLR)")),
+        effect="the schedule's own values (any size)",
+        vectors="not expressible: config.lr is one JSON number or null"),
+}
+
+#: Gaps once outside the dialect that it now models (same rendering and checks).
+MODELLED = {
+    "half_precision_fp32_copy": Gap(
+        feature="float16 and bfloat16 parameters",
+        framework="steps them through a float32 copy (gradient widened, float32 statistics and momentum) and "
+                  "rounds the result back into the parameter once per step",
+        how="TransformersAdafactor.apply and zero_state (float32 copy and state), lane_state_dtypes (the "
+            "adapters declare the float32 state to the runner); matches real transformers in both half lanes "
+            "(tests/reference/test_unsupported_frameworks.py)",
+        evidence=((f"{_O}:1220-1221", "grad = grad.float()"), (f"{_O}:1237", ".to(grad)"),
+                  (f"{_O}:1253-1254", "p_data_fp32 = p_data_fp32.float()"), (f"{_O}:1291-1292", "p.copy_(p_data_fp32)")),
+        effect="the half lanes' statistics in float32 instead of the lane dtype (the dialect used to run them "
+               "in float16/bfloat16 throughout)",
+        vectors="expressible: every transformers vector in the float16 and bfloat16 lanes"),
+}
+
 
 _KERAS_STEP_KEYS = ("learning_rate", "beta_2_decay", "epsilon_1", "epsilon_2", "clip_threshold", "relative_step",
                     "weight_decay", "name")
@@ -309,5 +408,6 @@ def from_keras(config: dict) -> Optional[dict]:
     return out
 
 
-__all__ = ["DIFFERENCES", "TransformersAdafactor", "TransformersArguments", "from_keras", "torch_rms",
+__all__ = ["DIFFERENCES", "MODELLED", "UNSUPPORTED", "TransformersAdafactor", "compute_dtype", "lane_state_dtypes",
+           "TransformersArguments", "from_keras", "torch_rms",
            "transformers_stages"]
