@@ -415,3 +415,17 @@ def test_nightly_reports_compares_written_reports_and_runs_nothing(tmp_path, vec
     assert f"UNEXPECTED: keras-jax float64 teacher cpu: {vid}: pass -> fail" in printed
     (nightly_dir / "keras-jax.json").unlink()  # a report missing: exit 2, nothing compared
     assert nightly.main(["--backend", "jax", "--reports", str(pinned), str(nightly_dir)]) == 2
+
+
+# ----------------------------------------------------------------------------- ranges the history found
+@pytest.mark.parametrize("keras,applies", [("3.6.0", False), ("3.11.3", False), ("3.12.0", True), ("3.15.1", True),
+                                           (NIGHTLY, True)])
+def test_keras_jax_float32_means_apply_from_3_12_only(keras, applies):
+    """keras-team/keras#23223 on jax, as on torch: Keras 3.6.0 on jax 0.10.2 passes the spec on
+    every float64 vector the jax-only models do not name (conformance/HISTORY.md), so the
+    float32-means model applies from 3.12; the jax-only models apply everywhere."""
+    entries = expectations.for_adapter("keras-jax", version_of=lambda name: {"keras": keras, "jax": "0.10.2"}.get(name))
+    models = {e.model for e in entries if e.model}
+    assert ("keras-float32-means-jax" in models) == applies
+    assert {"keras-jax-stale-accumulators", "keras-jax-learning-rate-on-microsteps",
+            "keras-jax-ema-overwrite-zero"} <= models
