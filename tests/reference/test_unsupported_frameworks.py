@@ -127,6 +127,7 @@ def test_torch_tensor_lr_effect_is_as_the_table_states():
 
 
 # ----------------------------------------------------------------------------- optax
+@pytest.mark.slow  # jax's import and op-by-op updates: about 25 s on the 2-core machine
 def test_optax_inject_hyperparams_and_schedule_effects_are_as_the_table_states():
     """UNSUPPORTED['inject_hyperparams_x64'] and ['learning_rate_schedule']: both move a
     float64 run by more than 1e-12 (stated: ~3e-10 to 3.5e-9) and optax steps complex
