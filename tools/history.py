@@ -13,7 +13,11 @@ expectation entry of those adapters (conformance/expectations/*.txt) the first a
 version that shows it and the versions run where it does not. An entry *shows* in a run
 when a model entry grades a vector MODEL under its model, an xfail entry turns a failure
 into XFAIL, a skip entry skips a vector, a tolerance entry applies to a vector (its range
-holds and it is not reported unused). The document names exactly the specs that ran and the
+holds and it is not reported unused). Where a Keras lane ran both keras-nightly and the release
+constraints.txt pins, the pre-release watch follows its table: each change between the two
+as tools/nightly.py classifies it (EXPECTED where a versioned entry names it), grouped by lane
+and change. An ERROR row says why: the env that did not build (pip's cause), or the exception
+that ended the adapter process (its ``<adapter>.log``). The document names exactly the specs that ran and the
 command that reproduces it; ``--discard`` removes each env after its run (disk), ``--full``
 is ``FULL_MATRIX``.
 """
@@ -222,6 +226,7 @@ def render(runs: list[Run], command: str, full_command: str, vectors: dict, entr
             lines.append(f"| {run.version} | {frameworks} | {verdict} | "
                          + " | ".join(cells.get(n, "") for n in lane_names) + f" | {run.seconds:.0f} |")
         lines.append("")
+        lines += nightly_section(adapter, mine, vectors, entries_of)
         entries = entries_of(adapter)
         if not entries:
             continue
@@ -243,6 +248,50 @@ def render(runs: list[Run], command: str, full_command: str, vectors: dict, entr
                          f"{shown[-1] if shown else '-'} | {', '.join(missing) or '-'} |")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _shown_path(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(envs.REPO))
+    except ValueError:
+        return str(path)
+
+
+def nightly_section(adapter: str, mine: list, vectors: dict, entries_of, pinned_keras=None) -> list:
+    """The pre-release watch from the history's own runs: where ``mine`` (one Keras lane's
+    runs) holds keras-nightly and the release constraints.txt pins, each change between them
+    as tools/nightly.py classifies it (EXPECTED: a versioned expectation entry names it),
+    grouped by lane and change, with the command that prints it vector by vector."""
+    from tools import nightly
+
+    pinned_keras = pinned_keras or envs.pins().get("keras")
+    night = [r for r in mine if r.spec.spec.startswith("keras-nightly")]
+    pinned = [r for r in mine if r.version == pinned_keras and not r.spec.spec.startswith("keras-nightly")]
+    if not night or not pinned:
+        return []
+    a, b = pinned[0], night[0]
+    backend = adapter.split("-", 1)[1]
+    command = (f"python -m tools.nightly --backend {backend} --reports {_shown_path(a.directory)} "
+               f"{_shown_path(b.directory)}")
+    head = (f"keras-nightly {b.version} against the pinned release {a.version} (constraints.txt), vector by vector "
+            f"(tools/nightly.py on these two rows' reports: `{command}`): ")
+    before, after = a.reports.get(adapter), b.reports.get(adapter)
+    if not before or not after or not before.get("lanes") or not after.get("lanes"):
+        return [head + "not compared, a run has no lanes.", ""]
+    changes = nightly.classify(before, after, entries_of, vectors, (a.stamp, b.stamp))
+    if not changes:
+        return [head + "no vector changed.", ""]
+    groups = {}
+    for lane, _vid, what, why in changes:
+        why = re.sub(r"^\S*/(?=[^/\s]+\.txt:)", "", why or "")  # the expectation file's name and line
+        groups[(lane, what, why)] = groups.get((lane, what, why), 0) + 1
+    unexpected = sum(n for (_, _, why), n in groups.items() if not why)
+    lines = [head + f"{len(changes)} vectors or lanes changed, {unexpected} not named by a versioned expectation"
+             + (" (**UNEXPECTED**)." if unexpected else "."), "",
+             "| lane | change | vectors | named by (EXPECTED) |", "|---|---|---|---|"]
+    for (lane, what, why), n in groups.items():
+        lines.append(f"| {lane} | {what} | {n} | {('`' + why + '`') if why else '**UNEXPECTED**'} |")
+    return lines + [""]
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -429,3 +429,32 @@ def test_keras_jax_float32_means_apply_from_3_12_only(keras, applies):
     assert ("keras-float32-means-jax" in models) == applies
     assert {"keras-jax-stale-accumulators", "keras-jax-learning-rate-on-microsteps",
             "keras-jax-ema-overwrite-zero"} <= models
+
+
+def test_history_compares_the_nightly_with_the_pinned_release_vector_by_vector(tmp_path, vectors, monkeypatch):
+    a, b, c = sorted(vectors)[:3]
+    entries = _entries(tmp_path, f"model keras-float32-ops-torch id={a} keras>=3.16.0.dev0  # the nightly\n")
+    specs = [
+        _history_run(tmp_path, "keras==3.12.0:torch", "3.12.0", {a: "pass", b: "pass", c: "pass"}),
+        _history_run(tmp_path, "keras==3.15.1:torch", "3.15.1", {a: "pass", b: "pass", c: "pass"}),
+        _history_run(tmp_path, "keras-nightly:torch", NIGHTLY,
+                     {a: ("model", "keras-float32-ops-torch"), b: "fail", c: "pass"}),
+    ]
+    monkeypatch.setattr(envs, "pins", lambda *a: {"keras": "3.15.1"})
+    monkeypatch.setattr(history, "_entries_of", entries)
+    monkeypatch.setattr(history, "_vectors", lambda: vectors)
+    monkeypatch.setattr("builtins.print", lambda *x, **k: None)
+    document = tmp_path / "HISTORY.md"
+    assert history.main(["--report-only", "--out", str(tmp_path / "out"), "--write", str(document), *specs]) == 0
+    text = document.read_text()
+    head = next(line for line in text.splitlines() if line.startswith("keras-nightly "))
+    assert head.startswith(f"keras-nightly {NIGHTLY} against the pinned release 3.15.1 (constraints.txt)")
+    assert f"--backend torch --reports {tmp_path / 'out' / 'keras-3.15.1-torch'} " in head  # not 3.12.0
+    assert head.endswith("2 vectors or lanes changed, 1 not named by a versioned expectation (**UNEXPECTED**).")
+    rows = [line for line in text.splitlines() if line.startswith("| keras-torch float64 teacher cpu |")]
+    assert rows == ["| keras-torch float64 teacher cpu | pass -> model | 1 | "
+                    "`keras-torch.txt:1: model keras-float32-ops-torch keras>=3.16.0.dev0` |",
+                    "| keras-torch float64 teacher cpu | pass -> fail | 1 | **UNEXPECTED** |"], rows
+    # without the pinned release's row there is nothing to compare with
+    assert history.main(["--report-only", "--out", str(tmp_path / "out"), "--write", str(document), *specs[::2]]) == 0
+    assert "against the pinned release" not in document.read_text()
