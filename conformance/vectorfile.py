@@ -376,6 +376,11 @@ DIALECT_ARGUMENTS = {
                           "clip_threshold": "number", "ams_bound": "boolean", "scale_parameter": "boolean",
                           "relative_step": "boolean", "warmup_init": "boolean", "eps1": "number", "eps2": "number",
                           "momentum_dtype": "dtype", "foreach": "boolean|null", "maximize": "boolean"},
+    "timm_bigvision": {"lr": "number", "min_dim_size_to_factor": "integer", "decay_rate": "number",
+                       "decay_offset": "integer", "beta2_cap": "number", "momentum": "number|null",
+                       "momentum_dtype": "dtype", "eps": "number|null", "weight_decay": "number",
+                       "clipping_threshold": "number|null", "unscaled_wd": "boolean", "caution": "boolean",
+                       "corrected_weight_decay": "boolean"},
 }
 DIALECTS = ("keras", *DIALECT_ARGUMENTS)
 #: Keras schedules: {class_name: ({argument: type}, required arguments)}.
@@ -540,13 +545,14 @@ def _factored_state_shapes(shape: tuple, axes) -> dict:
 
 def _dialect_factored_axes(dialect: str, config: dict, shape: tuple):
     """The (row, column) axes a dialect factors (reference/dialects/*.py ``factored_axes``)."""
-    if dialect == "optax":
+    if dialect in ("optax", "timm_bigvision"):
         # the second-largest and the largest axis (a stable sort: ties keep axis order),
-        # only if factored and the second-largest reaches min_dim_size_to_factor
+        # only if factored and the second-largest reaches min_dim_size_to_factor (optax 128,
+        # timm's AdafactorBigVision 16: timm/optim/adafactor_bv.py:23-46)
         if not config.get("factored", True) or len(shape) < 2:
             return None
         order = sorted(range(len(shape)), key=lambda i: shape[i])
-        if shape[order[-2]] < config.get("min_dim_size_to_factor", 128):
+        if shape[order[-2]] < config.get("min_dim_size_to_factor", 128 if dialect == "optax" else 16):
             return None
         return order[-2], order[-1]
     return (len(shape) - 2, len(shape) - 1) if len(shape) >= 2 else None
@@ -584,6 +590,8 @@ def _state_shapes(dialect: str, config: dict, shapes: list, result: str) -> dict
     layout["average"] = layout["accumulator"] = None
     if dialect == "pytorch_optimizer":  # betas[0], 0.9 by default (pytorch_optimizer/optimizer/adafactor.py:43)
         has_momentum = (config.get("betas") or [0.9])[0] is not None
+    elif dialect == "timm_bigvision":  # momentum 0.9 by default (timm/optim/adafactor_bv.py:64)
+        has_momentum = config.get("momentum", 0.9) is not None
     else:
         has_momentum = config.get("momentum" if dialect == "optax" else "beta1") is not None
     layout["momentum"] = list(shapes) if has_momentum and dialect != "torch" else None

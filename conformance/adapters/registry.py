@@ -93,6 +93,9 @@ ADAPTERS = {e.name: e for e in (
     # (conformance/TIMM.md; the others skip with the reason).
     AdapterEntry("timm", "conformance.adapters.timm_adapter:TimmAdapter", ("timm", "torch"), "torch,timm",
                  ("pytorch_optimizer",)),
+    # timm.optim.AdafactorBigVision (timm 1.0.31) on torch, on its own dialect's vectors (conformance/TIMM.md).
+    AdapterEntry("timm-bigvision", "conformance.adapters.timm_adapter:TimmBigVisionAdapter", ("timm", "torch"),
+                 "torch,timm", ("timm_bigvision",)),
     # tf-keras (Keras 2) on TensorFlow, graded on the Keras spec's vectors.
     AdapterEntry("tf-keras", "conformance.adapters.tf_keras_adapter:TfKerasAdapter", ("tf_keras", "tensorflow"),
                  "tf-keras"),

@@ -1,4 +1,7 @@
-"""Real ``timm.optim.Adafactor`` (timm 1.0.31) on the pytorch_optimizer dialect's vectors.
+"""timm 1.0.31's two Adafactors: ``timm.optim.Adafactor`` (lane ``timm``, ``TimmAdapter``) on the
+pytorch_optimizer dialect's vectors, and ``timm.optim.AdafactorBigVision`` (lane
+``timm-bigvision``, ``TimmBigVisionAdapter``) on its own dialect's vectors
+(reference/dialects/timm_bigvision.py, vectors/timm_bigvision/). conformance/TIMM.md.
 
 timm's Adafactor computes, for the arguments below, exactly what the pytorch_optimizer
 dialect (reference/dialects/pytorch_optimizer.py) computes: the same relative step and
@@ -344,4 +347,138 @@ class TimmAdapter(Adapter):
         return TimmSession(self, vector, dtype, device, kwargs)
 
 
-__all__ = ["TimmAdapter", "TimmSession", "factoring_threshold", "pytorch_optimizer_to_timm", "timm_optimizers"]
+# ----------------------------------------------------------------------------- AdafactorBigVision
+#: State kind -> AdafactorBigVision's per-parameter state key (adafactor_bv.py:149-172).
+_BV_STATE_KEYS = {Kind.R: "exp_avg_sq_r", Kind.C: "exp_avg_sq_c", Kind.V: "exp_avg_sq", Kind.MOMENTUM: "exp_avg"}
+
+
+class TimmBigVisionSession(Session):
+    """``AdafactorBigVision(params, **config)`` on the timm_bigvision dialect's vectors
+    (reference/dialects/timm_bigvision.py): ``config`` is its own arguments, ``momentum_dtype``
+    a dtype name given back as the ``torch.dtype`` (timm takes either, adafactor_bv.py:73-80;
+    only the torch.dtype reaches float64). An invalid configuration raises timm's own
+    ValueError here (adafactor_bv.py:82-83).
+
+    Teacher forcing (``load``) writes timm's state (adafactor_bv.py:149-172): ``step`` a 0-d
+    tensor of ``_get_scalar_dtype()`` (float32 unless torch's default dtype is float64),
+    ``exp_avg_sq_r`` with the reduced axis dr kept as size 1, ``exp_avg_sq_c`` with dc kept,
+    ``exp_avg_sq`` for an unfactored parameter, ``exp_avg`` in momentum_dtype; ``read`` gives
+    r and c back without the kept axis (the dialect's layout)."""
+
+    def __init__(self, adapter: "TimmBigVisionAdapter", vector: Vector, dtype: str, device: str):
+        torch, _, bigvision, _ = timm_optimizers()
+        self.torch = torch
+        self.vector_id = vector.id
+        self.np_dtype = numpy_dtype(dtype)
+        self.tdtype = getattr(torch, dtype)
+        self.device = torch.device("cuda" if device == "gpu" else "cpu")
+        config = dict(vector.config)
+        self.momentum_tdtype = torch.bfloat16  # AdafactorBigVision's default (adafactor_bv.py:65)
+        if "momentum_dtype" in config:
+            self.momentum_tdtype = getattr(torch, config["momentum_dtype"])
+            config["momentum_dtype"] = self.momentum_tdtype
+        self.use_momentum = config.get("momentum", 0.9) is not None
+        self.factored_dims = sys.modules[bigvision.__module__]._factored_dims  # timm's own rule (:23-46)
+        self.min_dim = config.get("min_dim_size_to_factor", 16)
+        self.params = [torch.nn.Parameter(self._tensor(x)) for x in vector.initial]
+        # An invalid configuration raises timm's own error here, uncaught.
+        self.opt = adapter.optimizer(bigvision, self.params, config)
+        self.iterations = 0
+
+    def _tensor(self, x, dtype=None):
+        return self.torch.tensor(np.asarray(x, dtype=np.float64), dtype=dtype or self.tdtype, device=self.device)
+
+    def _dims(self, p):
+        return self.factored_dims(tuple(p.shape), True, min_dim_size_to_factor=self.min_dim)
+
+    def load(self, state: State) -> None:
+        torch = self.torch
+        with torch.no_grad():
+            for p, value in zip(self.params, state.variables):
+                p.copy_(self._tensor(value))
+        self.iterations = int(state.iterations)
+        self.opt.state.clear()
+        if self.iterations == 0:
+            return  # lazy initialisation on the first step (adafactor_bv.py:149)
+        step_dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+        for i, p in enumerate(self.params):
+            entry = {"step": torch.tensor(float(self.iterations), dtype=step_dtype, device="cpu")}
+            dims = self._dims(p)
+            if dims is None:
+                entry["exp_avg_sq"] = self._tensor(state.v[i])
+            else:
+                dc, dr = dims
+                entry["exp_avg_sq_r"] = self._tensor(state.r[i]).unsqueeze(dr)
+                entry["exp_avg_sq_c"] = self._tensor(state.c[i]).unsqueeze(dc)
+            if self.use_momentum:
+                if state.momentum is None or state.momentum[i] is None:
+                    raise AdapterError(f"vector {self.vector_id!r}: momentum is set but the state to load has no "
+                                       f"momentum for variable {i}")
+                entry["exp_avg"] = self._tensor(state.momentum[i], self.momentum_tdtype)
+            self.opt.state[p] = entry
+
+    def step(self, grads: list) -> None:
+        for i, (p, g) in enumerate(zip(self.params, grads)):
+            if g is None:
+                raise AdapterError(f"vector {self.vector_id!r}: variable {i} has no gradient; timm skips the "
+                                   "parameter and its step, which dialect vectors do not record")
+            p.grad = self._tensor(g)
+        self.opt.step()
+        self.iterations += 1
+
+    def read(self) -> State:
+        kinds = [Kind.R, Kind.C, Kind.V] + ([Kind.MOMENTUM] if self.use_momentum else [])
+        out = {kind: [] for kind in kinds}
+        mdtype = numpy_dtype(str(self.momentum_tdtype).replace("torch.", ""))
+        for p in self.params:
+            s = self.opt.state.get(p, {})
+            if s and float(s["step"]) != self.iterations:
+                raise AdapterError(f"vector {self.vector_id!r}: timm's step is {float(s['step'])}, the optimizer "
+                                   f"applied {self.iterations} steps")
+            dims = self._dims(p)
+            shape = tuple(p.shape)
+            for kind in kinds:
+                if kind in (Kind.R, Kind.C) and dims is None or kind is Kind.V and dims is not None:
+                    out[kind].append(None)
+                    continue
+                tensor = s.get(_BV_STATE_KEYS[kind])
+                axis = None if kind in (Kind.V, Kind.MOMENTUM) else dims[1] if kind is Kind.R else dims[0]
+                if tensor is None:
+                    full = tuple(d for j, d in enumerate(shape) if j != axis)
+                    out[kind].append(np.zeros(full, mdtype if kind is Kind.MOMENTUM else self.np_dtype))
+                    continue
+                if axis is not None:
+                    tensor = tensor.squeeze(axis)
+                out[kind].append(torch_to_numpy(self.torch, tensor))
+        out[Kind.VARIABLES] = [torch_to_numpy(self.torch, p) for p in self.params]
+        return State(self.iterations, out, learning_rate_calls=None)
+
+
+class TimmBigVisionAdapter(Adapter):
+    """timm.optim.AdafactorBigVision on torch (float64, float32; cpu and gpu) on the
+    timm_bigvision dialect's vectors."""
+
+    def __init__(self):
+        super().__init__(name="timm-bigvision", dtypes=("float64", "float32"), devices=("cpu", "gpu"),
+                         **_registered("timm-bigvision", ("timm_bigvision",)))
+
+    def optimizer(self, bigvision, params: list, config: dict):
+        """``AdafactorBigVision(params, **config)`` (a subclass may build it otherwise: tests inject bugs here)."""
+        return bigvision(params, **config)
+
+    def environment(self, device: str) -> dict:
+        return TimmAdapter.environment(self, device)
+
+    def gpu_problem(self) -> Optional[str]:
+        timm_optimizers()
+        return torch_gpu_problem()
+
+    def create(self, vector: Vector, dtype: str, device: str) -> Session:
+        reason = self.device_available(device)
+        if reason is not None:
+            raise AdapterError(reason)
+        return TimmBigVisionSession(self, as_vector(vector), dtype, device)
+
+
+__all__ = ["TimmAdapter", "TimmBigVisionAdapter", "TimmBigVisionSession", "TimmSession", "factoring_threshold",
+           "pytorch_optimizer_to_timm", "timm_optimizers"]

@@ -83,6 +83,9 @@ def state_dtypes(dialect: str, config: dict) -> dict:
     # pytorch_optimizer keeps exp_avg in momentum_dtype, bfloat16 by default (its adafactor.py:55, :129)
     if dialect == "pytorch_optimizer" and (config.get("betas") or [0.9])[0] is not None:
         return {"momentum": config.get("momentum_dtype", "bfloat16")}
+    # timm's AdafactorBigVision keeps exp_avg in momentum_dtype, bfloat16 by default (adafactor_bv.py:64-65, :172)
+    if dialect == "timm_bigvision" and config.get("momentum", 0.9) is not None:
+        return {"momentum": config.get("momentum_dtype", "bfloat16")}
     return {}
 
 

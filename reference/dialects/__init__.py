@@ -26,6 +26,7 @@ DIALECTS = {
     "optax": "reference.dialects.optax:OptaxAdafactor",
     "transformers": "reference.dialects.transformers:TransformersAdafactor",
     "pytorch_optimizer": "reference.dialects.pytorch_optimizer:PytorchOptimizerAdaFactor",
+    "timm_bigvision": "reference.dialects.timm_bigvision:TimmBigVisionAdafactor",
 }
 
 

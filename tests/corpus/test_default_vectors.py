@@ -56,6 +56,9 @@ WRONG_DIALECT_DEFAULTS = {
     "pytorch_optimizer": {"betas": [0.8, 0.999], "decay_rate": -0.808, "weight_decay": 1e-4, "clip_threshold": 1.01,
                           "scale_parameter": False, "relative_step": False, "warmup_init": True, "eps1": 1e-29,
                           "eps2": 1.01e-3, "maximize": True},
+    "timm_bigvision": {"lr": 1.01, "min_dim_size_to_factor": 2, "decay_rate": 0.808, "decay_offset": 1, "beta2_cap": 0.5,
+                       "momentum": 0.1, "eps": 1e-7, "weight_decay": 1e-4,
+                       "clipping_threshold": 0.5},
 }
 
 

@@ -10,6 +10,9 @@ torch) on the pytorch_optimizer dialect's vectors it maps to exactly (conformanc
 * every float64 and float32 lane, teacher-forced and free-running, CONFORMS through the
   gate's CLI, each lane graded; with one injected bug (tests/frameworks/timm_injected.py:
   ``decay_rate`` scaled by 1.001) the same lanes are DOES NOT CONFORM;
+* the timm-bigvision lane (real ``timm.optim.AdafactorBigVision`` on the timm_bigvision
+  dialect's vectors, vectors/timm_bigvision/) CONFORMS in the same lanes, and fails with
+  ``decay_rate`` scaled by 1.001 or the beta2 cap ignored;
 * timm's optimizer files load without torchvision (which ``import timm`` needs and the
   pinned CPU torch has no build of), and a missing timm is a clear skip reason.
 
@@ -59,6 +62,13 @@ def _gate(name: str, fixture: str, *args: str) -> background.Job:
 LANE = _gate("timm-lane", "timm_lane_run", "--adapter", ADAPTER)
 INJECTED_DECAY = _gate("timm-injected-decay", "timm_injected_decay_run",
                        "--adapter", "tests.frameworks.timm_injected:DecayRateScaled")
+BV_ADAPTER = "conformance.adapters.timm_adapter:TimmBigVisionAdapter"
+BV_LANE = _gate("timm-bigvision-lane", "bigvision_lane_run", "--adapter", BV_ADAPTER)
+BV_INJECTED_DECAY = _gate("timm-bigvision-injected-decay", "bigvision_injected_decay_run",
+                          "--adapter", "tests.frameworks.timm_injected:BigVisionDecayRateScaled")
+BV_INJECTED_CAP = _gate("timm-bigvision-injected-cap", "bigvision_injected_cap_run",
+                        "--adapter", "tests.frameworks.timm_injected:BigVisionBeta2CapIgnored",
+                        "--vectors", "timm_bigvision/arguments/momentum/")
 
 
 @pytest.fixture
@@ -71,6 +81,24 @@ def timm_lane_run():
 def timm_injected_decay_run():
     installed_or_skip(REQUIRES, HINT)
     return INJECTED_DECAY.result()
+
+
+@pytest.fixture
+def bigvision_lane_run():
+    installed_or_skip(REQUIRES, HINT)
+    return BV_LANE.result()
+
+
+@pytest.fixture
+def bigvision_injected_decay_run():
+    installed_or_skip(REQUIRES, HINT)
+    return BV_INJECTED_DECAY.result()
+
+
+@pytest.fixture
+def bigvision_injected_cap_run():
+    installed_or_skip(REQUIRES, HINT)
+    return BV_INJECTED_CAP.result()
 
 
 @pytest.fixture
@@ -252,3 +280,44 @@ def test_decay_rate_scaled_does_not_conform_in_any_lane(timm_injected_decay_run)
         graded = [o for o in _outcomes(report, dtype, mode).values() if o["status"] != "skip"]
         failed = [o for o in graded if o["status"] == "fail"]
         assert graded and failed, (dtype, mode, {o["id"]: o["status"] for o in graded})
+
+
+@pytest.mark.slow
+def test_every_bigvision_float64_and_float32_lane_conforms(bigvision_lane_run):
+    report = assert_every_lane_conforms(bigvision_lane_run, LANES, at_least=6)
+    for lane in report["lanes"]:
+        assert lane["environment"]["timm"] == "1.0.31"
+    for dtype, mode in LANES:
+        outcomes = _outcomes(report, dtype, mode)
+        assert all(vid.startswith("timm_bigvision/") for vid in outcomes), "only its own dialect's vectors"
+        # timm's own errors, class and message (adafactor_bv.py:82-83)
+        assert outcomes["timm_bigvision/invalid/negative_lr"]["status"] == "pass"
+        # the defaults, not passed: lr 1.0, no clipping, momentum 0.9 in bfloat16
+        assert outcomes["timm_bigvision/arguments/defaults/given_only"]["status"] == "pass"
+        # the two largest axes factored, not the last two
+        assert outcomes["timm_bigvision/arguments/factoring/largest_axes"]["status"] == "pass"
+
+
+@pytest.mark.slow
+def test_bigvision_decay_rate_scaled_does_not_conform_in_any_lane(bigvision_injected_decay_run):
+    proc = bigvision_injected_decay_run
+    assert proc.returncode == 1 and "DOES NOT CONFORM" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = _report(proc)
+    for dtype, mode in LANES:
+        # not the invalid vectors, and not momentum/float32_cap: beta2_cap binds from step 2 there, so
+        # decay_rate never reaches its statistics
+        graded = [o for o in _outcomes(report, dtype, mode).values()
+                  if o["status"] != "skip" and not o["id"].startswith("timm_bigvision/invalid/")
+                  and o["id"] != "timm_bigvision/arguments/momentum/float32_cap"]
+        assert len(graded) == 4 and all(o["status"] == "fail" for o in graded), (
+            dtype, mode, {o["id"]: o["status"] for o in graded})
+
+
+@pytest.mark.slow
+def test_bigvision_beta2_cap_ignored_does_not_conform(bigvision_injected_cap_run):
+    proc = bigvision_injected_cap_run
+    assert proc.returncode == 1 and "DOES NOT CONFORM" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = _report(proc)
+    for dtype, mode in LANES:
+        outcome = _outcomes(report, dtype, mode)["timm_bigvision/arguments/momentum/float32_cap"]
+        assert outcome["status"] == "fail", (dtype, mode, outcome["status"])

@@ -29,7 +29,8 @@ def test_every_entry_loads_as_declared(monkeypatch):
         assert (adapter.expectations or adapter.name) == entry.expectations, name
         assert REGISTRY[name] == entry.target
         assert type(adapter).__name__ == entry.target.split(":")[1]
-    assert ADAPTERS["reference"].dialects == ("keras", "torch", "optax", "transformers", "pytorch_optimizer")
+    assert ADAPTERS["reference"].dialects == ("keras", "torch", "optax", "transformers", "pytorch_optimizer",
+                                              "timm_bigvision")
     assert ADAPTERS["keras-jax-sharded"].expectations == "keras-jax"
 
 

@@ -74,7 +74,7 @@ def test_factored_axes_generalise_keras():
 
 
 def test_every_dialect_is_registered():
-    assert set(DIALECTS) == {"keras", "torch", "optax", "transformers", "pytorch_optimizer"}
+    assert set(DIALECTS) == {"keras", "torch", "optax", "transformers", "pytorch_optimizer", "timm_bigvision"}
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])
