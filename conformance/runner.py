@@ -214,6 +214,9 @@ def replay_states(adapter, vector, path, dtype, device, mode, start: State, gold
             built = _read(session, adapter.name, vector.id, 0)
             _check_dtypes(built, lane, adapter.name, vector.id, 0, fixed)
             stepped_from = built
+            if start.iterations:  # a resumed vector: run free from its initial state
+                stepped_from = start.cast(lane)
+                session.load(stepped_from.copy())
         else:
             built = start.cast(lane)
             session.load(built.copy())

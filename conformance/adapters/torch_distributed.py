@@ -224,8 +224,10 @@ class DTensorSession(Session):
             if g is None:
                 raise AdapterError(f"vector {self.vector_id!r}: variable {i} has no gradient; torch counts steps "
                                    "per parameter, which dialect vectors do not record")
+        from reference.dialects.torch import step_counter
+
         self.pool.call("step", [np.asarray(g, dtype=np.float64) for g in grads])
-        self.iterations += 1
+        self.iterations = step_counter(self.iterations)  # torch's float32 step stops at 2**24
 
     def read(self) -> State:
         out = self.pool.call("read")

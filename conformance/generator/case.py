@@ -56,6 +56,9 @@ class Case:
     # left out, so a replay does not pass it and the implementation's own default is used
     # (and graded). Flag DEFAULT_ARGUMENTS. Otherwise the config lists every argument.
     given_only: bool = False
+    # Native dialects only: the iterations the optimizer has applied before step 1 (its state
+    # otherwise zero), e.g. torch's float32 step counter near 2**24; 0 for every other case.
+    start_iterations: int = 0
 
     @property
     def file(self) -> str:

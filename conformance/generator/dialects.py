@@ -49,6 +49,8 @@ def dialect_vector(case, vector: dict, initial, grads, expect_error) -> dict:
     variables = [np.array(x, dtype=np.float64) for x in initial]
     excluded = set((case.exclude or {}).get("var_index", []))
     opt.build(variables, decays=[i not in excluded for i in range(len(variables))])
+    if case.start_iterations:
+        opt.iterations = case.start_iterations  # resumed: the initial state records it
     vector.update(initial_state=encode_initial_state(replay.dialect_snapshot(opt, variables)),
                   rms_floor=vf.float_to_bits(replay.dialect_rms_floor(opt)))
     steps = []

@@ -105,3 +105,11 @@ INVALID = {
 for name, (config, message) in INVALID.items():
     case(f"invalid/{name}/construction", f"rejected at construction: {config}", config, steps=0,
          error={"class": "ValueError", "message_contains": message, "at": "construction"})
+
+# --- the step counter: torch keeps ``step`` as a float32 tensor (_adafactor.py:98, 376-377), which
+# stops at 2**24 (reference/dialects/torch.py MODELLED["step_float32_freeze"]): resumed 2 steps
+# before it, the counter goes 2**24-1, 2**24, 2**24. Zero statistics at the start; eps1 explicit, so
+# no lane's finfo(dtype).eps default binds against r ~ t**-0.8 ~ 1.7e-6.
+case("special_values/step_counter_freeze", "resumed at step 2**24-2: torch's float32 step counter stops at 2**24 "
+     "(step 3 runs at t = 2**24 again)", {"lr": 0.1, "eps": [1e-30, 1e-3]},
+     variables=(("dense/kernel", (2, 3)),), steps=3, start_iterations=2 ** 24 - 2)
