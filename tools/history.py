@@ -189,7 +189,8 @@ def render(runs: list[Run], command: str, full_command: str, vectors: dict, entr
              "CPU; each lane's counts are its vectors' statuses (conformance/README.md).", "",
              "**What ran**, and nothing else: " + ", ".join(f"`{r.spec.spec}`" for r in runs)
              + f" (Python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} CPUs as this "
-             "document was written; the seconds are the lanes' wall time, the env builds not included).", "",
+             "document was written; the seconds are the lanes' wall time, the env builds not included, and for an env "
+             "that did not build the time its build took to fail).", "",
              f"Reproduce this table: `{command}`", "",
              f"The full matrix (Keras 3.0-3.15 and the nightly on jax/torch/tensorflow, torch 2.5-2.15, "
              f"optax 0.2.x, transformers 4.40-5.24; `tools.history.FULL_MATRIX`): `{full_command}`", ""]
@@ -207,15 +208,15 @@ def render(runs: list[Run], command: str, full_command: str, vectors: dict, entr
                 if name not in lane_names:
                     lane_names.append(name)
         lines += [f"## {adapter}", "",
-                  "| version | frameworks | run verdict | " + " | ".join(lane_names) + " | seconds (wall, lanes) |",
-                  "|---|---|---|" + "---|" * len(lane_names) + "---|"]
+                  _row(["version", "frameworks", "run verdict", *lane_names, "seconds (wall, lanes)"]),
+                  "|" + "---|" * (4 + len(lane_names))]
         for run in mine:
             data = run.reports.get(adapter)
             frameworks = ", ".join(f"{n} {run.installed[n]}" for n in ("torch", "jax", "tensorflow-cpu", "optax")
                                    if n in run.installed and n not in SUBJECT.get(adapter, ()))
             if data is None:
-                lines.append(f"| {run.version} | {frameworks} | no report | " + " | ".join("" for _ in lane_names)
-                             + f" | {run.seconds:.0f} |")
+                lines.append(_row([run.version, frameworks, "no report", *("" for _ in lane_names),
+                                   f"{run.seconds:.0f}"]))
                 continue
             cells = {f"{lane['dtype']} {lane['mode']}": _counts(lane) for lane in data.get("lanes", [])}
             verdict = data.get("verdict", "?")
@@ -223,8 +224,8 @@ def render(runs: list[Run], command: str, full_command: str, vectors: dict, entr
                 cause = run.cause(adapter)
                 verdict += ": " + ((f"`{cause}`; " if cause else "")
                                    + "; ".join(str(e) for e in data["errors"]))[:300].replace("|", "\\|")
-            lines.append(f"| {run.version} | {frameworks} | {verdict} | "
-                         + " | ".join(cells.get(n, "") for n in lane_names) + f" | {run.seconds:.0f} |")
+            lines.append(_row([run.version, frameworks, verdict, *(cells.get(n, "") for n in lane_names),
+                               f"{run.seconds:.0f}"]))
         lines.append("")
         lines += nightly_section(adapter, mine, vectors, entries_of)
         entries = entries_of(adapter)
@@ -248,6 +249,11 @@ def render(runs: list[Run], command: str, full_command: str, vectors: dict, entr
                          f"{shown[-1] if shown else '-'} | {', '.join(missing) or '-'} |")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _row(cells) -> str:
+    """One markdown table row; as many cells as the header has, whatever the lanes."""
+    return "| " + " | ".join(cells) + " |"
 
 
 def _shown_path(path: Path) -> str:

@@ -342,8 +342,14 @@ def test_history_an_env_that_does_not_build_is_an_error_row_with_the_reason(tmp_
                          "torch==2.5.*"]) == 0
     report = json.loads((tmp_path / "out" / "torch-2.5.x" / "torch.json").read_text())
     assert report["verdict"] == "ERROR" and "index unreachable" in report["errors"][0]
-    row = next(line for line in document.read_text().splitlines() if line.startswith("| torch-2.5.x"))
+    table = [line for line in document.read_text().splitlines() if line.startswith("|")]
+    row = next(line for line in table if line.startswith("| torch-2.5.x"))
     assert "ERROR: env not built: pip install" in row and "index unreachable" in row, row
+    # no lane ran: header, separator and row still have the same columns (version, frameworks,
+    # verdict, seconds), so the table renders
+    header, separator = table[0], table[1]
+    assert header == "| version | frameworks | run verdict | seconds (wall, lanes) |" and separator == "|---|---|---|---|"
+    assert row.count(" | ") == header.count(" | ")
 
 
 @pytest.mark.subprocess
