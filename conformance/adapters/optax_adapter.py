@@ -93,8 +93,8 @@ class OptaxSession(Session):
 
     def _entries(self, state):
         """(index in the chain state, FactoredState or EmaState) pairs; refuses unknown state."""
+        from optax import EmaState  # the public name: optax 0.2.0 has no optax.transforms._accumulation
         from optax._src.factorized import FactoredState
-        from optax.transforms._accumulation import EmaState
 
         for k, entry in enumerate(state):
             if isinstance(entry, (FactoredState, EmaState)):
