@@ -125,3 +125,8 @@ INVALID = {
 for name, (config, cls, text) in INVALID.items():
     case(f"invalid/{name}", f"rejected at construction: {config}", config, steps=0,
          error={"class": cls, "message_contains": text, "at": "construction"})
+
+# Cases whose arguments timm.optim.Adafactor computes exactly, for its lane (conformance/TIMM.md).
+from tools.dialect_cases.timm import CASES as _TIMM_CASES  # noqa: E402
+
+CASES += _TIMM_CASES
