@@ -455,12 +455,12 @@ class TimmBigVisionSession(Session):
 
 
 class TimmBigVisionAdapter(Adapter):
-    """timm.optim.AdafactorBigVision on torch (float64, float32; cpu and gpu) on the
-    timm_bigvision dialect's vectors."""
+    """timm.optim.AdafactorBigVision on torch (float64, float32, float16, bfloat16: its state in
+    the parameter dtype, as the dialect steps; cpu and gpu) on the timm_bigvision dialect's vectors."""
 
     def __init__(self):
-        super().__init__(name="timm-bigvision", dtypes=("float64", "float32"), devices=("cpu", "gpu"),
-                         **_registered("timm-bigvision", ("timm_bigvision",)))
+        super().__init__(name="timm-bigvision", dtypes=("float64", "float32", "float16", "bfloat16"),
+                         devices=("cpu", "gpu"), **_registered("timm-bigvision", ("timm_bigvision",)))
 
     def optimizer(self, bigvision, params: list, config: dict):
         """``AdafactorBigVision(params, **config)`` (a subclass may build it otherwise: tests inject bugs here)."""
