@@ -224,6 +224,8 @@ def render(runs: list[Run], command: str, full_command: str, vectors: dict, entr
                 cause = run.cause(adapter)
                 verdict += ": " + ((f"`{cause}`; " if cause else "")
                                    + "; ".join(str(e) for e in data["errors"]))[:300].replace("|", "\\|")
+            elif any(lane.get("counts", {}).get("fail") for lane in data.get("lanes", [])):
+                verdict += ": " + main_failure(data)
             lines.append(_row([run.version, frameworks, verdict, *(cells.get(n, "") for n in lane_names),
                                f"{run.seconds:.0f}"]))
         lines.append("")
@@ -249,6 +251,17 @@ def render(runs: list[Run], command: str, full_command: str, vectors: dict, entr
                          f"{shown[-1] if shown else '-'} | {', '.join(missing) or '-'} |")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def main_failure(report: dict) -> str:
+    """What most FAILs of a run say (the first line of their reasons), and how many: a release
+    the adapter cannot drive fails every vector the same way, a numeric change does not."""
+    reasons = [(o.get("reason") or "").strip().split("\n")[0][:120] for lane in report.get("lanes", [])
+               for o in lane.get("outcomes", []) if o.get("status") == "fail"]
+    if not reasons:
+        return ""
+    top = max(set(reasons), key=lambda r: (reasons.count(r), r))
+    return f"{reasons.count(top)} of the {len(reasons)} failures: `{top}`".replace("|", "\\|")
 
 
 def _row(cells) -> str:

@@ -464,3 +464,24 @@ def test_history_compares_the_nightly_with_the_pinned_release_vector_by_vector(t
     # without the pinned release's row there is nothing to compare with
     assert history.main(["--report-only", "--out", str(tmp_path / "out"), "--write", str(document), *specs[::2]]) == 0
     assert "against the pinned release" not in document.read_text()
+
+
+def test_history_a_failing_run_says_what_most_failures_say(tmp_path, vectors, monkeypatch):
+    ids = sorted(vectors)[:4]
+    spec = _history_run(tmp_path, "keras==3.0.5:torch", "3.0.5", {i: "fail" for i in ids[:3]} | {ids[3]: "pass"})
+    path = tmp_path / "out" / "keras-3.0.5-torch" / "keras-torch.json"
+    report = json.loads(path.read_text())
+    for o, reason in zip(report["lanes"][0]["outcomes"], ["raised AttributeError: no _iterations\n  Traceback",
+                                                          "raised AttributeError: no _iterations\n  other",
+                                                          "expected ValueError | at construction"]):
+        o["reason"] = reason
+    report["verdict"] = "DOES NOT CONFORM"
+    path.write_text(json.dumps(report))
+    monkeypatch.setattr(history, "_entries_of", lambda a: [])
+    monkeypatch.setattr(history, "_vectors", lambda: vectors)
+    document = tmp_path / "H.md"
+    assert history.main(["--report-only", "--out", str(tmp_path / "out"), "--write", str(document), spec]) == 0
+    row = next(line for line in document.read_text().splitlines() if line.startswith("| 3.0.5 |"))
+    assert "| DOES NOT CONFORM: 2 of the 3 failures: `raised AttributeError: no _iterations` |" in row, row
+    assert history.main_failure({"lanes": [{"outcomes": [{"status": "fail", "reason": "a | b"}]}]}) == \
+        "1 of the 1 failures: `a \\| b`"  # a table cell
