@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt torch
 	$(PY) -m pip install -q -c constraints.txt -e '.[test,frameworks]'
 	$(PY) -m pip install -q -c constraints.txt --no-deps tf_keras
+	$(PY) -m pip install -q -c constraints.txt --no-deps timm
 	touch $(STAMP)
 
 # Reports land in out/: report.json, junit.xml, errors.png. Two adapter processes at a time:

@@ -58,7 +58,7 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_SHAPE = (4096, 16384)
 TEST_SHAPE = (64, 96)
 DEFAULT_STEPS = 3
-DEFAULT_ADAPTERS = ("reference", "keras-jax", "keras-jax-sharded", "torch-dtensor-replicate")
+DEFAULT_ADAPTERS = ("reference", "keras-jax", "keras-jax-sharded", "keras-jax-distribution", "torch-dtensor-replicate")
 #: Shard lanes of torch.optim.Adafactor on DTensors raise on a factored variable split along its
 #: last two axes, whatever the size (conformance/TORCH_DISTRIBUTED.md, point 1).
 RAISES_BY_DESIGN = ("torch-dtensor-shard0", "torch-dtensor-shard-1", "torch-dtensor-2d", "torch-dtensor-fsdp2")

@@ -34,6 +34,8 @@ class AdapterEntry:
     its file in conformance/expectations/ when not ``<name>.txt``. ``group``: the group that
     ``--adapter <group>`` runs (``all``: the main job, ``make check``; ``distributed``: the
     torch distributed lanes, ``make check-distributed``, which start several processes each).
+    ``install``: the install command when the extra is the wrong advice (a package whose
+    metadata would pull a different framework build: tf-keras, timm go in with --no-deps).
     """
 
     name: str
@@ -43,6 +45,7 @@ class AdapterEntry:
     speaks: Optional[tuple] = ("keras",)
     expectation_stem: str = ""
     group: str = "all"
+    install: str = ""
 
     @property
     def dialects(self) -> tuple:
@@ -64,12 +67,16 @@ class AdapterEntry:
         absent = [m for m in self.requires if importlib.util.find_spec(m) is None]
         if not absent:
             return None
-        return f"not installed: {', '.join(absent)} (pip install -e '.[{self.extra}]')"
+        how = self.install or f"pip install -e '.[{self.extra}]'"
+        return f"not installed: {', '.join(absent)} ({how})"
 
     def load(self) -> Adapter:
         """A new instance of the adapter class; AdapterError when it cannot be imported."""
         return load_target(self.target, self.name)
 
+
+#: timm's metadata requires torchvision, whose only build for torch 2.13.0 is CUDA's (conformance/TIMM.md).
+TIMM_INSTALL = "pip install --no-deps timm==1.0.31: its torchvision requirement pulls a CUDA torch (conformance/TIMM.md)"
 
 ADAPTERS = {e.name: e for e in (
     AdapterEntry("reference", "conformance.adapters.reference:ReferenceAdapter", speaks=EVERY_DIALECT),
@@ -92,13 +99,14 @@ ADAPTERS = {e.name: e for e in (
     # timm.optim.Adafactor (timm 1.0.31) on torch, on the pytorch_optimizer vectors it maps to exactly
     # (conformance/TIMM.md; the others skip with the reason).
     AdapterEntry("timm", "conformance.adapters.timm_adapter:TimmAdapter", ("timm", "torch"), "torch,timm",
-                 ("pytorch_optimizer",)),
+                 ("pytorch_optimizer",), install=TIMM_INSTALL),
     # timm.optim.AdafactorBigVision (timm 1.0.31) on torch, on its own dialect's vectors (conformance/TIMM.md).
     AdapterEntry("timm-bigvision", "conformance.adapters.timm_adapter:TimmBigVisionAdapter", ("timm", "torch"),
-                 "torch,timm", ("timm_bigvision",)),
+                 "torch,timm", ("timm_bigvision",), install=TIMM_INSTALL),
     # tf-keras (Keras 2) on TensorFlow, graded on the Keras spec's vectors.
     AdapterEntry("tf-keras", "conformance.adapters.tf_keras_adapter:TfKerasAdapter", ("tf_keras", "tensorflow"),
-                 "tf-keras"),
+                 "tf-keras", install="pip install --no-deps tf_keras==2.21.0 next to tensorflow-cpu: its metadata "
+                                     "pulls the full tensorflow wheel (conformance/TF_KERAS.md)"),
     # keras-jax with every variable sharded over a 2x2 device mesh: the same Keras code, so
     # keras-jax's known deviations.
     AdapterEntry("keras-jax-sharded", "conformance.adapters.sharded:KerasJaxShardedAdapter", ("keras", "jax"),
