@@ -8,7 +8,7 @@ from reference.adafactor_step import Hyperparameters, StepTrace, update_step, ze
 from reference.optimizer import Adafactor, StepRecord
 from reference.state import Kind, State
 
-__version__ = "1.1.0"
+__version__ = "1.2.0"
 #: The Keras release whose arithmetic this reference reproduces.
 KERAS_VERSION = "3.15.1"
 

@@ -121,7 +121,7 @@ def test_runtime_dependencies_are_only_what_the_gate_needs(built):
                       for line in metadata.splitlines()
                       if line.startswith("Requires-Dist:") and "extra ==" not in line)
     assert required == ["ml_dtypes", "numpy", "tabulate"]
-    assert "Version: 1.1.0" in metadata or re.search(r"^Version: \d", metadata, re.M)
+    assert "Version: 1.2.0" in metadata or re.search(r"^Version: \d", metadata, re.M)
 
 
 def test_the_installed_gate_runs_the_reference_from_anywhere(built, tmp_path):
