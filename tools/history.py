@@ -54,10 +54,18 @@ FULL_MATRIX = tuple(
     + [f"optax==0.2.{p}" for p in range(0, 9)]
     + [f"transformers==4.{m}.*" for m in (40, 45, 50, 55, 57)]
     + [f"transformers==5.{m}.*" for m in (0, 5, 10, 15, 20, 23, 24)])
-#: What `make history` runs by default: what fits one CPU machine in minutes (about 20 with
-#: the env builds on 2 cores; conformance/HISTORY.md).
-SUBSET = ("keras==3.11.3:torch", "keras==3.12.0:torch", "keras==3.15.1:torch", "keras-nightly:torch",
-          "keras==3.11.3:tensorflow", "keras-nightly:tensorflow")
+#: What `make history` runs by default, and what conformance/HISTORY.md shows: every Keras
+#: backend at 3.0.5, 3.6.0, the pinned release and the nightly (3.11.3, and 3.12.0 where
+#: keras-team/keras#23223 begins), the torch lanes at 2.5-2.15, optax 0.2.0 and 0.2.4,
+#: transformers 4.40, 5.0, 5.24. About 120 minutes of lanes on 2 shared cores, plus about 2
+#: minutes of env build per spec (most of it downloads); add --discard where disk is short.
+SUBSET = tuple(
+    [f"keras=={v}:jax" for v in ("3.0.5", "3.6.0", "3.12.0", "3.15.1")] + ["keras-nightly:jax"]
+    + [f"keras=={v}:torch" for v in ("3.0.5", "3.6.0", "3.11.3", "3.12.0", "3.15.1")] + ["keras-nightly:torch"]
+    + [f"keras=={v}:tensorflow" for v in ("3.0.5", "3.6.0", "3.11.3", "3.15.1")] + ["keras-nightly:tensorflow"]
+    + [f"torch==2.{m}.*" for m in (5, 8, 11, 14, 15)]
+    + ["optax==0.2.0", "optax==0.2.4"]
+    + [f"transformers=={v}.*" for v in ("4.40", "5.0", "5.24")])
 STATUSES = ("pass", "model", "fail", "acceptable", "xfail", "xpass", "skip")
 #: The framework whose version names a spec's row.
 SUBJECT = {"keras": ("keras", "keras-nightly"), "torch": ("torch",), "optax": ("optax",),
@@ -186,7 +194,8 @@ def render(runs: list[Run], command: str, full_command: str, vectors: dict, entr
              f"Written by `tools/history.py` on {datetime.date.today().isoformat()} (gate {__version__}). "
              "Each row is one framework release in its own env (tools/envs.py: the frameworks pinned as listed, "
              "the gate installed editable from this checkout), running its lanes with `conformance run` on the "
-             "CPU; each lane's counts are its vectors' statuses (conformance/README.md).", "",
+             "CPU; each lane's counts are its vectors' statuses (conformance/README.md); \"gate, corpus\": the gate "
+             "and corpus versions the row ran under (its report's `run`).", "",
              "**What ran**, and nothing else: " + ", ".join(f"`{r.spec.spec}`" for r in runs)
              + f" (Python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} CPUs as this "
              "document was written; the seconds are the lanes' wall time, the env builds not included, and for an env "
@@ -208,14 +217,14 @@ def render(runs: list[Run], command: str, full_command: str, vectors: dict, entr
                 if name not in lane_names:
                     lane_names.append(name)
         lines += [f"## {adapter}", "",
-                  _row(["version", "frameworks", "run verdict", *lane_names, "seconds (wall, lanes)"]),
-                  "|" + "---|" * (4 + len(lane_names))]
+                  _row(["version", "frameworks", "gate, corpus", "run verdict", *lane_names, "seconds (wall, lanes)"]),
+                  "|" + "---|" * (5 + len(lane_names))]
         for run in mine:
             data = run.reports.get(adapter)
             frameworks = ", ".join(f"{n} {run.installed[n]}" for n in ("torch", "jax", "tensorflow-cpu", "optax")
                                    if n in run.installed and n not in SUBJECT.get(adapter, ()))
             if data is None:
-                lines.append(_row([run.version, frameworks, "no report", *("" for _ in lane_names),
+                lines.append(_row([run.version, frameworks, "-", "no report", *("" for _ in lane_names),
                                    f"{run.seconds:.0f}"]))
                 continue
             cells = {f"{lane['dtype']} {lane['mode']}": _counts(lane) for lane in data.get("lanes", [])}
@@ -226,7 +235,9 @@ def render(runs: list[Run], command: str, full_command: str, vectors: dict, entr
                                    + "; ".join(str(e) for e in data["errors"]))[:300].replace("|", "\\|")
             elif any(lane.get("counts", {}).get("fail") for lane in data.get("lanes", [])):
                 verdict += ": " + main_failure(data)
-            lines.append(_row([run.version, frameworks, verdict, *(cells.get(n, "") for n in lane_names),
+            ran = data.get("run", {})
+            under = f"{ran['gate']}, {ran.get('corpus', {}).get('corpus_version', '?')}" if ran.get("gate") else "-"
+            lines.append(_row([run.version, frameworks, under, verdict, *(cells.get(n, "") for n in lane_names),
                                f"{run.seconds:.0f}"]))
         lines.append("")
         lines += nightly_section(adapter, mine, vectors, entries_of)
@@ -367,7 +378,9 @@ def main(argv=None) -> int:
                     for adapter in spec.lanes:
                         (directory / f"{adapter}.json").write_text(json.dumps(
                             {"verdict": "ERROR", "errors": [not_built(exc)], "lanes": []}) + "\n", encoding="utf-8")
-                    runs.append(Run(spec, directory, {}, time.monotonic() - start))
+                    seconds = time.monotonic() - start  # the failed build's, kept for --report-only
+                    timing.write_text(json.dumps({"seconds": seconds, "stamp": {}}) + "\n", encoding="utf-8")
+                    runs.append(Run(spec, directory, {}, seconds))
                     continue
                 stamp = envs.read_stamp(env)
                 start = time.monotonic()  # the lanes' wall time, not the env's build

@@ -331,6 +331,9 @@ def test_history_an_env_that_does_not_build_says_why(message, reason):
 
 def test_history_an_env_that_does_not_build_is_an_error_row_with_the_reason(tmp_path, vectors, monkeypatch):
     def ensure(spec, cache, refresh=False):
+        import time
+
+        time.sleep(0.6)  # pip's retries: the row's seconds (rounded) are not 0
         raise envs.EnvError(_UNREACHABLE)
 
     monkeypatch.setattr(envs, "ensure", ensure)
@@ -342,13 +345,18 @@ def test_history_an_env_that_does_not_build_is_an_error_row_with_the_reason(tmp_
                          "torch==2.5.*"]) == 0
     report = json.loads((tmp_path / "out" / "torch-2.5.x" / "torch.json").read_text())
     assert report["verdict"] == "ERROR" and "index unreachable" in report["errors"][0]
+    rows = [line for line in document.read_text().splitlines() if line.startswith("| torch-2.5.x")]
+    again = tmp_path / "again.md"  # --report-only rewrites the same rows, the failed build's seconds included
+    assert history.main(["--report-only", "--out", str(tmp_path / "out"), "--write", str(again), "torch==2.5.*"]) == 0
+    assert [line for line in again.read_text().splitlines() if line.startswith("| torch-2.5.x")] == rows
     table = [line for line in document.read_text().splitlines() if line.startswith("|")]
     row = next(line for line in table if line.startswith("| torch-2.5.x"))
     assert "ERROR: env not built: pip install" in row and "index unreachable" in row, row
     # no lane ran: header, separator and row still have the same columns (version, frameworks,
     # verdict, seconds), so the table renders
     header, separator = table[0], table[1]
-    assert header == "| version | frameworks | run verdict | seconds (wall, lanes) |" and separator == "|---|---|---|---|"
+    assert header == "| version | frameworks | gate, corpus | run verdict | seconds (wall, lanes) |"
+    assert separator == "|---|---|---|---|---|"
     assert row.count(" | ") == header.count(" | ")
 
 
@@ -476,12 +484,20 @@ def test_history_a_failing_run_says_what_most_failures_say(tmp_path, vectors, mo
                                                           "expected ValueError | at construction"]):
         o["reason"] = reason
     report["verdict"] = "DOES NOT CONFORM"
+    report["run"] = {"gate": "1.1.0", "corpus": {"corpus_version": "2.3.0"}}  # what the row ran under
     path.write_text(json.dumps(report))
     monkeypatch.setattr(history, "_entries_of", lambda a: [])
     monkeypatch.setattr(history, "_vectors", lambda: vectors)
     document = tmp_path / "H.md"
     assert history.main(["--report-only", "--out", str(tmp_path / "out"), "--write", str(document), spec]) == 0
     row = next(line for line in document.read_text().splitlines() if line.startswith("| 3.0.5 |"))
-    assert "| DOES NOT CONFORM: 2 of the 3 failures: `raised AttributeError: no _iterations` |" in row, row
+    assert "| 1.1.0, 2.3.0 | DOES NOT CONFORM: 2 of the 3 failures: `raised AttributeError: no _iterations` |" in row, row
     assert history.main_failure({"lanes": [{"outcomes": [{"status": "fail", "reason": "a | b"}]}]}) == \
         "1 of the 1 failures: `a \\| b`"  # a table cell
+
+
+def test_the_default_history_is_part_of_the_full_matrix_and_parses():
+    assert set(history.SUBSET) <= set(history.FULL_MATRIX) and len(set(history.SUBSET)) == len(history.SUBSET)
+    names = [envs.parse_spec(s, PINS).name for s in history.SUBSET]
+    assert len(set(names)) == len(names)  # one env and one report directory each
+    assert {f"keras-nightly:{b}" for b in envs.BACKENDS} <= set(history.SUBSET)  # the pre-release watch
