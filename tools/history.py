@@ -378,6 +378,8 @@ def main(argv=None) -> int:
                     for adapter in spec.lanes:
                         (directory / f"{adapter}.json").write_text(json.dumps(
                             {"verdict": "ERROR", "errors": [not_built(exc)], "lanes": []}) + "\n", encoding="utf-8")
+                    if args.discard:  # what the failed build left
+                        shutil.rmtree(cache / spec.name, ignore_errors=True)
                     seconds = time.monotonic() - start  # the failed build's, kept for --report-only
                     timing.write_text(json.dumps({"seconds": seconds, "stamp": {}}) + "\n", encoding="utf-8")
                     runs.append(Run(spec, directory, {}, seconds))

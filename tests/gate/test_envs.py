@@ -334,6 +334,7 @@ def test_history_an_env_that_does_not_build_is_an_error_row_with_the_reason(tmp_
         import time
 
         time.sleep(0.6)  # pip's retries: the row's seconds (rounded) are not 0
+        (cache / spec.name / "bin").mkdir(parents=True)  # a half-built venv
         raise envs.EnvError(_UNREACHABLE)
 
     monkeypatch.setattr(envs, "ensure", ensure)
@@ -342,7 +343,8 @@ def test_history_an_env_that_does_not_build_is_an_error_row_with_the_reason(tmp_
     monkeypatch.setattr(history, "_vectors", lambda: vectors)
     document = tmp_path / "H.md"
     assert history.main(["--out", str(tmp_path / "out"), "--write", str(document), "--cache", str(tmp_path / "c"),
-                         "torch==2.5.*"]) == 0
+                         "--discard", "torch==2.5.*"]) == 0
+    assert not (tmp_path / "c" / "torch-2.5.x").exists()  # --discard: the failed build's leftovers too
     report = json.loads((tmp_path / "out" / "torch-2.5.x" / "torch.json").read_text())
     assert report["verdict"] == "ERROR" and "index unreachable" in report["errors"][0]
     rows = [line for line in document.read_text().splitlines() if line.startswith("| torch-2.5.x")]
