@@ -187,6 +187,13 @@ class KerasSession(Session):
             out[Kind.ACCUMULATOR] = list(opt._accumulated_gradients)
         return out
 
+    def _counter(self):
+        """The optimizer's own count of applies: ``_iterations`` (Keras >= 3.1; its public
+        ``iterations`` divides by ``gradient_accumulation_steps``), the plain Variable
+        ``iterations`` in Keras 3.0 (keras/src/optimizers/base_optimizer.py:103-107 there)."""
+        counter = getattr(self.opt, "_iterations", None)
+        return counter if counter is not None else self.opt.iterations
+
     def _to_numpy(self, tensor) -> np.ndarray:
         array = self.keras.ops.convert_to_numpy(tensor)
         # convert_to_numpy keeps the dtype (bfloat16 as ml_dtypes.bfloat16 on every
@@ -199,7 +206,7 @@ class KerasSession(Session):
         with self._scope():
             for x, value in zip(self.variables, state.variables):
                 x.assign(np.asarray(value, dtype=self.dtype))
-            self.opt._iterations.assign(int(state.iterations))
+            self._counter().assign(int(state.iterations))
             for kind, variables in self._slot_variables().items():
                 values = state.get(kind)
                 if values is None:  # a kind the state does not carry: left as it is
@@ -232,7 +239,7 @@ class KerasSession(Session):
         values = {Kind.VARIABLES: [self._to_numpy(x.value) for x in self.variables]}
         for kind, variables in self._slot_variables().items():
             values[kind] = [None if v is None else self._to_numpy(v.value) for v in variables]
-        return State(int(self._to_numpy(self.opt._iterations.value)), values,
+        return State(int(self._to_numpy(self._counter().value)), values,
                      0 if self.callable is None else self.callable.position)
 
 
