@@ -401,9 +401,9 @@ MODELLED = {
                   ("torch/optim/optimizer.py:210-215", "torch.float64 if torch.get_default_dtype() == torch.float64")),
         effect="t stays 2**24 instead of 2**24 + k: rho = t**-0.5 and the lerp weight t**-0.8 are off by k*3.0e-8 "
                "and k*4.8e-8 relative after k frozen steps",
-        vectors="expressible in teacher mode (initial_state.iterations); no vector yet: trajectory mode starts "
-                "from the built state at iteration 0 (conformance/runner.py replay_states, "
-                "grading.built_state_failure) and the generator has no starting iteration"),
+        vectors="torch/special_values/step_counter_freeze: resumed at 2**24 - 2 (Case.start_iterations, "
+                "recorded as initial_state.iterations; trajectory mode starts a resumed vector from its "
+                "initial state, conformance/runner.py replay_states), 3 steps, the third at t = 2**24 again"),
     "complex_parameters": Gap(
         feature="complex parameters",
         framework="raises RuntimeError('Adafactor does not support complex parameters') at the step",
