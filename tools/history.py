@@ -57,8 +57,9 @@ FULL_MATRIX = tuple(
 #: What `make history` runs by default, and what conformance/HISTORY.md shows: every Keras
 #: backend at 3.0.5, 3.6.0, the pinned release and the nightly (3.11.3, and 3.12.0 where
 #: keras-team/keras#23223 begins), the torch lanes at 2.5-2.15, optax 0.2.0 and 0.2.4,
-#: transformers 4.40, 5.0, 5.24. About 120 minutes of lanes on 2 shared cores, plus about 2
-#: minutes of env build per spec (most of it downloads); add --discard where disk is short.
+#: transformers 4.40, 5.0, 5.24. Measured on 2 cores shared with other jobs: 96 minutes of
+#: lanes in all (keras-jax 9-20 minutes a release, the others 1-8), plus 1-5 minutes of env
+#: build per spec (mostly downloads); add --discard where disk is short.
 SUBSET = tuple(
     [f"keras=={v}:jax" for v in ("3.0.5", "3.6.0", "3.12.0", "3.15.1")] + ["keras-nightly:jax"]
     + [f"keras=={v}:torch" for v in ("3.0.5", "3.6.0", "3.11.3", "3.12.0", "3.15.1")] + ["keras-nightly:torch"]
