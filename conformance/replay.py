@@ -215,6 +215,8 @@ def _check_dialect(vector: Vector) -> list[str]:
     variables = initial_variables(vector)
     excluded = set((vector.exclude_from_weight_decay or {}).get("var_index", []))
     opt.build(variables, decays=[i not in excluded for i in range(len(variables))])
+    if vector.initial_state.iterations:  # a resumed vector (Case.start_iterations)
+        opt.iterations = vector.initial_state.iterations
     problems: list[str] = _initial_differences(vector, dialect_snapshot(opt, variables))
     for step in vector.steps:
         lr = opt.learning_rate(opt.iterations + 1)
