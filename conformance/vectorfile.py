@@ -381,6 +381,10 @@ DIALECT_ARGUMENTS = {
                        "momentum_dtype": "dtype", "eps": "number|null", "weight_decay": "number",
                        "clipping_threshold": "number|null", "unscaled_wd": "boolean", "caution": "boolean",
                        "corrected_weight_decay": "boolean"},
+    "timm": {"lr": "number|null", "eps": "number", "eps_scale": "number", "clip_threshold": "number",
+             "decay_rate": "number", "betas": "null|[number|null, number]", "weight_decay": "number",
+             "scale_parameter": "boolean", "warmup_init": "boolean", "min_dim_size_to_factor": "integer",
+             "caution": "boolean"},
 }
 DIALECTS = ("keras", *DIALECT_ARGUMENTS)
 #: Keras schedules: {class_name: ({argument: type}, required arguments)}.
@@ -452,6 +456,8 @@ def _is_number(value) -> bool:
 
 def _matches(value, kinds: str) -> bool:
     """Whether ``value`` (parsed JSON) has one of the kinds of a type string (above)."""
+    if kinds.startswith("null|["):  # a list or null (timm's betas)
+        return value is None or _matches(value, kinds[len("null|"):])
     if kinds.startswith("["):
         if not isinstance(value, list):
             return False
@@ -555,6 +561,13 @@ def _dialect_factored_axes(dialect: str, config: dict, shape: tuple):
         if shape[order[-2]] < config.get("min_dim_size_to_factor", 128 if dialect == "optax" else 16):
             return None
         return order[-2], order[-1]
+    if dialect == "timm":
+        # timm.optim.Adafactor: dims 0, 1 of a > 2-D shape when both exceed min_dim_size_to_factor
+        # (16), else the last two when both exceed it (timm/optim/adafactor.py:113-128)
+        m = config.get("min_dim_size_to_factor", 16)
+        if len(shape) > 2 and shape[0] > m and shape[1] > m:
+            return 0, 1
+        return (len(shape) - 2, len(shape) - 1) if len(shape) >= 2 and shape[-2] > m and shape[-1] > m else None
     return (len(shape) - 2, len(shape) - 1) if len(shape) >= 2 else None
 
 
@@ -592,6 +605,8 @@ def _state_shapes(dialect: str, config: dict, shapes: list, result: str) -> dict
         has_momentum = (config.get("betas") or [0.9])[0] is not None
     elif dialect == "timm_bigvision":  # momentum 0.9 by default (timm/optim/adafactor_bv.py:64)
         has_momentum = config.get("momentum", 0.9) is not None
+    elif dialect == "timm":  # betas None by default; beta1 = betas[0] (timm/optim/adafactor.py:57, :68)
+        has_momentum = (config.get("betas") or [None])[0] is not None
     else:
         has_momentum = config.get("momentum" if dialect == "optax" else "beta1") is not None
     layout["momentum"] = list(shapes) if has_momentum and dialect != "torch" else None

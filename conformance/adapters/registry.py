@@ -96,10 +96,11 @@ ADAPTERS = {e.name: e for e in (
     # pytorch_optimizer.AdaFactor (pytorch-optimizer 4.1.0) on torch, on its own dialect's vectors.
     AdapterEntry("pytorch-optimizer", "conformance.adapters.pytorch_optimizer_adapter:PytorchOptimizerAdapter",
                  ("pytorch_optimizer", "torch"), "torch,pytorch-optimizer", ("pytorch_optimizer",)),
-    # timm.optim.Adafactor (timm 1.0.31) on torch, on the pytorch_optimizer vectors it maps to exactly
-    # (conformance/TIMM.md; the others skip with the reason).
+    # timm.optim.Adafactor (timm 1.0.31) on torch, on its own dialect's vectors (config passed straight
+    # to it) and on the pytorch_optimizer vectors it maps to exactly (conformance/TIMM.md; the others
+    # skip with the reason).
     AdapterEntry("timm", "conformance.adapters.timm_adapter:TimmAdapter", ("timm", "torch"), "torch,timm",
-                 ("pytorch_optimizer",), install=TIMM_INSTALL),
+                 ("pytorch_optimizer", "timm"), install=TIMM_INSTALL),
     # timm.optim.AdafactorBigVision (timm 1.0.31) on torch, on its own dialect's vectors (conformance/TIMM.md).
     AdapterEntry("timm-bigvision", "conformance.adapters.timm_adapter:TimmBigVisionAdapter", ("timm", "torch"),
                  "torch,timm", ("timm_bigvision",), install=TIMM_INSTALL),

@@ -1,5 +1,7 @@
-"""timm 1.0.31's two Adafactors: ``timm.optim.Adafactor`` (lane ``timm``, ``TimmAdapter``) on the
-pytorch_optimizer dialect's vectors, and ``timm.optim.AdafactorBigVision`` (lane
+"""timm 1.0.31's two Adafactors: ``timm.optim.Adafactor`` (lane ``timm``, ``TimmAdapter``) on its own
+dialect's vectors (reference/dialects/timm.py, vectors/timm/: the config is timm's arguments,
+passed straight to the optimizer; an invalid one raises timm's own error at construction) and on the
+pytorch_optimizer dialect's vectors that map exactly, and ``timm.optim.AdafactorBigVision`` (lane
 ``timm-bigvision``, ``TimmBigVisionAdapter``) on its own dialect's vectors
 (reference/dialects/timm_bigvision.py, vectors/timm_bigvision/). conformance/TIMM.md.
 
@@ -7,8 +9,8 @@ timm's Adafactor computes, for the arguments below, exactly what the pytorch_opt
 dialect (reference/dialects/pytorch_optimizer.py) computes: the same relative step and
 parameter scale, ``lerp_`` EMAs of ``g*g + eps`` (no V for a factored parameter), the
 ``rsqrt`` factors, ``||U||/sqrt(N)`` clipping and ``p - U`` (conformance/TIMM.md, with the
-line of timm/optim/adafactor.py each rests on). So the ``timm`` lane has no dialect of its
-own: it replays vectors/pytorch_optimizer/ through ``pytorch_optimizer_to_timm``, which
+line of timm/optim/adafactor.py each rests on). So besides its own dialect's vectors the
+``timm`` lane replays vectors/pytorch_optimizer/ through ``pytorch_optimizer_to_timm``, which
 maps a vector's AdaFactor arguments to timm's and refuses (the vector is skipped, with the
 reason) every vector where the two differ:
 
@@ -42,7 +44,8 @@ environment says which way they were loaded (``timm_loaded``).
 
 Teacher forcing (``load``) writes timm's per-parameter state (adafactor.py:169-184):
 ``step`` (a Python int per parameter), ``RMS`` (recomputed from p every step, :199),
-``exp_avg_sq_row`` [..., n] / ``exp_avg_sq_col`` [..., m] for a factored parameter,
+``exp_avg_sq_row`` / ``exp_avg_sq_col`` (the shape without dim_row resp. dim_col, the dims
+``_get_options`` picks, :113-128, :176-180) for a factored parameter,
 ``exp_avg_sq`` otherwise, ``exp_avg`` when betas is set, all in the parameter dtype. At
 iterations 0 the state is left empty (timm initialises it on the first step, :169).
 """
@@ -244,10 +247,11 @@ class TimmSession(Session):
     def _tensor(self, x):
         return self.torch.tensor(np.asarray(x, dtype=np.float64), dtype=self.tdtype, device=self.device)
 
-    def _factored(self, p) -> bool:
+    def _dims(self, p):
+        """(dim_col, dim_row) timm factors p over, or None (its own ``_get_options``, adafactor.py:113-128)."""
         group = self.opt.param_groups[0]
         dims, _ = self.opt._get_options(group, p.shape, min_size_to_factor=group["min_dim_size_to_factor"])
-        return dims is not None
+        return dims
 
     def load(self, state: State) -> None:
         with self.torch.no_grad():
@@ -264,7 +268,7 @@ class TimmSession(Session):
                     raise AdapterError(f"vector {self.vector_id!r}: betas is set but the state to load has no "
                                        f"momentum for variable {i}")
                 entry["exp_avg"] = self._tensor(state.momentum[i])
-            if self._factored(p):
+            if self._dims(p) is not None:
                 entry["exp_avg_sq_row"] = self._tensor(state.r[i])
                 entry["exp_avg_sq_col"] = self._tensor(state.c[i])
             else:
@@ -288,9 +292,13 @@ class TimmSession(Session):
             if s and s.get("step") != self.iterations:
                 raise AdapterError(f"vector {self.vector_id!r}: timm's step is {s.get('step')}, the optimizer "
                                    f"applied {self.iterations} steps")
-            factored = p.dim() >= 2
-            shapes = {Kind.R: tuple(p.shape[:-1]), Kind.C: tuple(p.shape[:-2]) + tuple(p.shape[-1:]),
-                      Kind.V: tuple(p.shape), Kind.MOMENTUM: tuple(p.shape)}
+            dims = self._dims(p)
+            factored = dims is not None
+            shape = tuple(p.shape)
+            dim_col, dim_row = dims if factored else (None, None)
+            shapes = {Kind.R: tuple(d for j, d in enumerate(shape) if j != dim_row),
+                      Kind.C: tuple(d for j, d in enumerate(shape) if j != dim_col),
+                      Kind.V: shape, Kind.MOMENTUM: shape}
             present = {Kind.R: factored, Kind.C: factored, Kind.V: not factored, Kind.MOMENTUM: True}
             for kind in kinds:
                 if not present[kind]:
@@ -304,12 +312,13 @@ class TimmSession(Session):
 
 
 class TimmAdapter(Adapter):
-    """timm.optim.Adafactor on torch (float64, float32; cpu and gpu) on the pytorch_optimizer
-    dialect's vectors that map exactly (``pytorch_optimizer_to_timm``)."""
+    """timm.optim.Adafactor on torch (float64, float32; cpu and gpu) on the timm dialect's vectors
+    (the config passed straight to it) and on the pytorch_optimizer dialect's vectors that map
+    exactly (``pytorch_optimizer_to_timm``)."""
 
     def __init__(self):
         super().__init__(name=NAME, dtypes=("float64", "float32"), devices=("cpu", "gpu"),
-                         **_registered(NAME, ("pytorch_optimizer",)))
+                         **_registered(NAME, ("pytorch_optimizer", "timm")))
 
     def optimizer(self, adafactor, params: list, kwargs: dict):
         """``Adafactor(params, **kwargs)`` (a subclass may build it otherwise: tests inject bugs here)."""
@@ -330,6 +339,8 @@ class TimmAdapter(Adapter):
         if reason is not None:
             return reason
         vector = as_vector(vector)
+        if vector.dialect == "timm":
+            return None
         if vector.error is not None:
             return (f"{NAME}: an invalid AdaFactor configuration ({vector.error.cls}); timm.optim.Adafactor "
                     "validates none of these arguments")
@@ -341,6 +352,9 @@ class TimmAdapter(Adapter):
         if reason is not None:
             raise AdapterError(reason)
         vector = as_vector(vector)
+        if vector.dialect == "timm":
+            # timm's own arguments, as they are; an invalid configuration raises timm's error here.
+            return TimmSession(self, vector, dtype, device, dict(vector.config))
         kwargs, reason = pytorch_optimizer_to_timm(vector.config, vector.shapes, len(vector.raw["steps"]), dtype)
         if kwargs is None:
             raise AdapterError(f"vector {vector.id!r}: {reason}")

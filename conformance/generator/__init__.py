@@ -27,7 +27,7 @@ __all__ = ["Case", "generate_vector", "seed_for", "draw_inputs", "CORPUS_VERSION
 #: changes (a vector added, removed or regenerated with other values, a field added to the
 #: vectors); PATCH when only text no grade reads changes (descriptions, notes, provenance).
 #: Rule and history: vectors/README.md, "Corpus version".
-CORPUS_VERSION = "2.3.0"
+CORPUS_VERSION = "2.4.0"
 
 
 def generate_vector(case: Case) -> dict:

@@ -27,6 +27,7 @@ DIALECTS = {
     "transformers": "reference.dialects.transformers:TransformersAdafactor",
     "pytorch_optimizer": "reference.dialects.pytorch_optimizer:PytorchOptimizerAdaFactor",
     "timm_bigvision": "reference.dialects.timm_bigvision:TimmBigVisionAdafactor",
+    "timm": "reference.dialects.timm:TimmAdafactor",
 }
 
 

@@ -59,6 +59,9 @@ WRONG_DIALECT_DEFAULTS = {
     "timm_bigvision": {"lr": 1.01, "min_dim_size_to_factor": 2, "decay_rate": 0.808, "decay_offset": 1, "beta2_cap": 0.5,
                        "momentum": 0.1, "eps": 1e-7, "weight_decay": 1e-4,
                        "clipping_threshold": 0.5},
+    "timm": {"lr": 0.01, "eps": 1e-7, "clip_threshold": 1.01, "decay_rate": -0.808,
+             "betas": [0.9, 0.999], "weight_decay": 1e-4, "scale_parameter": False, "warmup_init": True,
+             "min_dim_size_to_factor": 1},
 }
 
 

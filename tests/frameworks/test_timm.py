@@ -1,5 +1,6 @@
 """The timm lane (conformance/adapters/timm_adapter.py: real ``timm.optim.Adafactor`` 1.0.31 on
-torch) on the pytorch_optimizer dialect's vectors it maps to exactly (conformance/TIMM.md):
+torch) on the timm dialect's own vectors (vectors/timm/, config passed straight to timm) and on
+the pytorch_optimizer dialect's vectors it maps to exactly (conformance/TIMM.md):
 
 * the mapping is exact: on every mapped vector real timm is bit for bit real
   pytorch_optimizer.AdaFactor in float64 and within 1e-15 relative of the dialect reference
@@ -9,7 +10,8 @@ torch) on the pytorch_optimizer dialect's vectors it maps to exactly (conformanc
   a scaled external lr, momentum in another dtype, ...);
 * every float64 and float32 lane, teacher-forced and free-running, CONFORMS through the
   gate's CLI, each lane graded; with one injected bug (tests/frameworks/timm_injected.py:
-  ``decay_rate`` scaled by 1.001) the same lanes are DOES NOT CONFORM;
+  ``decay_rate`` scaled by 1.001) the same lanes are DOES NOT CONFORM, and with
+  ``weight_decay`` scaled by 1.01 every weight-decay vector of vectors/timm/ fails in every lane;
 * the timm-bigvision lane (real ``timm.optim.AdafactorBigVision`` on the timm_bigvision
   dialect's vectors, vectors/timm_bigvision/) CONFORMS in the same lanes, and fails with
   ``decay_rate`` scaled by 1.001 or the beta2 cap ignored;
@@ -66,6 +68,11 @@ def _gate(name: str, fixture: str, *args: str) -> background.Job:
 LANE = _gate("timm-lane", "timm_lane_run", "--adapter", ADAPTER)
 INJECTED_DECAY = _gate("timm-injected-decay", "timm_injected_decay_run",
                        "--adapter", "tests.frameworks.timm_injected:DecayRateScaled")
+INJECTED_WEIGHT_DECAY = _gate("timm-injected-weight-decay", "timm_injected_weight_decay_run",
+                              "--adapter", "tests.frameworks.timm_injected:WeightDecayScaled", "--vectors", "timm/")
+#: The vectors of vectors/timm/ with weight decay (tools/dialect_cases/timm.py).
+TIMM_WEIGHT_DECAY = {"timm/arguments/weight_decay/relative_step", "timm/arguments/weight_decay/explicit_lr",
+                     "timm/multi_variable/all"}
 BV_ADAPTER = "conformance.adapters.timm_adapter:TimmBigVisionAdapter"
 BV_LANE = _gate("timm-bigvision-lane", "bigvision_lane_run", "--adapter", BV_ADAPTER)
 BV_INJECTED_DECAY = _gate("timm-bigvision-injected-decay", "bigvision_injected_decay_run",
@@ -85,6 +92,12 @@ def timm_lane_run():
 def timm_injected_decay_run():
     installed_or_skip(REQUIRES, HINT)
     return INJECTED_DECAY.result()
+
+
+@pytest.fixture
+def timm_injected_weight_decay_run():
+    installed_or_skip(REQUIRES, HINT)
+    return INJECTED_WEIGHT_DECAY.result()
 
 
 @pytest.fixture
@@ -269,9 +282,27 @@ def test_every_float64_and_float32_lane_conforms(timm_lane_run):
         assert lane["environment"]["timm"] == "1.0.31"
     for dtype, mode in LANES:
         outcomes = _outcomes(report, dtype, mode)
-        graded = {vid for vid, o in outcomes.items() if o["status"] == "pass"}
+        graded = {vid for vid, o in outcomes.items() if o["status"] == "pass" and vid.startswith("pytorch_optimizer/")}
         assert graded == (MAPPED if dtype == "float64" else MAPPED - NOT_FLOAT32)
-        assert all(vid.startswith("pytorch_optimizer/") for vid in outcomes)
+        assert all(vid.startswith(("pytorch_optimizer/", "timm/")) for vid in outcomes)
+        # the timm dialect's own vectors: every one graded (none skipped), the invalid ones by timm's error
+        own = {vid: o["status"] for vid, o in outcomes.items() if vid.startswith("timm/")}
+        assert len(own) == 17 and set(own.values()) == {"pass"}, (dtype, mode, own)
+
+
+@pytest.mark.slow
+def test_weight_decay_scaled_fails_every_weight_decay_vector(timm_injected_weight_decay_run):
+    """timm's decay p += p*(-wd*lr_t) off by 1%: the weight-decay vectors fail in every lane; no
+    other vector does (the bug changes nothing without weight decay)."""
+    proc = timm_injected_weight_decay_run
+    assert proc.returncode == 1 and "DOES NOT CONFORM" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = _report(proc)
+    for dtype, mode in LANES:
+        outcomes = _outcomes(report, dtype, mode)
+        failed = {vid for vid, o in outcomes.items() if o["status"] == "fail"}
+        assert TIMM_WEIGHT_DECAY <= failed, (dtype, mode, failed)
+        if dtype == "float64":
+            assert failed == TIMM_WEIGHT_DECAY, (dtype, mode, failed)
 
 
 @pytest.mark.slow

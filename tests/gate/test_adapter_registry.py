@@ -30,7 +30,7 @@ def test_every_entry_loads_as_declared(monkeypatch):
         assert REGISTRY[name] == entry.target
         assert type(adapter).__name__ == entry.target.split(":")[1]
     assert ADAPTERS["reference"].dialects == ("keras", "torch", "optax", "transformers", "pytorch_optimizer",
-                                              "timm_bigvision")
+                                              "timm_bigvision", "timm")
     assert ADAPTERS["keras-jax-sharded"].expectations == "keras-jax"
 
 

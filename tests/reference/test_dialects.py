@@ -74,7 +74,8 @@ def test_factored_axes_generalise_keras():
 
 
 def test_every_dialect_is_registered():
-    assert set(DIALECTS) == {"keras", "torch", "optax", "transformers", "pytorch_optimizer", "timm_bigvision"}
+    assert set(DIALECTS) == {"keras", "torch", "optax", "transformers", "pytorch_optimizer", "timm_bigvision",
+                               "timm"}
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])

@@ -127,6 +127,6 @@ for name, (config, cls, text) in INVALID.items():
          error={"class": cls, "message_contains": text, "at": "construction"})
 
 # Cases whose arguments timm.optim.Adafactor computes exactly, for its lane (conformance/TIMM.md).
-from tools.dialect_cases.timm import CASES as _TIMM_CASES  # noqa: E402
+from tools.dialect_cases.timm import PYTORCH_OPTIMIZER_CASES as _TIMM_CASES  # noqa: E402
 
 CASES += _TIMM_CASES
