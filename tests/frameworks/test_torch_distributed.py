@@ -151,8 +151,8 @@ def test_split_dims_split_where_every_rank_gets_an_element():
 def test_replicate_is_the_single_device_result_bit_for_bit(dtensor_identical):
     done = dtensor_identical
     assert done.returncode == 0, _tail(done)
-    # 46 valid/acceptable torch vectors x float64, float32, every step compared bit for bit.
-    assert done.stdout.split()[-3:] == ["IDENTICAL", "92", "692"], _tail(done)
+    # 47 valid/acceptable torch vectors x float64, float32, every step compared bit for bit.
+    assert done.stdout.split()[-3:] == ["IDENTICAL", "94", "698"], _tail(done)
 
 
 @needs_torch
@@ -170,9 +170,9 @@ def test_replicate_lane_grades_pass(dtensor_replicate):
         # deviates on an acceptable vector.
         assert _ids(outcomes, "fail", "xfail", "xpass", "model") == set(), (lane, outcomes)
         if lane[0] == "float64":
-            assert len(_ids(outcomes, "pass")) == 52 and not _ids(outcomes, "acceptable"), lane
+            assert len(_ids(outcomes, "pass")) == 53 and not _ids(outcomes, "acceptable"), lane
         else:
-            assert len(_ids(outcomes, "pass")) == 46 and len(_ids(outcomes, "skip")) == 5, lane
+            assert len(_ids(outcomes, "pass")) == 47 and len(_ids(outcomes, "skip")) == 5, lane
             assert _ids(outcomes, "acceptable") == {"torch/special_values/inf_gradient"}, lane
 
 
@@ -187,7 +187,7 @@ def test_shard0_lane_names_the_runtime_error_and_fails_the_silent_error(dtensor_
     assert "DOES NOT CONFORM" in done.stdout
     lane = _outcomes(_report("dtensor-shard0"))[("float64", "teacher")]
     xfail = _ids(lane, "xfail")
-    assert len(xfail) == 35 and all(lane[i][1].startswith("(1)") for i in xfail), lane
+    assert len(xfail) == 36 and all(lane[i][1].startswith("(1)") for i in xfail), lane
     assert all("torch/optim/_adafactor.py:399" in lane[i][1] and "_ops/utils.py:670" in lane[i][1] for i in xfail)
     assert _ids(lane, "pass") == {i for i in lane if i.startswith("torch/invalid/")}
     assert _ids(lane, "fail") == {
@@ -237,7 +237,7 @@ def test_gate_fails_a_port_that_reduces_over_its_local_shard_only(dtensor_local_
     blind = {"torch/special_values/zero_gradients", "torch/special_values/huge_gradients"}
     assert _ids(lane, "fail", "acceptable") == ran - blind, lane
     assert _ids(lane, "pass") == blind | {i for i in lane if i.startswith("torch/invalid/")}
-    assert len(ran - blind) == 39
+    assert len(ran - blind) == 40
 
 
 @needs_torch
@@ -249,4 +249,4 @@ def test_the_same_port_with_global_reductions_conforms_under_shard0(dtensor_out_
     done = dtensor_out_of_place
     assert done.returncode == 0, _tail(done)
     lane = _outcomes(_report("dtensor-out-of-place"))[("float64", "teacher")]
-    assert len(_ids(lane, "pass")) == 47 and _ids(lane, "fail", "acceptable", "xfail", "xpass") == set(), lane
+    assert len(_ids(lane, "pass")) == 48 and _ids(lane, "fail", "acceptable", "xfail", "xpass") == set(), lane
