@@ -82,11 +82,13 @@ def _keras_step_config(config: dict) -> dict:
 
 def native_adapter(dialect: str):
     """The registered adapter (conformance.adapters.ADAPTERS) that runs the real framework of
-    ``dialect``: the first entry, in registry order, that speaks only that dialect; None when
-    there is none or it is not installed."""
+    ``dialect``: the first entry, in registry order, that speaks only that dialect, else the
+    first that speaks it among others (timm: its own dialect and pytorch_optimizer's); None
+    when there is none or it is not installed."""
     from conformance.adapters import ADAPTERS, AdapterError
 
-    entries = [e for e in ADAPTERS.values() if e.speaks == (dialect,)]
+    entries = ([e for e in ADAPTERS.values() if e.speaks == (dialect,)]
+               or [e for e in ADAPTERS.values() if e.speaks and dialect in e.speaks])
     if not entries or entries[0].missing() is not None:
         return None
     try:
@@ -221,10 +223,14 @@ END = "<!-- end of divergence -->"
 
 
 def render(frameworks: bool) -> str:
+    """The document with its generated block replaced. The report runs first (minutes with the
+    frameworks) and the file is read after it, so edits made to the hand-written parts while it
+    ran are kept."""
+    block = report(frameworks)
     text = OUT.read_text(encoding="utf-8") if OUT.exists() else f"# Divergence\n\n{BEGIN}\n{END}\n"
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
-    return f"{head}{BEGIN}\n{report(frameworks)}{END}{tail}"
+    return f"{head}{BEGIN}\n{block}{END}{tail}"
 
 
 def main(argv=None) -> int:
