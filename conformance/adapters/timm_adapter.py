@@ -64,7 +64,7 @@ from typing import Optional
 import numpy as np
 
 from conformance.adapters.base import Adapter, AdapterError, Session, numpy_dtype, torch_gpu_problem
-from conformance.adapters.torch_adapter import torch_to_numpy
+from conformance.adapters.torch_adapter import step_with_gradients, torch_to_numpy
 from conformance.vector import Vector, as_vector
 from reference.state import Kind, State
 
@@ -276,13 +276,7 @@ class TimmSession(Session):
             self.opt.state[p] = entry
 
     def step(self, grads: list) -> None:
-        for i, (p, g) in enumerate(zip(self.params, grads)):
-            if g is None:
-                raise AdapterError(f"vector {self.vector_id!r}: variable {i} has no gradient; timm skips the "
-                                   "parameter and its step, which dialect vectors do not record")
-            p.grad = self._tensor(g)
-        self.opt.step()
-        self.iterations += 1
+        step_with_gradients(self, grads, "timm")
 
     def read(self) -> State:
         kinds = [Kind.R, Kind.C, Kind.V] + ([Kind.MOMENTUM] if self.use_momentum else [])
@@ -432,13 +426,7 @@ class TimmBigVisionSession(Session):
             self.opt.state[p] = entry
 
     def step(self, grads: list) -> None:
-        for i, (p, g) in enumerate(zip(self.params, grads)):
-            if g is None:
-                raise AdapterError(f"vector {self.vector_id!r}: variable {i} has no gradient; timm skips the "
-                                   "parameter and its step, which dialect vectors do not record")
-            p.grad = self._tensor(g)
-        self.opt.step()
-        self.iterations += 1
+        step_with_gradients(self, grads, "timm")
 
     def read(self) -> State:
         kinds = [Kind.R, Kind.C, Kind.V] + ([Kind.MOMENTUM] if self.use_momentum else [])

@@ -131,7 +131,7 @@ def torch_to_numpy(torch, t) -> np.ndarray:
 
 def step_with_gradients(session, grads: list, framework: str) -> None:
     """Set every parameter's .grad (in the lane dtype) and take one optimizer step; shared by
-    the torch and transformers sessions (both count steps per parameter)."""
+    the torch, transformers and timm sessions (all count steps per parameter)."""
     for i, (p, g) in enumerate(zip(session.params, grads)):
         if g is None:
             raise AdapterError(f"vector {session.vector_id!r}: variable {i} has no gradient; {framework} "

@@ -196,3 +196,28 @@ class DialectOptimizer:
         for x, value in zip(variables, new_x):
             x[...] = value
         self.state = State(t, {k: [m.get(k) for m in new_moments] for k in kinds})
+
+
+# ----------------------------------------------------------------------------- from_keras
+#: The Keras arguments a torch-style dialect's ``from_keras`` can map (the step itself).
+KERAS_STEP_KEYS = ("learning_rate", "beta_2_decay", "epsilon_1", "epsilon_2", "clip_threshold", "relative_step",
+                   "weight_decay", "name")
+#: Keras features with no counterpart in those dialects: set (not None/False/0), they do not map.
+KERAS_UNMAPPABLE = ("clipnorm", "clipvalue", "global_clipnorm", "use_ema", "loss_scale_factor",
+                    "gradient_accumulation_steps")
+
+
+def keras_step_only(config: dict) -> bool:
+    """Whether a Keras spec config uses only the step's arguments: every unmappable feature
+    off, EMA settings only alongside (an unused) EMA, and no argument outside
+    ``KERAS_STEP_KEYS``. The shared first check of the transformers, pytorch_optimizer, timm
+    and timm_bigvision ``from_keras``."""
+    for key, value in config.items():
+        if key in KERAS_UNMAPPABLE:
+            if value not in (None, False, 0, 0.0):
+                return False
+        elif key in ("ema_momentum", "ema_overwrite_frequency"):
+            continue  # only meaningful with use_ema, checked above
+        elif key not in KERAS_STEP_KEYS:
+            return False
+    return True

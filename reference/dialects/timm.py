@@ -60,7 +60,7 @@ import numpy as np
 
 from reference.adafactor_step import Hyperparameters
 from reference.dialects import pytorch_optimizer as po
-from reference.dialects.base import DialectOptimizer, Stages, statistic_zeros
+from reference.dialects.base import DialectOptimizer, Stages, keras_step_only, statistic_zeros
 from reference.dialects.keras import keras_stages
 from reference.dialects.torch import moment_update as torch_lerp
 from reference.dialects.transformers import precondition as transformers_precondition
@@ -252,12 +252,6 @@ class TimmAdafactor(DialectOptimizer):
         return dict(self.config)
 
 
-_KERAS_STEP_KEYS = ("learning_rate", "beta_2_decay", "epsilon_1", "epsilon_2", "clip_threshold", "relative_step",
-                    "weight_decay", "name")
-_KERAS_UNMAPPABLE = ("clipnorm", "clipvalue", "global_clipnorm", "use_ema", "loss_scale_factor",
-                     "gradient_accumulation_steps")
-
-
 def from_keras(config: dict) -> Optional[dict]:
     """timm.optim.Adafactor arguments closest to a Keras spec config, or None when it does not map.
 
@@ -268,14 +262,8 @@ def from_keras(config: dict) -> Optional[dict]:
     any other float to lr=learning_rate (timm then has no parameter scale and no 1/sqrt t cap).
     Schedules, callables, gradient clipping, EMA, loss scaling and accumulation do not map.
     """
-    for key, value in config.items():
-        if key in _KERAS_UNMAPPABLE:
-            if value not in (None, False, 0, 0.0):
-                return None
-        elif key in ("ema_momentum", "ema_overwrite_frequency"):
-            continue
-        elif key not in _KERAS_STEP_KEYS:
-            return None
+    if not keras_step_only(config):
+        return None
     lr = config.get("learning_rate", 0.001)
     if not isinstance(lr, float) or lr < 0:
         return None

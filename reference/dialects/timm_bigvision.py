@@ -53,7 +53,7 @@ import numpy as np
 
 from reference import reductions
 from reference.adafactor_step import Hyperparameters
-from reference.dialects.base import DialectOptimizer, Stages, statistic_zeros
+from reference.dialects.base import DialectOptimizer, Stages, keras_step_only, statistic_zeros
 from reference.dialects.keras import keras_stages
 from reference.dialects.pytorch_optimizer import momentum_dtype as _momentum_numpy_dtype
 from reference.dialects.pytorch_optimizer import momentum_lerp as _momentum_lerp
@@ -310,12 +310,6 @@ class TimmBigVisionAdafactor(DialectOptimizer):
         return dict(self.config)
 
 
-_KERAS_STEP_KEYS = ("learning_rate", "beta_2_decay", "epsilon_1", "epsilon_2", "clip_threshold", "relative_step",
-                    "weight_decay", "name")
-_KERAS_UNMAPPABLE = ("clipnorm", "clipvalue", "global_clipnorm", "use_ema", "loss_scale_factor",
-                     "gradient_accumulation_steps")
-
-
 def from_keras(config: dict) -> Optional[dict]:
     """AdafactorBigVision arguments closest to a Keras spec config, or None when it does not map.
 
@@ -327,14 +321,8 @@ def from_keras(config: dict) -> Optional[dict]:
     Keras, over its two largest axes), no momentum. Schedules, callables, gradient clipping,
     EMA, loss scaling and accumulation do not map (None).
     """
-    for key, value in config.items():
-        if key in _KERAS_UNMAPPABLE:
-            if value not in (None, False, 0, 0.0):
-                return None
-        elif key in ("ema_momentum", "ema_overwrite_frequency"):
-            continue
-        elif key not in _KERAS_STEP_KEYS:
-            return None
+    if not keras_step_only(config):
+        return None
     lr = config.get("learning_rate", 0.001)
     wd = config.get("weight_decay")
     wd = 0.0 if wd is None else float(wd)

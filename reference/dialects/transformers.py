@@ -52,7 +52,7 @@ import numpy as np
 
 from reference import reductions
 from reference.adafactor_step import Hyperparameters
-from reference.dialects.base import DialectOptimizer, Stages, statistic_zeros
+from reference.dialects.base import DialectOptimizer, Stages, keras_step_only, statistic_zeros
 from reference.dialects.gaps import Gap, has_exclusion
 from reference.dialects.keras import keras_stages
 from reference.state import Kind
@@ -365,13 +365,6 @@ MODELLED = {
 }
 
 
-_KERAS_STEP_KEYS = ("learning_rate", "beta_2_decay", "epsilon_1", "epsilon_2", "clip_threshold", "relative_step",
-                    "weight_decay", "name")
-#: Keras features with no transformers counterpart: set (not None/False/0), they do not map.
-_KERAS_UNMAPPABLE = ("clipnorm", "clipvalue", "global_clipnorm", "use_ema", "loss_scale_factor",
-                     "gradient_accumulation_steps")
-
-
 def from_keras(config: dict) -> Optional[dict]:
     """transformers arguments closest to a Keras spec config, or None when it does not map.
 
@@ -385,14 +378,8 @@ def from_keras(config: dict) -> Optional[dict]:
     gradient clipping, EMA, loss scaling and accumulation do not map (None); neither does an
     argument this function does not know.
     """
-    for key, value in config.items():
-        if key in _KERAS_UNMAPPABLE:
-            if value not in (None, False, 0, 0.0):
-                return None
-        elif key == "ema_momentum" or key == "ema_overwrite_frequency":
-            continue  # only meaningful with use_ema, checked above
-        elif key not in _KERAS_STEP_KEYS:
-            return None
+    if not keras_step_only(config):
+        return None
     lr = config.get("learning_rate", 0.001)
     if not isinstance(lr, float):
         return None
