@@ -219,9 +219,10 @@ def summation_order(order: str):
         reductions.total, reductions.mean = saved
 
 
-def measure(documents_dir: Path, dtypes=DERIVED_DTYPES, dialect: str = "keras") -> dict:
+def measure(documents_dir: Path, dtypes=DERIVED_DTYPES, dialect: str = "keras") -> tuple:
     """Per dtype, mode, kind: the list of (normwise, step) samples of honest lanes, over the
-    valid vectors of one dialect."""
+    valid vectors of one dialect; and per dtype the reach (``_longest``) of the vectors each
+    dtype's lanes measured."""
     from conformance import runner
     from conformance import vectorfile as vf
     from conformance.adapters.reference import ReferenceAdapter
@@ -246,8 +247,7 @@ def measure(documents_dir: Path, dtypes=DERIVED_DTYPES, dialect: str = "keras") 
                         for kind, values in outcome.curve.items():
                             samples[dtype][mode][kind].extend(
                                 (float(v), step) for step, v in enumerate(values, 1))
-    samples["reach"] = {d: _longest(measured[d].values()) for d in dtypes}
-    return samples
+    return samples, {d: _longest(measured[d].values()) for d in dtypes}
 
 
 def measure_model(documents_dir: Path, name: str) -> dict:
@@ -346,8 +346,7 @@ def derive(documents_dir: Path) -> dict:
 def _derive_one(documents_dir: Path, dialect: str) -> dict:
     from scipy import stats
 
-    samples = measure(documents_dir, dialect=dialect)
-    reach = samples.pop("reach")
+    samples, reach = measure(documents_dir, dialect=dialect)
     teacher, rate, statistics = {}, {}, {}
     for dtype, by_mode in samples.items():
         teacher[dtype], rate[dtype], statistics[dtype] = {}, {}, {}
